@@ -1,0 +1,114 @@
+# flask-app: one Flask app, three Dockerfiles. `make` lists the targets.
+
+# The docker command; set DOCKER="sudo docker" or DOCKER=podman where that is what you use.
+DOCKER ?= docker
+# Image name; the variants are its tags: $(IMAGE):naive, $(IMAGE):production, $(IMAGE):secure.
+IMAGE ?= flask-app
+# The base image of all three Dockerfiles (their own default, repeated so you can override it).
+BASE_IMAGE ?= python:3.12.15-slim-bookworm
+# The host port `make run` publishes on 127.0.0.1.
+PORT ?= 8080
+# Name of the container `make run` starts.
+CONTAINER ?= flask-app
+# A CA bundle pip trusts during builds. By default, the host's bundle when the host trusts extra
+# CAs (a TLS-inspecting proxy): it is mounted as a build secret and never stored in an image.
+CA_BUNDLE ?= $(if $(wildcard /usr/local/share/ca-certificates/*.crt),/etc/ssl/certs/ca-certificates.crt)
+# Python that runs the tests, and the virtual environment they run in.
+PYTHON ?= python3
+VENV ?= .venv
+
+comma := ,
+SECRET := $(if $(CA_BUNDLE),--secret id=ca-bundle$(comma)src=$(CA_BUNDLE))
+# The hardening the secure image is built for; production gets all of it but the read-only root.
+LOCKDOWN := --cap-drop ALL --security-opt no-new-privileges
+RUN_FLAGS_naive :=
+RUN_FLAGS_production := $(LOCKDOWN)
+RUN_FLAGS_secure := $(LOCKDOWN) --read-only --tmpfs /tmp
+DOCKERFILE_naive := Dockerfile.naive
+DOCKERFILE_production := Dockerfile
+DOCKERFILE_secure := Dockerfile.multistage
+VARIANTS := naive production secure
+BUILDS := $(addprefix build-,$(VARIANTS))
+RUNS := $(addprefix run-,$(VARIANTS))
+
+.DEFAULT_GOAL := help
+.PHONY: help engine build $(BUILDS) run $(RUNS) stop logs history inspect compare test test-unit \
+	test-integration lock clean
+
+help: ## Show this help
+	@echo "Usage: make TARGET [VAR=value ...]"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST) \
+		| sed 's/$$(IMAGE)/$(IMAGE)/; s/$$(PORT)/$(PORT)/'
+	@echo "Variables (make VAR=value): DOCKER=$(DOCKER) IMAGE=$(IMAGE) PORT=$(PORT) BASE_IMAGE=$(BASE_IMAGE)"
+
+engine: ## Make sure a Docker engine with BuildKit runs (installs one on Debian if none does)
+	@DOCKER="$(DOCKER)" scripts/ensure-docker.sh
+
+build: build-naive build-production build-secure ## Build all three images
+
+build-naive: ## Build $(IMAGE):naive from Dockerfile.naive
+build-production: ## Build $(IMAGE):production from Dockerfile
+build-secure: ## Build $(IMAGE):secure from Dockerfile.multistage
+$(BUILDS): build-%: engine
+	@base=$$(DOCKER="$(DOCKER)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
+	echo "Building $(IMAGE):$* from $(DOCKERFILE_$*) on $$base"; \
+	$(DOCKER) build --file $(DOCKERFILE_$*) --tag $(IMAGE):$* --build-arg BASE_IMAGE=$$base $(SECRET) . \
+	|| { echo "make: building $(IMAGE):$* failed; the step marked ERROR above is the one that failed." >&2; exit 1; }
+
+run: run-secure ## Run the secure image on http://localhost:$(PORT)
+
+run-naive: ## Run $(IMAGE):naive on http://localhost:$(PORT)
+run-production: ## Run $(IMAGE):production on http://localhost:$(PORT), without capabilities
+run-secure: ## Run $(IMAGE):secure on http://localhost:$(PORT), read-only and without capabilities
+$(RUNS): run-%: build-% stop
+	@$(DOCKER) run --detach --name $(CONTAINER) --publish 127.0.0.1:$(PORT):8080 $(RUN_FLAGS_$*) $(IMAGE):$* >/dev/null
+	@for i in $$(seq 50); do PORT=$(PORT) $(PYTHON) healthcheck.py && break; sleep 0.2; done; \
+	if PORT=$(PORT) $(PYTHON) healthcheck.py; then \
+		echo "$$ curl http://localhost:$(PORT)"; \
+		$(PYTHON) -c 'import urllib.request; print(urllib.request.urlopen("http://localhost:$(PORT)/").read().decode())'; \
+		echo "$(IMAGE):$* is serving on http://localhost:$(PORT) (make logs, make stop)"; \
+	else \
+		echo "make: $(IMAGE):$* did not answer on http://localhost:$(PORT) within 10 s; its log:" >&2; \
+		$(DOCKER) logs $(CONTAINER) >&2; exit 1; \
+	fi
+
+stop: ## Stop and remove the container `make run` started
+	@$(DOCKER) rm --force $(CONTAINER) >/dev/null 2>&1 || true
+
+logs: ## Follow the log of the running container
+	@$(DOCKER) logs --follow $(CONTAINER)
+
+history: ## Show the layers of each image and what made them
+	@for v in $(VARIANTS); do echo "== $(IMAGE):$$v"; $(DOCKER) history $(IMAGE):$$v; echo; done
+
+inspect: ## Show each image's user, entrypoint, command, healthcheck, ports and environment
+	@for v in $(VARIANTS); do echo "== $(IMAGE):$$v"; \
+		$(DOCKER) image inspect $(IMAGE):$$v --format '{{json .Config}}' | $(PYTHON) -m json.tool; echo; done
+
+compare: build ## Compare the three images side by side: size, layers, user, healthcheck, shell
+	@DOCKER="$(DOCKER)" $(PYTHON) scripts/compare.py $(foreach v,$(VARIANTS),$(IMAGE):$(v))
+
+$(VENV)/bin/pytest: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --require-hashes -r requirements.txt -r requirements-dev.txt
+	@touch $@
+
+test: engine $(VENV)/bin/pytest ## Run every test: unit, then integration against real containers
+	$(VENV)/bin/pytest
+
+test-unit: $(VENV)/bin/pytest ## Run the unit tests (no Docker needed)
+	$(VENV)/bin/pytest -m unit
+
+test-integration: engine $(VENV)/bin/pytest ## Build the images and test them as running containers
+	$(VENV)/bin/pytest -m integration
+
+lock: $(VENV)/bin/pytest ## Re-pin requirements*.txt with hashes from requirements*.in
+	$(VENV)/bin/uv pip compile --quiet --universal --generate-hashes --python-version 3.10 --no-header \
+		requirements.in -o requirements.txt
+	$(VENV)/bin/uv pip compile --quiet --universal --generate-hashes --python-version 3.10 --no-header \
+		requirements-dev.in -o requirements-dev.txt
+
+clean: stop ## Remove the three images, the test environment and caches
+	@$(DOCKER) image rm --force $(foreach v,$(VARIANTS),$(IMAGE):$(v)) >/dev/null 2>&1 || true
+	rm -rf $(VENV) .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

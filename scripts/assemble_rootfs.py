@@ -1,0 +1,279 @@
+"""Assemble the root filesystem of the secure image: only what a Python service needs to run.
+
+Run in the build stage of Dockerfile.multistage, it copies into an empty folder, which the
+final `FROM scratch` stage takes whole:
+
+- the interpreter the virtual environment points at, and the shared libraries it and every
+  extension module load (their ldd closure, the dynamic loader included), with an ld.so.cache;
+- the standard library without what a server never imports (test suites, IDLE, tkinter, ...),
+  precompiled, because the running container's root filesystem is read-only;
+- the virtual environment without pip, setuptools and wheel, precompiled too;
+- the metadata a vulnerability scanner reads: Python dist-info stays in place, and the Debian
+  packages the copied files come from get their dpkg status entries (/var/lib/dpkg/status.d,
+  as distroless does), with /etc/os-release;
+- a minimal /etc/passwd and /etc/group, a home for the app user and a sticky, world-writable /tmp.
+
+It works for both layouts a base image has: Debian's python3 under /usr and CPython built from
+source under /usr/local with a shared libpython (the official python images).
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+# Top-level entries of the standard library a web service does not import: test suites, the IDE,
+# GUI toolkits, installers, build configuration, and the base interpreter's own site-packages.
+STDLIB_DROP = {
+    "test", "idlelib", "tkinter", "turtle.py", "turtledemo", "ensurepip", "venv", "lib2to3",
+    "distutils", "pydoc_data", "curses", "__phello__", "site-packages", "dist-packages",
+}
+# Directory names dropped anywhere: test suites nested in packages, and stale bytecode.
+TREE_DROP = {"test", "tests", "idle_test", "__pycache__"}
+# Extension modules (by the name before the first dot) for the dropped packages, for terminals,
+# and for obsolete databases; they are also what pulls X11, ncurses and gdbm into the closure.
+EXTENSION_DROP = re.compile(
+    r"^(_tkinter|_curses|_curses_panel|readline|_gdbm|_dbm|nis|_crypt|spwd|ossaudiodev"
+    r"|_test\w*|_xxtestfuzz|_ctypes_test|xxlimited\w*|xxsubtype)\."
+)
+# Installers have no place in a running image.
+VENV_DROP = re.compile(r"^(pip|setuptools|wheel|_distutils_hack|pkg_resources)([-.].*)?$|^distutils-precedence\.pth$")
+VENV_BIN_DROP = re.compile(r"^(pip[\d.]*|wheel|activate.*|Activate\.ps1)$")
+# Loaded with dlopen, so invisible to ldd: glibc needs libgcc_s to unwind a thread that exits.
+DLOPENED_LIBRARIES = ("libgcc_s.so.1",)
+
+
+def parse_ldd(output: str) -> list[str]:
+    """Return the paths of the libraries in ldd's output; fail on any library it cannot find."""
+    paths = []
+    for line in output.splitlines():
+        line = line.strip()
+        if "=> not found" in line:
+            raise SystemExit(f"a required library is missing from the build stage: {line}")
+        match = re.match(r"^(?:\S+ => )?(/\S+) \(0x[0-9a-f]+\)$", line)
+        if match:
+            paths.append(match.group(1))
+    return paths
+
+
+def is_elf(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(4) == b"\x7fELF"
+
+
+def copy_path(source: str, root: Path) -> None:
+    """Copy one file to the same place under root, recreating every symlink on the way to it.
+
+    /lib -> usr/lib on merged-/usr systems and libfoo.so.1 -> libfoo.so.1.2.3 both end up in the
+    new root as links, so every name a program or the loader looks for resolves there too.
+    """
+    current = Path("/")
+    for part in Path(source).parts[1:]:
+        current = current / part
+        target = root / current.relative_to("/")
+        if current.is_symlink():
+            link = os.readlink(current)
+            if not target.is_symlink():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(link)
+            copy_path(os.path.normpath(current.parent / link), root)
+            current = Path(os.path.realpath(current))
+        elif current.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(current, target)
+
+
+def copy_tree(source: Path, target: Path, keep) -> list[Path]:
+    """Copy a directory tree, keeping the entries for which keep(path) is true; return the files."""
+    copied = []
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copystat(source, target)
+    for entry in sorted(source.iterdir()):
+        if not keep(entry):
+            continue
+        destination = target / entry.name
+        if entry.is_symlink():
+            destination.symlink_to(os.readlink(entry))
+        elif entry.is_dir():
+            copied += copy_tree(entry, destination, keep)
+        else:
+            shutil.copy2(entry, destination)
+            copied.append(destination)
+    return copied
+
+
+def keep_stdlib_entry(entry: Path, stdlib: Path) -> bool:
+    if entry.parent == stdlib and (entry.name in STDLIB_DROP or entry.name.startswith("config-")):
+        return False
+    if entry.is_dir() and entry.name in TREE_DROP:
+        return False
+    return not EXTENSION_DROP.match(entry.name)
+
+
+def keep_venv_entry(entry: Path) -> bool:
+    if entry.parent.name == "bin":
+        return not VENV_BIN_DROP.match(entry.name)
+    if entry.parent.name == "site-packages":
+        return not VENV_DROP.match(entry.name)
+    return not (entry.is_dir() and entry.name == "__pycache__")
+
+
+def interpreter_facts(python: Path) -> dict:
+    """Ask the venv's interpreter where its executable, standard library and extensions live."""
+    # os.py sits in the standard library; lib-dynload is the sys.path entry that holds extensions.
+    script = (
+        "import json, os, sys;"
+        "print(json.dumps({'executable': os.path.realpath(sys.executable),"
+        " 'stdlib': os.path.dirname(os.__file__),"
+        " 'dynload': [p for p in sys.path if p.endswith('lib-dynload')][0]}))"
+    )
+    return json.loads(subprocess.run([python, "-c", script], check=True, capture_output=True, text=True).stdout)
+
+
+def shared_library_closure(elf_files: list[Path]) -> set[str]:
+    """Return every library the given ELF files load: what ldd finds, and what glibc dlopens."""
+    libraries = set()
+    for path in elf_files:
+        result = subprocess.run(["ldd", path], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SystemExit(f"ldd failed on {path}: {(result.stderr or result.stdout).strip()}")
+        libraries.update(parse_ldd(result.stdout))
+    libc_dirs = {os.path.dirname(library) for library in libraries if os.path.basename(library) == "libc.so.6"}
+    for directory in libc_dirs:
+        for name in DLOPENED_LIBRARIES:
+            if os.path.exists(os.path.join(directory, name)):
+                libraries.add(os.path.join(directory, name))
+    return libraries
+
+
+def path_aliases(path: str) -> set[str]:
+    """The names one file may be registered under by dpkg, with and without merged /usr."""
+    names = {path, os.path.realpath(path)}
+    for name in list(names):
+        parts = Path(name).parts
+        if len(parts) > 2 and parts[1] == "usr" and parts[2] in {"bin", "sbin", "lib", "lib64"}:
+            names.add(str(Path("/", *parts[2:])))
+        elif len(parts) > 1 and parts[1] in {"bin", "sbin", "lib", "lib64"}:
+            names.add(str(Path("/usr", *parts[1:])))
+    return names
+
+
+def dpkg_owners(files: list[str], dpkg_root: Path = Path("/var/lib/dpkg")) -> set[str]:
+    """Return the names of the Debian packages that installed any of the given files."""
+    owner_of = {}
+    for listing in (dpkg_root / "info").glob("*.list"):
+        package = listing.stem.split(":")[0]
+        for line in listing.read_text().splitlines():
+            owner_of[line] = package
+    return {owner_of[name] for path in files for name in path_aliases(path) if name in owner_of}
+
+
+def dpkg_status_entries(packages: set[str], status_file: Path) -> dict[str, str]:
+    """Return the status paragraph of each named package, as /var/lib/dpkg/status holds it."""
+    entries = {}
+    for paragraph in status_file.read_text().split("\n\n"):
+        match = re.match(r"^Package: (\S+)$", paragraph.strip(), re.MULTILINE)
+        if match and match.group(1) in packages:
+            entries[match.group(1)] = paragraph.strip() + "\n"
+    return entries
+
+
+def write_accounts(root: Path, user: str, uid: int) -> None:
+    """Write /etc/passwd and /etc/group with root, the app user and nobody; no one has a shell."""
+    etc = root / "etc"
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "passwd").write_text(
+        "root:x:0:0:root:/root:/sbin/nologin\n"
+        f"{user}:x:{uid}:{uid}:{user}:/home/{user}:/sbin/nologin\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"
+    )
+    (etc / "group").write_text(f"root:x:0:\n{user}:x:{uid}:\nnogroup:x:65534:\n")
+    home = root / "home" / user
+    home.mkdir(parents=True, exist_ok=True)
+    os.chown(home, uid, uid)
+    tmp = root / "tmp"
+    tmp.mkdir(exist_ok=True)
+    tmp.chmod(0o1777)
+
+
+def compile_bytecode(python: str, directory: Path, root: Path, sourceless: bool = False) -> None:
+    """Precompile the .py files under directory, so a read-only root never needs to write bytecode.
+
+    unchecked-hash .pyc files are used as they are, without comparing the source's timestamp,
+    which copying between stages does not always keep. The paths recorded are those of the image.
+    sourceless puts each .pyc in place of its .py and deletes the source: a traceback through those
+    files then shows no source lines, which the standard library can spare and the app cannot.
+    """
+    command = [python, "-m", "compileall", "-q", "-j0", "--invalidation-mode", "unchecked-hash",
+               "-s", str(root), "-p", "/"]
+    subprocess.run([*command, *(["-b"] if sourceless else []), str(directory)], check=True)
+    if sourceless:
+        for source in directory.rglob("*.py"):
+            if source.with_suffix(".pyc").exists():
+                source.unlink()
+
+
+def assemble(venv: Path, root: Path, user: str, uid: int) -> dict:
+    """Build the root filesystem under root; return a summary of what went in."""
+    facts = interpreter_facts(venv / "bin" / "python")
+    copied = copy_tree(venv, root / venv.relative_to("/"), keep_venv_entry)
+    # The venv's python links to the base interpreter: bring the whole chain of links and the binary.
+    for entry in (venv / "bin").iterdir():
+        if entry.is_symlink():
+            copy_path(str(entry), root)
+
+    stdlib = Path(facts["stdlib"])
+    dynload = Path(facts["dynload"])
+    for directory in [stdlib] if dynload.is_relative_to(stdlib) else [stdlib, dynload]:
+        copied += copy_tree(directory, root / directory.relative_to("/"), lambda entry: keep_stdlib_entry(entry, stdlib))
+
+    elf_files = [Path(facts["executable"])] + [p for p in copied if p.name.endswith(".so") and is_elf(p)]
+    libraries = shared_library_closure(elf_files)
+    for library in sorted(libraries):
+        copy_path(library, root)
+    library_dirs = sorted({os.path.dirname(os.path.realpath(library)) for library in libraries})
+    (root / "etc").mkdir(parents=True, exist_ok=True)
+    (root / "etc" / "ld.so.conf").write_text("".join(f"{d}\n" for d in library_dirs))
+    subprocess.run(["ldconfig", "-X", "-r", str(root)], check=True)
+
+    image_files = [facts["executable"], *libraries, *("/" + str(p.relative_to(root)) for p in copied)]
+    packages = set()
+    if Path("/var/lib/dpkg/status").exists():
+        packages = dpkg_owners(image_files)
+        status_dir = root / "var/lib/dpkg/status.d"
+        status_dir.mkdir(parents=True, exist_ok=True)
+        for name, entry in dpkg_status_entries(packages, Path("/var/lib/dpkg/status")).items():
+            (status_dir / name).write_text(entry)
+    if Path("/etc/os-release").exists():
+        copy_path("/etc/os-release", root)
+
+    write_accounts(root, user, uid)
+    compile_bytecode(facts["executable"], root / stdlib.relative_to("/"), root, sourceless=True)
+    compile_bytecode(facts["executable"], root / venv.relative_to("/"), root)
+    return {"interpreter": facts["executable"], "libraries": sorted(libraries), "packages": sorted(packages)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--venv", type=Path, required=True, help="the virtual environment the app runs in")
+    parser.add_argument("--root", type=Path, required=True, help="an empty folder to fill")
+    parser.add_argument("--user", default="app", help="name of the app user in /etc/passwd")
+    parser.add_argument("--uid", type=int, default=10001, help="UID and GID of the app user")
+    args = parser.parse_args(argv)
+    if args.root.exists() and any(args.root.iterdir()):
+        parser.error(f"{args.root} is not empty")
+    summary = assemble(args.venv.absolute(), args.root.absolute(), args.user, args.uid)
+    print(f"interpreter: {summary['interpreter']}")
+    print(f"libraries ({len(summary['libraries'])}): {' '.join(summary['libraries'])}")
+    print(f"dpkg status entries ({len(summary['packages'])}): {' '.join(summary['packages']) or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Print the name of a base image the Dockerfiles can build from.
+#
+#   scripts/base-image.sh IMAGE
+#       IMAGE itself if it is present or can be pulled. Where no registry answers (an offline
+#       machine, a firewall), a stand-in built from Debian's packages with mmdebstrap instead:
+#       Debian 12 with its python3, pip and venv, named flask-app-base:debian12 (never python:*).
+#   scripts/base-image.sh --from-prefix DIR TAG
+#       Build a stand-in TAG whose Python is the CPython installed under DIR (built from source
+#       with a shared libpython), copied to /usr/local: the layout of the official python images.
+#
+# Messages go to stderr; only the image name goes to stdout.
+set -euo pipefail
+
+DOCKER=${DOCKER:-docker}
+STAND_IN=${STAND_IN:-flask-app-base:debian12}
+SUITE=bookworm
+say() { printf 'flask-app: %s\n' "$*" >&2; }
+
+need_mmdebstrap() {
+    command -v mmdebstrap >/dev/null && return
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+        say "building a stand-in base image needs mmdebstrap (apt-get install mmdebstrap); install it or make the base image pullable."
+        exit 1
+    fi
+    say "installing mmdebstrap from Debian's packages."
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
+}
+
+# debootstrap a minimal Debian into a tarball and import it: import_rootfs TAG PACKAGES [HOOK...]
+import_rootfs() {
+    local tag=$1 packages=$2
+    shift 2
+    need_mmdebstrap
+    mmdebstrap --quiet --variant=minbase --aptopt='APT::Install-Recommends "false"' \
+        --include="$packages" "$@" \
+        --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
+        "$SUITE" - \
+        | "$DOCKER" import \
+            --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+            --change 'ENV LANG=C.UTF-8' \
+            --change 'CMD ["python3"]' \
+            - "$tag" >/dev/null
+}
+
+build_debian_stand_in() {
+    say "building $STAND_IN from Debian $SUITE's packages (python3, pip, venv); this takes about a minute."
+    # Like the official image: `python` and `pip` exist, and pip may install outside a venv.
+    import_rootfs "$STAND_IN" python3,python3-venv,python3-pip,python-is-python3,ca-certificates \
+        --customize-hook='rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED'
+}
+
+build_prefix_stand_in() {
+    local prefix=$1 tag=$2
+    [ -x "$prefix/bin/python3" ] || { say "$prefix/bin/python3 does not exist."; exit 1; }
+    ls "$prefix"/lib/libpython3*.so* >/dev/null 2>&1 \
+        || { say "$prefix has no shared libpython (configure --enable-shared)."; exit 1; }
+    say "building $tag: Debian $SUITE with the CPython of $prefix in /usr/local."
+    # The libraries the official image installs for the standard library's extension modules.
+    import_rootfs "$tag" ca-certificates,netbase,tzdata,libssl3,libsqlite3-0,libffi8,zlib1g,liblzma5,libbz2-1.0,libuuid1,libexpat1,libncursesw6,libreadline8 \
+        --customize-hook="tar -C '$prefix' --exclude=./lib/python3.*/test --exclude=./lib/python3.*/site-packages/* -cf - . | tar -C \"\$1\"/usr/local -xf -" \
+        --customize-hook="sed -i '1s|^#!$prefix/|#!/usr/local/|' \"\$1\"/usr/local/bin/* 2>/dev/null || true" \
+        --customize-hook='strip --strip-unneeded "$1"/usr/local/lib/libpython3*.so.* "$1"/usr/local/bin/python3.*[0-9] 2>/dev/null || true' \
+        --customize-hook='chroot "$1" ldconfig && chroot "$1" /usr/local/bin/python3 -m ensurepip --default-pip >/dev/null'
+}
+
+if [ "${1:-}" = --from-prefix ]; then
+    [ $# = 3 ] || { say "usage: $0 --from-prefix DIR TAG"; exit 2; }
+    build_prefix_stand_in "$2" "$3"
+    echo "$3"
+    exit 0
+fi
+[ $# = 1 ] || { say "usage: $0 IMAGE"; exit 2; }
+image=$1
+
+if "$DOCKER" image inspect "$image" >/dev/null 2>&1; then
+    echo "$image"
+    exit 0
+fi
+say "pulling $image."
+pull_errors=$(mktemp)
+trap 'rm -f "$pull_errors"' EXIT
+if timeout 180 "$DOCKER" pull --quiet "$image" >/dev/null 2>"$pull_errors"; then
+    echo "$image"
+    exit 0
+fi
+say "cannot pull $image ($(tail -n 1 "$pull_errors")); using the stand-in $STAND_IN instead."
+if ! "$DOCKER" image inspect "$STAND_IN" >/dev/null 2>&1; then
+    build_debian_stand_in
+fi
+echo "$STAND_IN"

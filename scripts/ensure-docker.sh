@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Make sure a Docker engine with BuildKit answers, installing one from Debian's packages if none does.
+#
+# Where `docker info` already works this does nothing. On a Debian 12 machine with only the docker
+# client (a CI runner image, a fresh VM), it installs Docker Engine and the buildx plugin from
+# Debian's packages and starts the daemon. Anywhere else it says what to do and fails.
+set -euo pipefail
+
+DOCKER=${DOCKER:-docker}
+say() { printf 'flask-app: %s\n' "$*" >&2; }
+
+engine_answers() { "$DOCKER" info >/dev/null 2>&1; }
+buildx_present() { "$DOCKER" buildx version >/dev/null 2>&1; }
+
+if engine_answers && buildx_present; then
+    exit 0
+fi
+
+. /etc/os-release 2>/dev/null || true
+if [ "$(id -u)" != 0 ] || [ "${ID:-}" != debian ] || ! command -v apt-get >/dev/null; then
+    if ! engine_answers; then
+        say "no Docker engine answers. Start Docker (or install it: https://docs.docker.com/engine/install/) and try again."
+    else
+        say "the docker buildx plugin is missing. Install it (Debian/Ubuntu: apt-get install docker-buildx) and try again."
+    fi
+    exit 1
+fi
+
+# Bookworm's own docker.io is 20.10, whose BuildKit only works through its older client; trixie's
+# Engine 26 and buildx run on bookworm's containerd and runc. Pinned at priority 100, trixie
+# only supplies the packages asked for by name.
+if [ "${VERSION_CODENAME:-}" = bookworm ]; then
+    suite=trixie
+    if [ ! -f /etc/apt/sources.list.d/flask-app-trixie.sources ]; then
+        say "adding Debian trixie as an apt source (pinned at priority 100) for Docker Engine 26 and buildx."
+        cat >/etc/apt/sources.list.d/flask-app-trixie.sources <<'SOURCES'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+        cat >/etc/apt/preferences.d/flask-app-trixie <<'PIN'
+Package: *
+Pin: release n=trixie
+Pin-Priority: 100
+PIN
+    fi
+    packages=(docker.io/$suite docker-buildx/$suite)
+else
+    packages=(docker.io docker-buildx)
+fi
+
+say "no Docker engine with buildx answers; installing Docker Engine and buildx from Debian's packages."
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# The daemon is started below; keep the package scripts from trying to start it without an init.
+apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-confold "${packages[@]}" >/dev/null
+
+if ! engine_answers; then
+    say "starting dockerd (log: /var/log/dockerd.log)."
+    setsid dockerd >/var/log/dockerd.log 2>&1 </dev/null &
+    for _ in $(seq 60); do
+        engine_answers && break
+        sleep 0.5
+    done
+fi
+
+if ! engine_answers; then
+    say "dockerd did not start within 30 s. See /var/log/dockerd.log."
+    exit 1
+fi
+if ! buildx_present; then
+    say "the docker buildx plugin is still missing after the install. Check 'apt-cache policy docker-buildx'."
+    exit 1
+fi
+say "Docker $("$DOCKER" version --format '{{.Server.Version}}') is running with buildx $("$DOCKER" buildx version | awk '{print $2}')."

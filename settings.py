@@ -1,0 +1,29 @@
+"""Settings read from the environment: every knob of the app and its server, with its default, once."""
+
+import os
+
+
+def _whole_number(name: str, default: int, minimum: int = 1) -> int:
+    """Read a whole number from the environment, failing with a sentence that names the variable."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a whole number, got {raw!r}.") from None
+    if value < minimum:
+        raise SystemExit(f"{name} must be at least {minimum}, got {value}.")
+    return value
+
+
+# The port the app listens on, inside the container.
+PORT = _whole_number("PORT", 8080)
+# Request bodies larger than this many bytes are refused with 413.
+MAX_CONTENT_LENGTH = _whole_number("MAX_CONTENT_LENGTH", 1024 * 1024)
+# gunicorn worker processes, and threads in each; see gunicorn.conf.py.
+WEB_CONCURRENCY = _whole_number("WEB_CONCURRENCY", 2)
+THREADS = _whole_number("THREADS", 4)
+# Seconds a worker may spend on one request, and seconds to finish requests in flight on shutdown.
+TIMEOUT = _whole_number("TIMEOUT", 30)
+GRACEFUL_TIMEOUT = _whole_number("GRACEFUL_TIMEOUT", 20)

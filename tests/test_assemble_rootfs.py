@@ -1,0 +1,209 @@
+"""scripts/assemble_rootfs.py: its parts on small inputs, and whole runs on this machine's Pythons.
+
+The whole runs assemble a root from a real virtual environment, then start the copied interpreter
+inside it with chroot: the root holds everything Python needs, or the import fails. They cover both
+layouts a base image has: Debian's python3 under /usr, and CPython built from source with a shared
+libpython under its own prefix (/usr/local in the official images).
+"""
+
+import glob
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import assemble_rootfs  # noqa: E402
+
+pytestmark = pytest.mark.unit
+
+LDD_OUTPUT = """\
+\tlinux-vdso.so.1 (0x00007ffd5a5f2000)
+\tlibpython3.12.so.1.0 => /usr/local/lib/libpython3.12.so.1.0 (0x00007f2d1c400000)
+\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f2d1c21e000)
+\t/lib64/ld-linux-x86-64.so.2 (0x00007f2d1cb8d000)
+"""
+
+
+def test_parse_ldd_returns_library_paths_and_the_loader_but_not_the_vdso():
+    assert assemble_rootfs.parse_ldd(LDD_OUTPUT) == [
+        "/usr/local/lib/libpython3.12.so.1.0",
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib64/ld-linux-x86-64.so.2",
+    ]
+
+
+def test_parse_ldd_fails_naming_a_missing_library():
+    with pytest.raises(SystemExit, match="libssl.so.3 => not found"):
+        assemble_rootfs.parse_ldd("\tlibssl.so.3 => not found\n")
+
+
+@pytest.mark.parametrize(
+    ("relative", "kept"),
+    [
+        ("json", True),
+        ("asyncio", True),
+        ("lib-dynload/_ssl.cpython-312-x86_64-linux-gnu.so", True),
+        ("test", False),
+        ("idlelib", False),
+        ("tkinter", False),
+        ("ensurepip", False),
+        ("site-packages", False),
+        ("config-3.12-x86_64-linux-gnu", False),
+        ("unittest/test", False),
+        ("lib-dynload/_tkinter.cpython-312-x86_64-linux-gnu.so", False),
+        ("lib-dynload/_testcapi.cpython-312-x86_64-linux-gnu.so", False),
+        ("lib-dynload/readline.cpython-312-x86_64-linux-gnu.so", False),
+    ],
+)
+def test_stdlib_is_pruned_of_what_a_server_never_imports(tmp_path, relative, kept):
+    stdlib = tmp_path / "python3.12"
+    entry = stdlib / relative
+    (entry.parent if entry.suffix == ".so" else entry).mkdir(parents=True)
+    if entry.suffix == ".so":
+        entry.touch()
+    assert assemble_rootfs.keep_stdlib_entry(entry, stdlib) is kept
+
+
+@pytest.mark.parametrize(
+    ("relative", "kept"),
+    [
+        ("bin/python", True),
+        ("bin/gunicorn", True),
+        ("bin/pip", False),
+        ("bin/pip3.12", False),
+        ("bin/activate", False),
+        ("lib/python3.12/site-packages/flask", True),
+        ("lib/python3.12/site-packages/flask-3.1.3.dist-info", True),
+        ("lib/python3.12/site-packages/pip", False),
+        ("lib/python3.12/site-packages/pip-25.0.dist-info", False),
+        ("lib/python3.12/site-packages/setuptools", False),
+        ("lib/python3.12/site-packages/_distutils_hack", False),
+    ],
+)
+def test_venv_loses_its_installers(tmp_path, relative, kept):
+    assert assemble_rootfs.keep_venv_entry(tmp_path / relative) is kept
+
+
+def test_dpkg_knows_a_file_under_either_side_of_merged_usr():
+    aliases = assemble_rootfs.path_aliases("/lib/x86_64-linux-gnu/libc.so.6")
+    assert {"/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6"} <= aliases
+
+
+def test_dpkg_status_entries_are_found_for_the_files_copied(tmp_path):
+    (tmp_path / "info").mkdir()
+    (tmp_path / "info" / "libssl3:amd64.list").write_text("/usr/lib/x86_64-linux-gnu/libssl.so.3\n")
+    (tmp_path / "info" / "bash.list").write_text("/bin/bash\n")
+    status = tmp_path / "status"
+    status.write_text(
+        "Package: bash\nStatus: install ok installed\nVersion: 5.2\n\n"
+        "Package: libssl3\nStatus: install ok installed\nVersion: 3.0.17\n"
+    )
+    owners = assemble_rootfs.dpkg_owners(["/lib/x86_64-linux-gnu/libssl.so.3"], dpkg_root=tmp_path)
+    assert owners == {"libssl3"}
+    entries = assemble_rootfs.dpkg_status_entries(owners, status)
+    assert entries == {"libssl3": "Package: libssl3\nStatus: install ok installed\nVersion: 3.0.17\n"}
+
+
+def test_copy_path_recreates_the_links_on_the_way(tmp_path):
+    source = tmp_path / "source"
+    (source / "usr" / "lib").mkdir(parents=True)
+    (source / "lib").symlink_to("usr/lib")
+    (source / "usr" / "lib" / "libx.so.1.2").write_text("library")
+    (source / "usr" / "lib" / "libx.so.1").symlink_to("libx.so.1.2")
+    root = tmp_path / "root"
+
+    assemble_rootfs.copy_path(str(source / "lib" / "libx.so.1"), root)
+
+    copied = root / source.relative_to("/")
+    assert os.readlink(copied / "lib") == "usr/lib"
+    assert os.readlink(copied / "usr" / "lib" / "libx.so.1") == "libx.so.1.2"
+    assert (copied / "lib" / "libx.so.1").read_text() == "library"
+
+
+def test_accounts_give_no_one_a_shell_and_tmp_is_sticky(tmp_path):
+    assemble_rootfs.write_accounts(tmp_path, "app", 10001)
+    passwd = (tmp_path / "etc" / "passwd").read_text().splitlines()
+    assert "app:x:10001:10001:app:/home/app:/sbin/nologin" in passwd
+    assert all(line.endswith(":/sbin/nologin") for line in passwd)
+    assert "app:x:10001:" in (tmp_path / "etc" / "group").read_text()
+    assert (tmp_path / "tmp").stat().st_mode & 0o7777 == 0o1777
+
+
+def source_built_python() -> Path:
+    """A CPython built from source with a shared libpython: the one running, or one under pyenv."""
+    candidates = [Path(sys.base_prefix)] + [Path(p) for p in sorted(glob.glob("/root/.pyenv/versions/3.1[0-9]*"))]
+    for prefix in candidates:
+        if prefix != Path("/usr") and glob.glob(str(prefix / "lib" / "libpython3.*.so*")):
+            return prefix / "bin" / "python3"
+    pytest.fail("no CPython built with --enable-shared was found (looked at sys.base_prefix and pyenv)")
+
+
+def debian_python() -> Path:
+    """Debian's (or Ubuntu's) python3 under /usr."""
+    if not Path("/usr/bin/python3").exists() or not Path("/var/lib/dpkg/status").exists():
+        pytest.fail("the /usr layout test needs a Debian or Ubuntu python3 at /usr/bin/python3")
+    return Path("/usr/bin/python3")
+
+
+@pytest.fixture(scope="module", params=["usr", "prefix"], ids=["debian-usr-layout", "source-built-prefix-layout"])
+def assembled(request, tmp_path_factory):
+    """A root assembled from a venv holding a small package, plus pip to be dropped."""
+    tmp_path = tmp_path_factory.mktemp(request.param)
+    if os.geteuid() != 0:
+        pytest.fail("assembling a root runs ldconfig -r and chroot, which need root")
+    python = debian_python() if request.param == "usr" else source_built_python()
+    venv = tmp_path / "venv"
+    subprocess.run([python, "-m", "venv", "--without-pip", venv], check=True)
+    site = Path(glob.glob(str(venv / "lib" / "python3.*" / "site-packages"))[0])
+    (site / "hello").mkdir()
+    (site / "hello" / "__init__.py").write_text("GREETING = 'hello'\n")
+    (site / "hello-1.0.dist-info").mkdir()
+    (site / "hello-1.0.dist-info" / "METADATA").write_text("Name: hello\nVersion: 1.0\n")
+    (site / "pip").mkdir()
+    (site / "pip" / "__init__.py").touch()
+    root = tmp_path / "root"
+    summary = assemble_rootfs.assemble(venv, root, "app", 10001)
+    return root, venv, summary
+
+
+def run_in(root: Path, venv: Path, code: str) -> str:
+    result = subprocess.run(
+        ["chroot", root, venv / "bin" / "python", "-c", code],
+        capture_output=True, text=True, env={"PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_assembled_root_runs_python_with_its_extension_modules(assembled):
+    root, venv, _ = assembled
+    code = "import ssl, hashlib, sqlite3, json, ctypes, lzma, bz2, zlib, uuid, decimal, hello; print(hello.GREETING)"
+    assert run_in(root, venv, code) == "hello"
+
+
+def test_assembled_root_has_no_installer_shell_or_tests(assembled):
+    root, venv, _ = assembled
+    assert run_in(root, venv, "import importlib.util as u; print([u.find_spec(m) for m in ('pip', 'ensurepip', 'test')])") == "[None, None, None]"
+    for shell in ("bin/sh", "usr/bin/sh", "bin/bash", "usr/bin/bash"):
+        assert not (root / shell).exists()
+
+
+def test_assembled_stdlib_is_precompiled_and_the_venv_keeps_its_sources(assembled):
+    root, venv, summary = assembled
+    stdlib = next(root.glob(f"{Path(summary['interpreter']).parent.parent.relative_to('/')}/lib/python3.*"))
+    assert (stdlib / "json" / "__init__.pyc").exists()
+    assert not (stdlib / "json" / "__init__.py").exists()
+    package = next((root / venv.relative_to("/")).glob("lib/python3.*/site-packages/hello"))
+    assert (package / "__init__.py").exists()
+    assert next(package.glob("__pycache__/__init__.*.pyc"))
+
+
+def test_assembled_root_keeps_what_scanners_read(assembled):
+    root, venv, summary = assembled
+    assert (root / "etc" / "os-release").exists()
+    assert (root / "var" / "lib" / "dpkg" / "status.d" / "libc6").read_text().startswith("Package: libc6\n")
+    assert next((root / venv.relative_to("/")).glob("lib/python3.*/site-packages/hello-1.0.dist-info/METADATA"))
+    assert "libc6" in summary["packages"]

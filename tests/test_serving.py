@@ -1,0 +1,68 @@
+"""gunicorn's configuration file and the health check script, checked without Docker."""
+
+import runpy
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+from gunicorn.config import Config
+from werkzeug.serving import make_server
+
+import app as app_module
+import healthcheck
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def gunicorn_settings():
+    """The names gunicorn.conf.py defines, as gunicorn would read them."""
+    names = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    return {name: value for name, value in names.items() if not name.startswith("__") and name != "settings"}
+
+
+def test_every_name_in_gunicorn_conf_is_a_gunicorn_setting(gunicorn_settings):
+    config = Config()
+    for name, value in gunicorn_settings.items():
+        assert name in config.settings, f"gunicorn has no setting {name!r}"
+        config.set(name, value)
+
+
+def test_gunicorn_binds_all_interfaces_on_port_8080(gunicorn_settings):
+    assert gunicorn_settings["bind"] == "0.0.0.0:8080"
+
+
+def test_gunicorn_works_on_a_read_only_root(gunicorn_settings):
+    assert gunicorn_settings["worker_tmp_dir"] == "/dev/shm"
+    assert gunicorn_settings["control_socket_disable"] is True
+
+
+def test_gunicorn_logs_to_stdout_and_recycles_workers(gunicorn_settings):
+    assert gunicorn_settings["accesslog"] == "-"
+    assert gunicorn_settings["max_requests"] > 0 < gunicorn_settings["max_requests_jitter"]
+    assert 0 < gunicorn_settings["graceful_timeout"] <= gunicorn_settings["timeout"]
+
+
+@pytest.fixture
+def local_server():
+    """The app on an ephemeral port of 127.0.0.1, served by Werkzeug in a thread."""
+    server = make_server("127.0.0.1", 0, app_module.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_port
+    server.shutdown()
+    thread.join()
+
+
+def test_healthcheck_passes_when_healthz_answers(local_server):
+    assert healthcheck.healthy(port=local_server)
+
+
+def test_healthcheck_fails_when_nothing_listens():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    assert not healthcheck.healthy(port=closed_port)
