@@ -1,6 +1,73 @@
-"""Shared set-up: the project root on sys.path, so tests import the app as gunicorn does."""
+"""Shared set-up: the project on sys.path, a Docker engine, and the three images built once."""
 
+import glob
+import os
+import subprocess
 import sys
+import uuid
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from containers import DOCKER, ROOT, VARIANTS, docker  # noqa: E402
+
+
+def build(variant: str, image: str, *make_args: str) -> None:
+    """Build one variant with the Makefile, as a user would; fail with the end of its output."""
+    result = subprocess.run(
+        ["make", "--no-print-directory", f"build-{variant}", f"IMAGE={image}", f"DOCKER={' '.join(DOCKER)}", *make_args],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr).strip().splitlines()
+        pytest.fail(f"`make build-{variant}` failed; the end of its output:\n" + "\n".join(output[-40:]))
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """A Docker engine that answers; the tests fail, not skip, when there is none."""
+    try:
+        result = subprocess.run([*DOCKER, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        pytest.fail(f"the docker command ({' '.join(DOCKER)}) is not installed. Install Docker, or run `make engine` on Debian.")
+    if result.returncode != 0:
+        pytest.fail(
+            f"no Docker engine answers ({result.stderr.strip()}). Start Docker, or run `make engine`, "
+            "which installs and starts one on Debian; then run the tests again."
+        )
+    return result.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def images(docker_engine):
+    """The three images, built once per session under a name of their own, removed at the end."""
+    name = f"flask-app-test-{uuid.uuid4().hex[:8]}"
+    tags = {variant: f"{name}:{variant}" for variant in VARIANTS}
+    try:
+        for variant in VARIANTS:
+            build(variant, name)
+        yield tags
+    finally:
+        docker("image", "rm", "--force", *tags.values(), check=False)
+
+
+@pytest.fixture(scope="session")
+def source_built_python() -> Path:
+    """A CPython built from source with a shared libpython: the one running, or one under pyenv.
+
+    Its layout is that of the official python images (a prefix of its own, libpython3.X.so).
+    """
+    candidates = [Path(sys.base_prefix), *map(Path, sorted(glob.glob("/root/.pyenv/versions/3.1[0-9]*")))]
+    for prefix in candidates:
+        if prefix != Path("/usr") and glob.glob(str(prefix / "lib" / "libpython3.*.so*")):
+            return prefix
+    pytest.fail("no CPython built with --enable-shared was found (looked at sys.base_prefix and pyenv).")
+
+
+@pytest.fixture(scope="session")
+def root_user() -> None:
+    """Root, for tests that chroot; they fail with this reason elsewhere."""
+    if os.geteuid() != 0:
+        pytest.fail("this test runs ldconfig -r and chroot, which need root.")

@@ -132,15 +132,6 @@ def test_accounts_give_no_one_a_shell_and_tmp_is_sticky(tmp_path):
     assert (tmp_path / "tmp").stat().st_mode & 0o7777 == 0o1777
 
 
-def source_built_python() -> Path:
-    """A CPython built from source with a shared libpython: the one running, or one under pyenv."""
-    candidates = [Path(sys.base_prefix)] + [Path(p) for p in sorted(glob.glob("/root/.pyenv/versions/3.1[0-9]*"))]
-    for prefix in candidates:
-        if prefix != Path("/usr") and glob.glob(str(prefix / "lib" / "libpython3.*.so*")):
-            return prefix / "bin" / "python3"
-    pytest.fail("no CPython built with --enable-shared was found (looked at sys.base_prefix and pyenv)")
-
-
 def debian_python() -> Path:
     """Debian's (or Ubuntu's) python3 under /usr."""
     if not Path("/usr/bin/python3").exists() or not Path("/var/lib/dpkg/status").exists():
@@ -149,12 +140,10 @@ def debian_python() -> Path:
 
 
 @pytest.fixture(scope="module", params=["usr", "prefix"], ids=["debian-usr-layout", "source-built-prefix-layout"])
-def assembled(request, tmp_path_factory):
+def assembled(request, tmp_path_factory, root_user, source_built_python):
     """A root assembled from a venv holding a small package, plus pip to be dropped."""
     tmp_path = tmp_path_factory.mktemp(request.param)
-    if os.geteuid() != 0:
-        pytest.fail("assembling a root runs ldconfig -r and chroot, which need root")
-    python = debian_python() if request.param == "usr" else source_built_python()
+    python = debian_python() if request.param == "usr" else source_built_python / "bin" / "python3"
     venv = tmp_path / "venv"
     subprocess.run([python, "-m", "venv", "--without-pip", venv], check=True)
     site = Path(glob.glob(str(venv / "lib" / "python3.*" / "site-packages"))[0])

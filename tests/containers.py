@@ -1,0 +1,134 @@
+"""Helpers the integration tests share: run the docker CLI, start containers, talk HTTP to them.
+
+Every container started here is removed when its `with` block ends, whether the test passed or not.
+"""
+
+import contextlib
+import http.client
+import json
+import os
+import subprocess
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKER = os.environ.get("DOCKER", "docker").split()
+VARIANTS = ("naive", "production", "secure")
+# The hardening flags the secure image is built to run under.
+LOCKDOWN = ("--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges")
+
+
+def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run one docker command; on failure, fail the test with the command and what it printed."""
+    result = subprocess.run([*DOCKER, *args], capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        pytest.fail(f"`docker {' '.join(args)}` failed: {result.stderr.strip() or result.stdout.strip()}")
+    return result
+
+
+def inspect(target: str) -> dict:
+    """`docker inspect` of one image or container, as a dict."""
+    return json.loads(docker("inspect", target).stdout)[0]
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def request(port: int, path: str = "/", method: str = "GET", body: bytes | None = None,
+            headers: dict | None = None, host: str = "localhost", timeout: float = 5) -> Response:
+    """One HTTP request to the published port; the whole response, read."""
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return Response(response.status, dict(response.getheaders()), response.read())
+    finally:
+        connection.close()
+
+
+@dataclass
+class Container:
+    id: str
+    port: int
+
+    def get(self, path: str = "/") -> Response:
+        return request(self.port, path)
+
+    def logs(self) -> str:
+        result = docker("logs", self.id, check=False)
+        return result.stdout + result.stderr
+
+
+def wait_until_serving(container: Container, timeout: float = 30) -> None:
+    """Poll /healthz until it answers 200; fail with the container's log if it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            if container.get("/healthz").status == 200:
+                return
+        if inspect(container.id)["State"]["Status"] == "exited":
+            break
+        time.sleep(0.2)
+    pytest.fail(f"the container did not serve /healthz within {timeout:.0f} s; its log:\n{container.logs()}")
+
+
+@contextlib.contextmanager
+def running(image: str, *flags: str, host_port: int | None = None, wait: bool = True) -> Iterator[Container]:
+    """Run image detached with its port 8080 published on 127.0.0.1; remove it afterwards.
+
+    host_port None picks a free port, so tests never collide with each other or with `make run`.
+    """
+    name = f"flask-app-test-{uuid.uuid4().hex[:8]}"
+    publish = f"127.0.0.1:{host_port or ''}:8080"
+    result = docker("run", "--detach", "--name", name, "--publish", publish, *flags, image, check=False)
+    try:
+        if result.returncode != 0:
+            busy = host_port and "address already in use" in result.stderr
+            hint = f" Port {host_port} is taken: stop what uses it (make stop?) and run again." if busy else ""
+            pytest.fail(f"`docker run {image}` failed: {result.stderr.strip()}{hint}")
+        bound = docker("port", name, "8080/tcp").stdout.split()[0]
+        container = Container(id=name, port=int(bound.rsplit(":", 1)[1]))
+        if wait:
+            wait_until_serving(container)
+        yield container
+    finally:
+        docker("rm", "--force", "--volumes", name, check=False)
+
+
+def process_uids(container: Container) -> list[int]:
+    """The real UIDs of every process in the container, as the host's ps sees them."""
+    lines = docker("top", container.id, "-eo", "pid,uid").stdout.splitlines()[1:]
+    return [int(line.split()[1]) for line in lines]
+
+
+def image_files(image: str, needles: tuple[bytes, ...] = ()) -> tuple[set[str], set[str]]:
+    """All paths in an image's filesystem, and the paths of the files that contain any needle."""
+    name = docker("create", image).stdout.strip()
+    try:
+        paths, matches = set(), set()
+        with (
+            subprocess.Popen([*DOCKER, "export", name], stdout=subprocess.PIPE) as export,
+            tarfile.open(fileobj=export.stdout, mode="r|") as archive,
+        ):
+            for member in archive:
+                paths.add(member.name.rstrip("/"))
+                if needles and member.isfile():
+                    content = archive.extractfile(member).read()
+                    if any(needle in content for needle in needles):
+                        matches.add(member.name)
+        return paths, matches
+    finally:
+        docker("rm", "--force", name, check=False)

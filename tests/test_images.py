@@ -1,0 +1,146 @@
+"""The three images as built by the Makefile, tested as real containers on this machine's engine.
+
+Each claim the README makes about an image is one test here: it serves, how big it is, who it runs
+as, what it leaves out, how it stops.
+"""
+
+import glob
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import build
+from containers import LOCKDOWN, ROOT, VARIANTS, docker, image_files, inspect, process_uids, running
+
+pytestmark = pytest.mark.integration
+
+HARDENED = ("production", "secure")
+MB = 1_000_000  # as `docker images` counts
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_image_serves_on_localhost_8080(images, variant):
+    with running(images[variant], host_port=8080) as container:
+        root = container.get("/")
+        assert root.status == 200
+        assert root.json() == {"message": "Hello from flask-app!"}
+        health = container.get("/healthz")
+        assert health.status == 200
+        assert health.json() == {"status": "ok"}
+
+
+def test_images_shrink_from_naive_to_production_to_secure(images):
+    sizes = {variant: inspect(images[variant])["Size"] for variant in VARIANTS}
+    assert sizes["secure"] < sizes["production"] < sizes["naive"], sizes
+
+
+def test_secure_image_is_at_most_45_mb(images):
+    assert inspect(images["secure"])["Size"] <= 45 * MB
+
+
+@pytest.mark.parametrize("variant", HARDENED)
+def test_image_declares_a_numeric_non_root_user(images, variant):
+    user = inspect(images[variant])["Config"]["User"]
+    uid, _, gid = user.partition(":")
+    assert uid.isdigit() and int(uid) != 0, user
+    assert not gid or gid.isdigit(), user
+
+
+@pytest.mark.parametrize("variant", HARDENED)
+def test_running_processes_are_not_root(images, variant):
+    with running(images[variant]) as container:
+        uids = process_uids(container)
+    assert uids and 0 not in uids, uids
+
+
+def test_naive_image_runs_as_root(images):
+    assert inspect(images["naive"])["Config"]["User"] in ("", "root", "0")
+    with running(images["naive"]) as container:
+        assert process_uids(container) == [0]
+
+
+def test_secure_image_has_no_shell_no_pip_and_no_package_manager(images):
+    paths, _ = image_files(images["secure"])
+    programs = {Path(path).name for path in paths if "/bin/" in f"/{path}" or "/sbin/" in f"/{path}"}
+    assert not programs & {"sh", "bash", "dash", "busybox", "apt", "apt-get", "dpkg", "pip", "pip3"}, programs
+    assert not [path for path in paths if "/site-packages/pip" in path or "/ensurepip" in path]
+
+
+def test_secure_image_cannot_start_a_shell(images):
+    result = docker("run", "--rm", "--entrypoint", "/bin/sh", images["secure"], "-c", "true", check=False)
+    assert result.returncode != 0
+    assert "no such file or directory" in result.stderr.lower()
+
+
+def test_secure_image_keeps_what_vulnerability_scanners_read(images):
+    paths, _ = image_files(images["secure"])
+    assert "etc/os-release" in paths
+    assert "var/lib/dpkg/status.d/libc6" in paths
+    assert [path for path in paths if path.endswith(".dist-info/METADATA") and "/flask-" in path]
+
+
+def test_no_ca_certificate_reaches_the_secure_image(images):
+    _, certificates = image_files(images["secure"], needles=(b"-----BEGIN CERTIFICATE-----\nMII",))
+    assert not certificates
+
+
+def test_build_time_proxy_cas_stay_out_of_every_image(images):
+    # One full base64 line from the middle of each extra CA the host trusts: unique to that
+    # certificate, and found verbatim in any PEM file or bundle that holds it.
+    needles = []
+    for path in glob.glob("/usr/local/share/ca-certificates/**/*.crt", recursive=True):
+        lines = [line for line in Path(path).read_bytes().splitlines() if len(line) == 64]
+        needles += lines[len(lines) // 2 : len(lines) // 2 + 1]
+    for variant in VARIANTS:
+        _, found = image_files(images[variant], needles=tuple(needles)) if needles else (set(), set())
+        assert not found, f"{variant} holds a build-time CA in {sorted(found)}"
+
+
+@pytest.mark.parametrize("variant", HARDENED)
+def test_image_becomes_healthy(images, variant):
+    with running(images[variant]) as container:
+        deadline = time.monotonic() + 60
+        while (status := inspect(container.id)["State"]["Health"]["Status"]) != "healthy":
+            assert status != "unhealthy", container.logs()
+            assert time.monotonic() < deadline, f"still {status} after 60 s"
+            time.sleep(0.5)
+
+
+@pytest.mark.parametrize("variant", HARDENED)
+def test_docker_stop_exits_0_within_3_seconds(images, variant):
+    with running(images[variant]) as container:
+        started = time.monotonic()
+        docker("stop", container.id)
+        elapsed = time.monotonic() - started
+        state = inspect(container.id)["State"]
+    assert state["ExitCode"] == 0, state
+    assert elapsed < 3, f"docker stop took {elapsed:.1f} s"
+
+
+@pytest.mark.parametrize("user", ["10001:10001", "12345:0"])
+def test_secure_image_serves_locked_down_under_any_uid(images, user):
+    with running(images["secure"], *LOCKDOWN, "--user", user) as container:
+        assert container.get("/").status == 200
+        assert set(process_uids(container)) == {int(user.split(":")[0])}
+
+
+def test_secure_build_works_on_a_source_built_python_in_usr_local(docker_engine, source_built_python):
+    """The official images' layout: CPython built from source in /usr/local, with libpython3.X.so."""
+    tag = f"flask-app-test-{uuid.uuid4().hex[:8]}"
+    base, image = f"{tag}-base:cpython", f"{tag}:secure"
+    try:
+        subprocess.run(
+            [ROOT / "scripts" / "base-image.sh", "--from-prefix", str(source_built_python), base],
+            check=True, capture_output=True, text=True,
+        )
+        build("secure", tag, f"BASE_IMAGE={base}")
+        paths, _ = image_files(image)
+        assert [path for path in paths if path.startswith("usr/local/lib/libpython3.")]
+        with running(image, *LOCKDOWN, "--user", "12345:0") as container:
+            assert container.get("/").json() == {"message": "Hello from flask-app!"}
+    except subprocess.CalledProcessError as error:
+        pytest.fail(f"building the stand-in base from {source_built_python} failed:\n{error.stderr}")
+    finally:
+        docker("image", "rm", "--force", image, base, check=False)
