@@ -32,7 +32,7 @@ BUILDS := $(addprefix build-,$(VARIANTS))
 RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
-.PHONY: help engine build $(BUILDS) run $(RUNS) stop logs history inspect compare test test-unit \
+.PHONY: help engine images build $(BUILDS) run $(RUNS) stop logs history inspect compare test test-unit \
 	test-integration lock clean
 
 help: ## Show this help
@@ -78,14 +78,22 @@ stop: ## Stop and remove the container `make run` started
 logs: ## Follow the log of the running container
 	@$(DOCKER) logs --follow $(CONTAINER)
 
-history: ## Show the layers of each image and what made them
+# Build whichever of the three images is missing, saying so; the inspection targets need all three.
+images: engine
+	@log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
+	for v in $(VARIANTS); do $(DOCKER) image inspect $(IMAGE):$$v >/dev/null 2>&1 && continue; \
+		echo "$(IMAGE):$$v is not built yet; building it first."; \
+		$(MAKE) --no-print-directory build-$$v >"$$log" 2>&1 || { cat "$$log" >&2; exit 1; }; \
+	done
+
+history: images ## Show the layers of each image and what made them
 	@for v in $(VARIANTS); do echo "== $(IMAGE):$$v"; $(DOCKER) history $(IMAGE):$$v; echo; done
 
-inspect: ## Show each image's user, entrypoint, command, healthcheck, ports and environment
+inspect: images ## Show each image's user, entrypoint, command, healthcheck, ports and environment
 	@for v in $(VARIANTS); do echo "== $(IMAGE):$$v"; \
 		$(DOCKER) image inspect $(IMAGE):$$v --format '{{json .Config}}' | $(PYTHON) -m json.tool; echo; done
 
-compare: build ## Compare the three images side by side: size, layers, user, healthcheck, shell
+compare: images ## Compare the three images side by side: size, layers, user, healthcheck, shell, pip
 	@DOCKER="$(DOCKER)" $(PYTHON) scripts/compare.py $(foreach v,$(VARIANTS),$(IMAGE):$(v))
 
 $(VENV)/bin/pytest: requirements.txt requirements-dev.txt
