@@ -16,6 +16,23 @@ if engine_answers && buildx_present; then
     exit 0
 fi
 
+start_dockerd() {
+    say "starting dockerd (log: /var/log/dockerd.log)."
+    setsid dockerd >/var/log/dockerd.log 2>&1 </dev/null &
+    for _ in $(seq 60); do
+        engine_answers && return
+        sleep 0.5
+    done
+    say "dockerd did not start within 30 s. See /var/log/dockerd.log."
+    exit 1
+}
+
+# Installed but not running, as on a machine that has just booted without an init system.
+if [ "$(id -u)" = 0 ] && command -v dockerd >/dev/null && buildx_present; then
+    engine_answers || start_dockerd
+    exit 0
+fi
+
 . /etc/os-release 2>/dev/null || true
 if [ "$(id -u)" != 0 ] || [ "${ID:-}" != debian ] || ! command -v apt-get >/dev/null; then
     if ! engine_answers; then
@@ -57,19 +74,7 @@ apt-get update -qq
 # The daemon is started below; keep the package scripts from trying to start it without an init.
 apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-confold "${packages[@]}" >/dev/null
 
-if ! engine_answers; then
-    say "starting dockerd (log: /var/log/dockerd.log)."
-    setsid dockerd >/var/log/dockerd.log 2>&1 </dev/null &
-    for _ in $(seq 60); do
-        engine_answers && break
-        sleep 0.5
-    done
-fi
-
-if ! engine_answers; then
-    say "dockerd did not start within 30 s. See /var/log/dockerd.log."
-    exit 1
-fi
+engine_answers || start_dockerd
 if ! buildx_present; then
     say "the docker buildx plugin is still missing after the install. Check 'apt-cache policy docker-buildx'."
     exit 1
