@@ -2,9 +2,14 @@
 # It keeps the base image's shell, pip and apt, which makes it easy to debug; Dockerfile.multistage
 # removes them and everything else the server does not run.
 
-# Pinned to a patch release so a rebuild cannot change Python underneath you. To bump it, change
-# the tag here and in the other two Dockerfiles (Dependabot proposes it), then run `make test`.
-ARG BASE_IMAGE=python:3.12.15-slim-bookworm
+# The base image, pinned to a patch release so a rebuild cannot change Python underneath you.
+# `--build-arg BASE_IMAGE=...` replaces it (the Makefile does so for a mirror or a stand-in); the
+# default names the stage below, so Dependabot, which cannot read build arguments, still sees and
+# bumps the tag. Bump it in all three Dockerfiles at once, then run `make test`. The stage only
+# names the image and never runs, hence no HEALTHCHECK.
+ARG BASE_IMAGE=python-base
+# hadolint ignore=DL3057
+FROM python:3.12.15-slim-bookworm AS python-base
 FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

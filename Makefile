@@ -4,8 +4,8 @@
 DOCKER ?= docker
 # Image name; the variants are its tags: $(IMAGE):naive, $(IMAGE):production, $(IMAGE):secure.
 IMAGE ?= flask-app
-# The base image of all three Dockerfiles (their own default, repeated so you can override it).
-BASE_IMAGE ?= python:3.12.15-slim-bookworm
+# The base image of all three Dockerfiles; by default the one they pin, read from Dockerfile.
+BASE_IMAGE ?= $(shell awk '/^FROM .* AS python-base$$/ {print $$2}' Dockerfile)
 # The host port `make run` publishes on 127.0.0.1.
 PORT ?= 8080
 # Name of the container `make run` starts.
@@ -33,7 +33,7 @@ RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
 .PHONY: help engine images build $(BUILDS) run $(RUNS) stop logs history inspect compare test test-unit \
-	test-integration lock clean
+	test-integration lint lock clean
 
 help: ## Show this help
 	@echo "Usage: make TARGET [VAR=value ...]"
@@ -110,10 +110,13 @@ test-unit: $(VENV)/bin/pytest ## Run the unit tests (no Docker needed)
 test-integration: engine $(VENV)/bin/pytest ## Build the images and test them as running containers
 	$(VENV)/bin/pytest -m integration
 
+lint: $(VENV)/bin/pytest ## Run every lint check (pre-commit: ruff, hadolint, shellcheck, schemas, zizmor)
+	$(VENV)/bin/pre-commit run --all-files --show-diff-on-failure
+
 lock: $(VENV)/bin/pytest ## Re-pin requirements*.txt with hashes from requirements*.in
-	$(VENV)/bin/uv pip compile --quiet --universal --generate-hashes --python-version 3.10 --no-header \
+	$(VENV)/bin/uv pip compile --quiet --universal --generate-hashes --python-version 3.11 --no-header \
 		requirements.in -o requirements.txt
-	$(VENV)/bin/uv pip compile --quiet --universal --generate-hashes --python-version 3.10 --no-header \
+	$(VENV)/bin/uv pip compile --quiet --universal --generate-hashes --python-version 3.11 --no-header \
 		requirements-dev.in -o requirements-dev.txt
 
 clean: stop ## Remove the three images, the test environment and caches

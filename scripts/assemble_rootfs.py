@@ -29,8 +29,20 @@ from pathlib import Path
 # Top-level entries of the standard library a web service does not import: test suites, the IDE,
 # GUI toolkits, installers, build configuration, and the base interpreter's own site-packages.
 STDLIB_DROP = {
-    "test", "idlelib", "tkinter", "turtle.py", "turtledemo", "ensurepip", "venv", "lib2to3",
-    "distutils", "pydoc_data", "curses", "__phello__", "site-packages", "dist-packages",
+    "test",
+    "idlelib",
+    "tkinter",
+    "turtle.py",
+    "turtledemo",
+    "ensurepip",
+    "venv",
+    "lib2to3",
+    "distutils",
+    "pydoc_data",
+    "curses",
+    "__phello__",
+    "site-packages",
+    "dist-packages",
 }
 # Directory names dropped anywhere: test suites nested in packages, and stale bytecode.
 TREE_DROP = {"test", "tests", "idle_test", "__pycache__"}
@@ -210,8 +222,19 @@ def compile_bytecode(python: str, directory: Path, root: Path, sourceless: bool 
     sourceless puts each .pyc in place of its .py and deletes the source: a traceback through those
     files then shows no source lines, which the standard library can spare and the app cannot.
     """
-    command = [python, "-m", "compileall", "-q", "-j0", "--invalidation-mode", "unchecked-hash",
-               "-s", str(root), "-p", "/"]
+    command = [
+        python,
+        "-m",
+        "compileall",
+        "-q",
+        "-j0",
+        "--invalidation-mode",
+        "unchecked-hash",
+        "-s",
+        str(root),
+        "-p",
+        "/",
+    ]
     subprocess.run([*command, *(["-b"] if sourceless else []), str(directory)], check=True)
     if sourceless:
         for source in directory.rglob("*.py"):
@@ -231,7 +254,9 @@ def assemble(venv: Path, root: Path, user: str, uid: int) -> dict:
     stdlib = Path(facts["stdlib"])
     dynload = Path(facts["dynload"])
     for directory in [stdlib] if dynload.is_relative_to(stdlib) else [stdlib, dynload]:
-        copied += copy_tree(directory, root / directory.relative_to("/"), lambda entry: keep_stdlib_entry(entry, stdlib))
+        copied += copy_tree(
+            directory, root / directory.relative_to("/"), lambda entry: keep_stdlib_entry(entry, stdlib)
+        )
 
     elf_files = [Path(facts["executable"])] + [p for p in copied if p.name.endswith(".so") and is_elf(p)]
     libraries = shared_library_closure(elf_files)

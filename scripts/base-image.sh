@@ -28,6 +28,8 @@ need_mmdebstrap() {
 }
 
 # debootstrap a minimal Debian into a tarball and import it: import_rootfs TAG PACKAGES [HOOK...]
+# The hooks are shell snippets mmdebstrap runs with "$1" set to the new root, hence single quotes.
+# shellcheck disable=SC2016
 import_rootfs() {
     local tag=$1 packages=$2
     shift 2
@@ -43,6 +45,7 @@ import_rootfs() {
             - "$tag" >/dev/null
 }
 
+# shellcheck disable=SC2016
 build_debian_stand_in() {
     say "building $STAND_IN from Debian $SUITE's packages (python3, pip, venv); this takes about a minute."
     # Like the official image: `python` and `pip` exist, and pip may install outside a venv.
@@ -50,6 +53,7 @@ build_debian_stand_in() {
         --customize-hook='rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED'
 }
 
+# shellcheck disable=SC2016
 build_prefix_stand_in() {
     local prefix=$1 tag=$2
     [ -x "$prefix/bin/python3" ] || { say "$prefix/bin/python3 does not exist."; exit 1; }

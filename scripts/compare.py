@@ -51,7 +51,10 @@ def describe(image: str) -> dict:
         "layers": str(len(info["RootFS"]["Layers"])),
         "user": info["Config"].get("User") or "root (unset)",
         "healthcheck": {"CMD": "exec form", "CMD-SHELL": "shell form"}.get(health[0], "none"),
-        **{key: "yes" if value is True else "no" if value is False else str(value) for key, value in contents(image).items()},
+        **{
+            key: "yes" if value is True else "no" if value is False else str(value)
+            for key, value in contents(image).items()
+        },
     }
 
 
@@ -59,7 +62,10 @@ def table(rows: list[dict]) -> str:
     headers = list(rows[0])
     widths = {key: max(len(key), *(len(row[key]) for row in rows)) for key in headers}
     line = lambda cells: "  ".join(cells[key].ljust(widths[key]) for key in headers).rstrip()  # noqa: E731
-    return "\n".join([line({key: key for key in headers}), line({key: "-" * widths[key] for key in headers})] + [line(row) for row in rows])
+    return "\n".join(
+        [line({key: key for key in headers}), line({key: "-" * widths[key] for key in headers})]
+        + [line(row) for row in rows]
+    )
 
 
 def main(images: list[str]) -> int:

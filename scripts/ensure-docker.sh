@@ -33,6 +33,7 @@ if [ "$(id -u)" = 0 ] && command -v dockerd >/dev/null && buildx_present; then
     exit 0
 fi
 
+# shellcheck source=/dev/null
 . /etc/os-release 2>/dev/null || true
 if [ "$(id -u)" != 0 ] || [ "${ID:-}" != debian ] || ! command -v apt-get >/dev/null; then
     if ! engine_answers; then
@@ -63,7 +64,7 @@ Pin: release n=trixie
 Pin-Priority: 100
 PIN
     fi
-    packages=(docker.io/$suite docker-buildx/$suite)
+    packages=("docker.io/$suite" "docker-buildx/$suite")
 else
     packages=(docker.io docker-buildx)
 fi

@@ -11,14 +11,23 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from containers import DOCKER, ROOT, VARIANTS, docker  # noqa: E402
+from containers import DOCKER, ROOT, VARIANTS, docker
 
 
 def build(variant: str, image: str, *make_args: str) -> None:
     """Build one variant with the Makefile, as a user would; fail with the end of its output."""
     result = subprocess.run(
-        ["make", "--no-print-directory", f"build-{variant}", f"IMAGE={image}", f"DOCKER={' '.join(DOCKER)}", *make_args],
-        cwd=ROOT, capture_output=True, text=True,
+        [
+            "make",
+            "--no-print-directory",
+            f"build-{variant}",
+            f"IMAGE={image}",
+            f"DOCKER={' '.join(DOCKER)}",
+            *make_args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     if result.returncode != 0:
         output = (result.stdout + result.stderr).strip().splitlines()
@@ -29,9 +38,13 @@ def build(variant: str, image: str, *make_args: str) -> None:
 def docker_engine():
     """A Docker engine that answers; the tests fail, not skip, when there is none."""
     try:
-        result = subprocess.run([*DOCKER, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            [*DOCKER, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=30
+        )
     except FileNotFoundError:
-        pytest.fail(f"the docker command ({' '.join(DOCKER)}) is not installed. Install Docker, or run `make engine` on Debian.")
+        pytest.fail(
+            f"the docker command ({' '.join(DOCKER)}) is not installed. Install Docker, or run `make engine` on Debian."
+        )
     if result.returncode != 0:
         pytest.fail(
             f"no Docker engine answers ({result.stderr.strip()}). Start Docker, or run `make engine`, "
@@ -42,9 +55,20 @@ def docker_engine():
 
 @pytest.fixture(scope="session")
 def images(docker_engine):
-    """The three images, built once per session under a name of their own, removed at the end."""
-    name = f"flask-app-test-{uuid.uuid4().hex[:8]}"
+    """The three images, built once per session under a name of their own, removed at the end.
+
+    With FLASK_APP_TEST_IMAGE=NAME, the tests use NAME:naive, NAME:production and NAME:secure as
+    they are (CI builds them once and tests exactly those) and leave them in place.
+    """
+    prebuilt = os.environ.get("FLASK_APP_TEST_IMAGE")
+    name = prebuilt or f"flask-app-test-{uuid.uuid4().hex[:8]}"
     tags = {variant: f"{name}:{variant}" for variant in VARIANTS}
+    if prebuilt:
+        missing = [tag for tag in tags.values() if docker("image", "inspect", tag, check=False).returncode != 0]
+        if missing:
+            pytest.fail(f"FLASK_APP_TEST_IMAGE={prebuilt}, but {', '.join(missing)} is not there; build or load it.")
+        yield tags
+        return
     try:
         for variant in VARIANTS:
             build(variant, name)

@@ -47,8 +47,15 @@ class Response:
         return json.loads(self.body)
 
 
-def request(port: int, path: str = "/", method: str = "GET", body: bytes | None = None,
-            headers: dict | None = None, host: str = "localhost", timeout: float = 5) -> Response:
+def request(
+    port: int,
+    path: str = "/",
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: dict | None = None,
+    host: str = "localhost",
+    timeout: float = 5,
+) -> Response:
     """One HTTP request to the published port; the whole response, read."""
     connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import assemble_rootfs  # noqa: E402
+import assemble_rootfs
 
 pytestmark = pytest.mark.unit
 
@@ -36,7 +36,7 @@ def test_parse_ldd_returns_library_paths_and_the_loader_but_not_the_vdso():
 
 
 def test_parse_ldd_fails_naming_a_missing_library():
-    with pytest.raises(SystemExit, match="libssl.so.3 => not found"):
+    with pytest.raises(SystemExit, match=r"libssl\.so\.3 => not found"):
         assemble_rootfs.parse_ldd("\tlibssl.so.3 => not found\n")
 
 
@@ -161,7 +161,9 @@ def assembled(request, tmp_path_factory, root_user, source_built_python):
 def run_in(root: Path, venv: Path, code: str) -> str:
     result = subprocess.run(
         ["chroot", root, venv / "bin" / "python", "-c", code],
-        capture_output=True, text=True, env={"PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1"},
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
@@ -175,7 +177,10 @@ def test_assembled_root_runs_python_with_its_extension_modules(assembled):
 
 def test_assembled_root_has_no_installer_shell_or_tests(assembled):
     root, venv, _ = assembled
-    assert run_in(root, venv, "import importlib.util as u; print([u.find_spec(m) for m in ('pip', 'ensurepip', 'test')])") == "[None, None, None]"
+    assert (
+        run_in(root, venv, "import importlib.util as u; print([u.find_spec(m) for m in ('pip', 'ensurepip', 'test')])")
+        == "[None, None, None]"
+    )
     for shell in ("bin/sh", "usr/bin/sh", "bin/bash", "usr/bin/bash"):
         assert not (root / shell).exists()
 
