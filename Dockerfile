@@ -20,8 +20,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PORT=8080
 
 # A numeric user with a real home, so tools that write to $HOME work and no process runs as root.
+# No setuid or setgid programs (CIS Docker Benchmark 4.8): su, mount, passwd and the like are of no
+# use to a non-root server and only a way to gain privileges. Deleting them adds no bytes to the
+# image, where clearing their mode bits would copy each one into this layer.
 RUN groupadd --gid 10001 app \
-    && useradd --no-log-init --uid 10001 --gid app --create-home --home-dir /home/app --shell /usr/sbin/nologin app
+    && useradd --no-log-init --uid 10001 --gid app --create-home --home-dir /home/app --shell /usr/sbin/nologin app \
+    && find / -xdev -type f -perm /6000 -delete
 
 # Requirements first, so a code change does not reinstall dependencies. Every package is pinned
 # with its hashes. A proxy's CA, if the Makefile passes one, is mounted for pip and never stored.
@@ -37,7 +41,7 @@ COPY app.py settings.py gunicorn.conf.py healthcheck.py ./
 
 USER 10001:10001
 EXPOSE 8080
-HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --start-interval=1s --retries=3 \
     CMD ["python3", "/app/healthcheck.py"]
 ENTRYPOINT ["gunicorn", "--config", "/app/gunicorn.conf.py"]
 CMD ["app:app"]

@@ -13,12 +13,20 @@ CONTAINER ?= flask-app
 # A CA bundle pip trusts during builds. By default, the host's bundle when the host trusts extra
 # CAs (a TLS-inspecting proxy): it is mounted as a build secret and never stored in an image.
 CA_BUNDLE ?= $(if $(wildcard /usr/local/share/ca-certificates/*.crt),/etc/ssl/certs/ca-certificates.crt)
+# OCI labels stamped on every image at build time: where it comes from and which commit made it.
+SOURCE_URL ?= $(or $(shell git remote get-url origin 2>/dev/null),$(CURDIR))
+VERSION ?= $(or $(shell git describe --tags --always --dirty 2>/dev/null),unversioned)
+REVISION ?= $(or $(shell git rev-parse HEAD 2>/dev/null),unknown)
 # Python that runs the tests, and the virtual environment they run in.
 PYTHON ?= python3
 VENV ?= .venv
 
 comma := ,
 SECRET := $(if $(CA_BUNDLE),--secret id=ca-bundle$(comma)src=$(CA_BUNDLE))
+LABELS = --label org.opencontainers.image.source=$(SOURCE_URL) \
+	--label org.opencontainers.image.version=$(VERSION) \
+	--label org.opencontainers.image.revision=$(REVISION) \
+	--label org.opencontainers.image.created=$$(date -u +%Y-%m-%dT%H:%M:%SZ)
 # The hardening the secure image is built for; production gets all of it but the read-only root.
 LOCKDOWN := --cap-drop ALL --security-opt no-new-privileges
 RUN_FLAGS_naive :=
@@ -52,7 +60,7 @@ build-secure: ## Build $(IMAGE):secure from Dockerfile.multistage
 $(BUILDS): build-%: engine
 	@base=$$(DOCKER="$(DOCKER)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
 	echo "Building $(IMAGE):$* from $(DOCKERFILE_$*) on $$base"; \
-	$(DOCKER) build --file $(DOCKERFILE_$*) --tag $(IMAGE):$* --build-arg BASE_IMAGE=$$base $(SECRET) . \
+	$(DOCKER) build --file $(DOCKERFILE_$*) --tag $(IMAGE):$* --build-arg BASE_IMAGE=$$base $(SECRET) $(LABELS) . \
 	|| { echo "make: building $(IMAGE):$* failed; the step marked ERROR above is the one that failed." >&2; exit 1; }
 
 run: run-secure ## Run the secure image on http://localhost:$(PORT)

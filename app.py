@@ -44,9 +44,16 @@ def refuse_large_bodies():
         raise RequestEntityTooLarge()
 
 
+# Sent only over HTTPS, as the HSTS specification requires. Behind a TLS-terminating proxy, gunicorn
+# reports HTTPS only when X-Forwarded-Proto comes from an address in FORWARDED_ALLOW_IPS.
+HSTS = "max-age=31536000; includeSubDomains"
+
+
 @app.after_request
 def add_security_headers(response):
     response.headers.update(SECURITY_HEADERS)
+    if request.is_secure:
+        response.headers["Strict-Transport-Security"] = HSTS
     return response
 
 

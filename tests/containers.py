@@ -121,17 +121,17 @@ def process_uids(container: Container) -> list[int]:
     return [int(line.split()[1]) for line in lines]
 
 
-def image_files(image: str, needles: tuple[bytes, ...] = ()) -> tuple[set[str], set[str]]:
-    """All paths in an image's filesystem, and the paths of the files that contain any needle."""
+def image_files(image: str, needles: tuple[bytes, ...] = ()) -> tuple[dict[str, tarfile.TarInfo], set[str]]:
+    """Every path in an image's filesystem with its metadata, and the files that contain any needle."""
     name = docker("create", image).stdout.strip()
     try:
-        paths, matches = set(), set()
+        paths, matches = {}, set()
         with (
             subprocess.Popen([*DOCKER, "export", name], stdout=subprocess.PIPE) as export,
             tarfile.open(fileobj=export.stdout, mode="r|") as archive,
         ):
             for member in archive:
-                paths.add(member.name.rstrip("/"))
+                paths[member.name.rstrip("/")] = member
                 if needles and member.isfile():
                     content = archive.extractfile(member).read()
                     if any(needle in content for needle in needles):

