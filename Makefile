@@ -10,6 +10,8 @@ BASE_IMAGE ?= $(shell awk '/^FROM .* AS python-base$$/ {print $$2}' Dockerfile)
 PORT ?= 8080
 # Name of the container `make run` starts.
 CONTAINER ?= flask-app
+# The variant `make up` runs with Docker Compose.
+VARIANT ?= secure
 # A CA bundle pip trusts during builds. By default, the host's bundle when the host trusts extra
 # CAs (a TLS-inspecting proxy): it is mounted as a build secret and never stored in an image.
 CA_BUNDLE ?= $(if $(wildcard /usr/local/share/ca-certificates/*.crt),/etc/ssl/certs/ca-certificates.crt)
@@ -40,13 +42,13 @@ BUILDS := $(addprefix build-,$(VARIANTS))
 RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
-.PHONY: help engine images build $(BUILDS) run $(RUNS) stop logs history inspect compare test test-unit \
+.PHONY: help engine images build $(BUILDS) run $(RUNS) up down stop logs history inspect compare test test-unit \
 	test-integration lint lock clean
 
 help: ## Show this help
 	@echo "Usage: make TARGET [VAR=value ...]"
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST) \
-		| sed 's/$$(IMAGE)/$(IMAGE)/; s/$$(PORT)/$(PORT)/'
+		| sed 's/$$(IMAGE)/$(IMAGE)/; s/$$(PORT)/$(PORT)/; s/$$(VARIANT)/$(VARIANT)/'
 	@echo "Variables (make VAR=value): DOCKER=$(DOCKER) IMAGE=$(IMAGE) PORT=$(PORT) BASE_IMAGE=$(BASE_IMAGE)"
 
 engine: ## Make sure a Docker engine with BuildKit runs (installs one on Debian if none does)
@@ -79,6 +81,13 @@ $(RUNS): run-%: build-% stop
 		echo "make: $(IMAGE):$* did not answer on http://localhost:$(PORT) within 10 s; its log:" >&2; \
 		$(DOCKER) logs $(CONTAINER) >&2; exit 1; \
 	fi
+
+up: build-$(VARIANT) ## Run $(IMAGE):$(VARIANT) with Docker Compose (compose.yaml) and wait until healthy
+	IMAGE=$(IMAGE) VARIANT=$(VARIANT) PORT=$(PORT) $(DOCKER) compose up --detach --wait
+	@echo "$(IMAGE):$(VARIANT) is serving on http://localhost:$(PORT) (make down to stop)"
+
+down: ## Stop and remove what `make up` started
+	IMAGE=$(IMAGE) VARIANT=$(VARIANT) PORT=$(PORT) $(DOCKER) compose down --remove-orphans
 
 stop: ## Stop and remove the container `make run` started
 	@$(DOCKER) rm --force $(CONTAINER) >/dev/null 2>&1 || true
