@@ -42,7 +42,7 @@ BUILDS := $(addprefix build-,$(VARIANTS))
 RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
-.PHONY: help engine images build $(BUILDS) run $(RUNS) up down stop logs history inspect compare test test-unit \
+.PHONY: help engine images build $(BUILDS) run $(RUNS) up down stop logs history inspect compare bench test test-unit \
 	test-integration lint lock clean
 
 help: ## Show this help
@@ -110,8 +110,16 @@ inspect: images ## Show each image's user, entrypoint, command, healthcheck, por
 	@for v in $(VARIANTS); do echo "== $(IMAGE):$$v"; \
 		$(DOCKER) image inspect $(IMAGE):$$v --format '{{json .Config}}' | $(PYTHON) -m json.tool; echo; done
 
-compare: images ## Compare the three images side by side: size, layers, user, healthcheck, shell, pip
-	@DOCKER="$(DOCKER)" $(PYTHON) scripts/compare.py $(foreach v,$(VARIANTS),$(IMAGE):$(v))
+compare: images $(VENV)/bin/pytest ## Compare the images: sizes, layers, user, health check, files, shell, pip, lint
+	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/compare.py --hadolint $(VENV)/bin/hadolint --readme README.md \
+		$(foreach v,$(VARIANTS),$(IMAGE):$(v)=$(DOCKERFILE_$(v)))
+
+bench: engine $(VENV)/bin/pytest ## Measure the images in one run: builds, start-up, memory, load (a few minutes)
+	@command -v wrk >/dev/null || { echo "Installing wrk, the load generator, from Debian's packages."; \
+		apt-get install -y -qq wrk >/dev/null; } || { echo "make: bench needs wrk (apt-get install wrk)." >&2; exit 1; }
+	@base=$$(DOCKER="$(DOCKER)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
+	DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/bench.py --base "$$base" --readme README.md \
+		$(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
 
 $(VENV)/bin/pytest: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)

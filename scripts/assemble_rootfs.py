@@ -6,8 +6,8 @@ final `FROM scratch` stage takes whole:
 - the interpreter the virtual environment points at, and the shared libraries it and every
   extension module load (their ldd closure, the dynamic loader included), with an ld.so.cache;
 - the standard library without what a server never imports (test suites, IDLE, tkinter, ...),
-  precompiled, because the running container's root filesystem is read-only;
-- the virtual environment without pip, setuptools and wheel, precompiled too;
+  as bytecode only, because the running container's root filesystem is read-only;
+- the virtual environment without pip, setuptools and wheel, as bytecode too;
 - the metadata a vulnerability scanner reads: Python dist-info stays in place, and the Debian
   packages the copied files come from get their dpkg status entries (/var/lib/dpkg/status.d,
   as distroless does), with /etc/os-release;
@@ -214,32 +214,20 @@ def write_accounts(root: Path, user: str, uid: int) -> None:
     tmp.chmod(0o1777)
 
 
-def compile_bytecode(python: str, directory: Path, root: Path, sourceless: bool = False) -> None:
-    """Precompile the .py files under directory, so a read-only root never needs to write bytecode.
+def compile_bytecode(python: str, directory: Path, root: Path) -> None:
+    """Replace the .py files under directory with bytecode, so a read-only root never compiles.
 
-    unchecked-hash .pyc files are used as they are, without comparing the source's timestamp,
-    which copying between stages does not always keep. The paths recorded are those of the image.
-    sourceless puts each .pyc in place of its .py and deletes the source: a traceback through those
-    files then shows no source lines, which the standard library can spare and the app cannot.
+    Each .pyc takes the place of its .py (Python imports such sourceless modules), which keeps the
+    image small: a traceback through these files then shows no source lines, which the standard
+    library and the dependencies can spare; the app itself keeps its sources. unchecked-hash .pyc
+    files are used as they are, without comparing a source timestamp. The paths recorded in them
+    are those of the image.
     """
-    command = [
-        python,
-        "-m",
-        "compileall",
-        "-q",
-        "-j0",
-        "--invalidation-mode",
-        "unchecked-hash",
-        "-s",
-        str(root),
-        "-p",
-        "/",
-    ]
-    subprocess.run([*command, *(["-b"] if sourceless else []), str(directory)], check=True)
-    if sourceless:
-        for source in directory.rglob("*.py"):
-            if source.with_suffix(".pyc").exists():
-                source.unlink()
+    command = [python, "-m", "compileall", "-q", "-j0", "-b", "--invalidation-mode", "unchecked-hash"]
+    subprocess.run([*command, "-s", str(root), "-p", "/", str(directory)], check=True)
+    for source in directory.rglob("*.py"):
+        if source.with_suffix(".pyc").exists():
+            source.unlink()
 
 
 def assemble(venv: Path, root: Path, user: str, uid: int) -> dict:
@@ -279,8 +267,8 @@ def assemble(venv: Path, root: Path, user: str, uid: int) -> dict:
         copy_path("/etc/os-release", root)
 
     write_accounts(root, user, uid)
-    compile_bytecode(facts["executable"], root / stdlib.relative_to("/"), root, sourceless=True)
-    compile_bytecode(facts["executable"], root / venv.relative_to("/"), root)
+    for directory in (stdlib, venv):
+        compile_bytecode(facts["executable"], root / directory.relative_to("/"), root)
     return {"interpreter": facts["executable"], "libraries": sorted(libraries), "packages": sorted(packages)}
 
 

@@ -1,0 +1,140 @@
+"""The measuring scripts' own logic, on fixed inputs: parsing wrk, judging goals, writing reports."""
+
+import sys
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import bench
+import compare
+
+pytestmark = pytest.mark.unit
+
+WRK_OUTPUT = """\
+Running 10s test @ http://127.0.0.1:32768/
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    45.10ms   12.01ms 210.00ms   80.00%
+    Req/Sec   700.12    100.00     0.90k    70.00%
+  Latency Distribution
+     50%   42.50ms
+     75%   50.00ms
+     90%   60.00ms
+     99%    1.20s
+  14000 requests in 10.00s, 2.50MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:   1400.50
+Transfer/sec:    256.00KB
+"""
+
+
+def test_parse_wrk_reads_throughput_percentiles_and_errors():
+    assert bench.parse_wrk(WRK_OUTPUT) == {
+        "requests_per_second": 1400.5,
+        "p50_ms": 42.5,
+        "p99_ms": 1200.0,
+        "requests": 14000,
+        "errors": 7,
+    }
+
+
+@pytest.mark.parametrize(("text", "ms"), [("850.00us", 0.85), ("3.50ms", 3.5), ("1.20s", 1200.0)])
+def test_wrk_durations_become_milliseconds(text, ms):
+    assert bench.to_ms(text) == pytest.approx(ms)
+
+
+def variant(size_mb, warm, startup, memory_mb, rps, p99):
+    return {
+        "size_bytes": size_mb * compare.MB,
+        "build": {"cold_seconds": 10.0, "warm_seconds": warm},
+        "startup": {"median_seconds": startup},
+        "idle_memory": {"median_bytes": memory_mb * compare.MB},
+        "load": {
+            str(c): {"requests_per_second": rps, "p50_ms": p99 / 2, "p99_ms": p99, "errors": 0} for c in (1, 16, 64)
+        },
+    }
+
+
+@pytest.fixture
+def report():
+    """A report in which the secure image meets every goal and production misses two."""
+    variants = {
+        "naive": variant(240, 6.0, 0.7, 20, 500, 300),
+        "production": variant(239, 0.5, 0.9, 45, 900, 120),
+        "secure": variant(34, 1.5, 0.8, 45, 1100, 90),
+    }
+    return {
+        "date": "2026-01-01",
+        "machine": {"cpus": 2, "processor": "x86_64", "docker": "26.1"},
+        "base_image": "python:3.12",
+        "runs": 5,
+        "load_runs": 3,
+        "load_seconds": 10,
+        "connections": [1, 16, 64],
+        "variants": variants,
+        "goals": bench.goals(variants),
+    }
+
+
+def test_goals_are_judged_with_the_gap_of_each_miss(report):
+    missed = {goal["goal"]: goal["gap"] for goal in report["goals"] if not goal["met"]}
+    assert missed == {
+        "production: throughput at 64 connections, times naive's": "missed by 0.20 x",
+        "production: p99 latency at 64 connections, as a share of naive's": "missed by 0.07 x",
+    }
+    assert len(report["goals"]) == 9
+
+
+def test_bench_markdown_shows_every_variant_ratio_and_goal(report):
+    text = bench.markdown(report)
+    assert "| `naive` | `production` | `secure` |" in text
+    assert "1,100 (2.2x)" in text
+    assert "| secure image size | 35.00 MB | 34.00 MB | yes |" in text
+    assert "no, missed by 0.20 x" in text
+
+
+def image_row(image, size_mb, compressed_mb, layers, user, healthcheck, files, shell, findings):
+    return {
+        "image": image,
+        "size_bytes": size_mb * compare.MB,
+        "compressed_bytes": compressed_mb * compare.MB,
+        "layers": layers,
+        "user": user,
+        "healthcheck": healthcheck,
+        "files": files,
+        "shell": shell,
+        "pip": shell,
+        "hadolint": findings,
+    }
+
+
+ROWS = [
+    image_row("a:naive", 200, 80, 4, "root (unset)", "none", 12000, True, ["DL3042", "DL3057"]),
+    image_row("a:secure", 34, 14, 3, "10001:10001", "exec form", 900, False, []),
+]
+
+
+def test_compare_tables_show_sizes_and_findings():
+    assert "| `a:secure` | 34.0 MB | 14.0 MB | 3 | 10001:10001 | exec form | 900 | no | no | none |" in (
+        compare.markdown_table(ROWS)
+    )
+    assert "DL3042, DL3057" in compare.text_table(ROWS)
+
+
+def test_size_chart_is_svg_with_bars_in_proportion():
+    chart = ElementTree.fromstring(compare.svg_chart(ROWS))
+    widths = [float(rect.get("width")) for rect in chart.iter("{http://www.w3.org/2000/svg}rect")][:4]
+    assert widths[0] == 440
+    assert widths[2] == pytest.approx(440 * 34 / 200, abs=1)
+
+
+def test_readme_markers_get_the_new_content_and_keep_the_rest():
+    text = "intro\n<!-- bench:start -->\nold\n<!-- bench:end -->\noutro\n"
+    assert compare.replace_between_markers(text, "bench", "new\n") == (
+        "intro\n<!-- bench:start -->\nnew\n<!-- bench:end -->\noutro\n"
+    )
+    with pytest.raises(SystemExit, match="no <!-- compare:start -->"):
+        compare.replace_between_markers(text, "compare", "new\n")
