@@ -42,8 +42,8 @@ BUILDS := $(addprefix build-,$(VARIANTS))
 RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
-.PHONY: help engine images build $(BUILDS) run $(RUNS) up down stop logs history inspect compare bench test test-unit \
-	test-integration lint lock clean
+.PHONY: help engine images build $(BUILDS) run $(RUNS) up down stop logs history inspect compare bench \
+	test test-unit test-integration lint lock clean
 
 help: ## Show this help
 	@echo "Usage: make TARGET [VAR=value ...]"
@@ -51,7 +51,7 @@ help: ## Show this help
 		| sed 's/$$(IMAGE)/$(IMAGE)/; s/$$(PORT)/$(PORT)/; s/$$(VARIANT)/$(VARIANT)/'
 	@echo "Variables (make VAR=value): DOCKER=$(DOCKER) IMAGE=$(IMAGE) PORT=$(PORT) BASE_IMAGE=$(BASE_IMAGE)"
 
-engine: ## Make sure a Docker engine with BuildKit runs (installs one on Debian if none does)
+engine: ## Make sure Docker Engine with buildx and Compose runs (installs them on Debian if not)
 	@DOCKER="$(DOCKER)" scripts/ensure-docker.sh
 
 build: build-naive build-production build-secure ## Build all three images
@@ -116,11 +116,13 @@ compare: images $(VENV)/bin/pytest ## Compare the images: sizes, layers, user, h
 
 bench: engine $(VENV)/bin/pytest ## Measure the images in one run: builds, start-up, memory, load (a few minutes)
 	@command -v wrk >/dev/null || { echo "Installing wrk, the load generator, from Debian's packages."; \
-		apt-get install -y -qq wrk >/dev/null; } || { echo "make: bench needs wrk (apt-get install wrk)." >&2; exit 1; }
+		apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
+		|| { echo "make: bench needs wrk, the load generator (apt-get install wrk)." >&2; exit 1; }
 	@base=$$(DOCKER="$(DOCKER)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
 	DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/bench.py --base "$$base" --readme README.md \
 		$(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
 
+# The test and lint environment; its pytest stands for the whole install.
 $(VENV)/bin/pytest: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --require-hashes -r requirements.txt -r requirements-dev.txt

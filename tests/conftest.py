@@ -1,17 +1,18 @@
-"""Shared set-up: the project on sys.path, a Docker engine, and the three images built once."""
+"""Shared set-up: the project and its scripts on sys.path, a Docker engine, the three images built once."""
 
 import glob
 import os
+import re
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from containers import DOCKER, ROOT, VARIANTS, docker
+
+# Tests import the app as gunicorn does, and the scripts as modules.
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 
 def build(variant: str, image: str, *make_args: str) -> None:
@@ -79,11 +80,13 @@ def images(docker_engine):
 
 @pytest.fixture(scope="session")
 def source_built_python() -> Path:
-    """A CPython built from source with a shared libpython: the one running, or one under pyenv.
+    """A CPython built from source with a shared libpython: under pyenv, of the Python version the
+    Dockerfiles pin if there is one, else the one running the tests.
 
     Its layout is that of the official python images (a prefix of its own, libpython3.X.so).
     """
-    candidates = [Path(sys.base_prefix), *map(Path, sorted(glob.glob("/root/.pyenv/versions/3.1[0-9]*")))]
+    pinned = re.search(r"^FROM python:(\d+\.\d+)\.", (ROOT / "Dockerfile").read_text(), re.MULTILINE).group(1)
+    candidates = [*map(Path, sorted(glob.glob(f"/root/.pyenv/versions/{pinned}.*"))), Path(sys.base_prefix)]
     for prefix in candidates:
         if prefix != Path("/usr") and glob.glob(str(prefix / "lib" / "libpython3.*.so*")):
             return prefix

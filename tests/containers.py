@@ -20,6 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = os.environ.get("DOCKER", "docker").split()
 VARIANTS = ("naive", "production", "secure")
+MB = 1_000_000  # as `docker images` counts
 # The hardening flags the secure image is built to run under.
 LOCKDOWN = ("--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges")
 
@@ -90,6 +91,15 @@ def wait_until_serving(container: Container, timeout: float = 30) -> None:
             break
         time.sleep(0.2)
     pytest.fail(f"the container did not serve /healthz within {timeout:.0f} s; its log:\n{container.logs()}")
+
+
+def wait_until_healthy(container: Container, timeout: float = 60) -> None:
+    """Poll Docker's health status until it is healthy; fail at unhealthy or after timeout."""
+    deadline = time.monotonic() + timeout
+    while (status := inspect(container.id)["State"]["Health"]["Status"]) != "healthy":
+        assert status != "unhealthy", f"the container became unhealthy; its log:\n{container.logs()}"
+        assert time.monotonic() < deadline, f"still {status} after {timeout:.0f} s"
+        time.sleep(0.2)
 
 
 @contextlib.contextmanager

@@ -9,13 +9,10 @@ libpython under its own prefix (/usr/local in the official images).
 import glob
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import assemble_rootfs
+import pytest
 
 pytestmark = pytest.mark.unit
 

