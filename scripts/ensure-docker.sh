@@ -48,12 +48,12 @@ if [ "$(id -u)" != 0 ] || [ "${ID:-}" != debian ] || ! command -v apt-get >/dev/
 fi
 
 # Bookworm's own docker.io is 20.10, whose BuildKit only works through its older client, and its
-# docker-compose is v1; trixie's Engine 26, buildx and Compose v2 run on bookworm's containerd and runc. Pinned at priority 100, trixie
-# only supplies the packages asked for by name.
+# docker-compose is v1; trixie's Engine 26, buildx and Compose v2 run on bookworm's containerd and
+# runc. Pinned at priority 100, trixie only supplies the packages asked for by name.
 if [ "${VERSION_CODENAME:-}" = bookworm ]; then
     suite=trixie
     if [ ! -f /etc/apt/sources.list.d/flask-app-trixie.sources ]; then
-        say "adding Debian trixie as an apt source (pinned at priority 100) for Docker Engine 26 and buildx."
+        say "adding Debian trixie as an apt source (pinned at priority 100) for Docker Engine 26, buildx and Compose v2."
         cat >/etc/apt/sources.list.d/flask-app-trixie.sources <<'SOURCES'
 Types: deb
 URIs: http://deb.debian.org/debian
@@ -75,7 +75,6 @@ fi
 say "no Docker engine with buildx and compose answers; installing them from Debian's packages."
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-# The daemon is started below; keep the package scripts from trying to start it without an init.
 apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-confold "${packages[@]}" >/dev/null
 
 engine_answers || start_dockerd
