@@ -9,30 +9,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from containers import DOCKER, ROOT, VARIANTS, docker
+from containers import DOCKER, ROOT, VARIANTS, build, docker
 
 # Tests import the app as gunicorn does, and the scripts as modules.
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
-
-
-def build(variant: str, image: str, *make_args: str) -> None:
-    """Build one variant with the Makefile, as a user would; fail with the end of its output."""
-    result = subprocess.run(
-        [
-            "make",
-            "--no-print-directory",
-            f"build-{variant}",
-            f"IMAGE={image}",
-            f"DOCKER={' '.join(DOCKER)}",
-            *make_args,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        output = (result.stdout + result.stderr).strip().splitlines()
-        pytest.fail(f"`make build-{variant}` failed; the end of its output:\n" + "\n".join(output[-40:]))
 
 
 @pytest.fixture(scope="session")

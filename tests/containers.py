@@ -1,4 +1,4 @@
-"""Helpers the integration tests share: run the docker CLI, start containers, talk HTTP to them.
+"""Helpers the integration tests share: build with make, run docker, start containers, talk HTTP.
 
 Every container started here is removed when its `with` block ends, whether the test passed or not.
 """
@@ -31,6 +31,26 @@ def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
     if check and result.returncode != 0:
         pytest.fail(f"`docker {' '.join(args)}` failed: {result.stderr.strip() or result.stdout.strip()}")
     return result
+
+
+def build(variant: str, image: str, *make_args: str) -> None:
+    """Build one variant with the Makefile, as a user would; fail with the end of its output."""
+    result = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            f"build-{variant}",
+            f"IMAGE={image}",
+            f"DOCKER={' '.join(DOCKER)}",
+            *make_args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr).strip().splitlines()
+        pytest.fail(f"`make build-{variant}` failed; the end of its output:\n" + "\n".join(output[-40:]))
 
 
 def inspect(target: str) -> dict:

@@ -13,12 +13,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import build
 from containers import (
     LOCKDOWN,
     MB,
     ROOT,
     VARIANTS,
+    build,
     docker,
     image_files,
     inspect,
