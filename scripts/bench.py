@@ -25,9 +25,8 @@ import time
 import uuid
 from pathlib import Path
 
-from compare import MB, replace_between_markers
+from compare import DOCKER, MB, docker, replace_between_markers, run
 
-DOCKER = os.environ.get("DOCKER", "docker").split()
 VARIANTS = {"naive": "Dockerfile.naive", "production": "Dockerfile", "secure": "Dockerfile.multistage"}
 # How `make run-VARIANT` runs each image.
 LOCKDOWN = ["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
@@ -37,17 +36,6 @@ STARTED = time.monotonic()
 
 def progress(message: str) -> None:
     print(f"[bench {time.monotonic() - STARTED:5.0f} s] {message}", file=sys.stderr, flush=True)
-
-
-def run(*command: str, timeout: float = 900) -> str:
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0:
-        raise SystemExit(f"bench: `{' '.join(command)}` failed:\n{(result.stderr or result.stdout)[-3000:]}")
-    return result.stdout
-
-
-def docker(*args: str, timeout: float = 900) -> str:
-    return run(*DOCKER, *args, timeout=timeout)
 
 
 def timed_build(context: Path, dockerfile: str, tag: str, base: str, ca_bundle: str | None, cold: bool) -> float:

@@ -22,11 +22,16 @@ SHELLS = {"sh", "bash", "dash", "ash", "busybox"}
 MB = 1_000_000  # as `docker images` counts
 
 
-def docker(*args: str) -> str:
-    result = subprocess.run([*DOCKER, *args], capture_output=True, text=True)
+def run(*command: str, timeout: float = 900) -> str:
+    """Run a command and return its output; stop with the command and its error if it fails."""
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
-        sys.exit(f"compare: `docker {' '.join(args)}` failed: {result.stderr.strip()}")
+        sys.exit(f"`{' '.join(command)}` failed:\n{(result.stderr or result.stdout)[-3000:]}")
     return result.stdout
+
+
+def docker(*args: str, timeout: float = 900) -> str:
+    return run(*DOCKER, *args, timeout=timeout)
 
 
 def contents(image: str) -> dict:
@@ -73,10 +78,14 @@ def compressed_size(image: str) -> int:
 
 def hadolint_findings(hadolint: str, dockerfile: str) -> list[str]:
     """The rule codes hadolint reports for a Dockerfile, with the project's .hadolint.yaml."""
+    config = Path(__file__).resolve().parent.parent / ".hadolint.yaml"
     result = subprocess.run(
-        [hadolint, "--config", ".hadolint.yaml", "--format", "json", dockerfile], capture_output=True, text=True
+        [hadolint, "--config", config, "--format", "json", dockerfile], capture_output=True, text=True
     )
-    return sorted(finding["code"] for finding in json.loads(result.stdout or "[]"))
+    # hadolint exits 1 when it has findings, so only missing output means it did not run.
+    if not result.stdout:
+        sys.exit(f"hadolint did not check {dockerfile}: {result.stderr.strip()}")
+    return sorted(finding["code"] for finding in json.loads(result.stdout))
 
 
 def describe(image: str, dockerfile: str, hadolint: str) -> dict:

@@ -1,27 +1,21 @@
 """The Dockerfiles as text: what hadolint says of them, and the base image they share."""
 
-import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
+import compare
 import pytest
+from containers import ROOT
 
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parent.parent
 HADOLINT = Path(sys.executable).parent / "hadolint"
 
 
 def hadolint_findings(dockerfile: str) -> set[str]:
-    """The rule codes hadolint reports for one Dockerfile, with the project's .hadolint.yaml."""
-    result = subprocess.run(
-        [HADOLINT, "--config", ROOT / ".hadolint.yaml", "--format", "json", ROOT / dockerfile],
-        capture_output=True,
-        text=True,
-    )
-    return {finding["code"] for finding in json.loads(result.stdout)}
+    """The rule codes hadolint reports for one Dockerfile, as `make compare` counts them."""
+    return set(compare.hadolint_findings(str(HADOLINT), str(ROOT / dockerfile)))
 
 
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.multistage"])
