@@ -10,6 +10,9 @@ BASE_IMAGE ?= $(shell awk '/^FROM .* AS python-base$$/ {print $$2}' Dockerfile)
 PORT ?= 8080
 # Name of the container `make run` starts.
 CONTAINER ?= flask-app
+# Where `make scan` writes the SBOMs and reports; SCAN_STRICT=1 fails it when a part cannot run.
+SCAN_DIR ?= scans
+SCAN_STRICT ?=
 # The variant `make up` runs with Docker Compose.
 VARIANT ?= secure
 # A CA bundle pip trusts during builds. By default, the host's bundle when the host trusts extra
@@ -19,6 +22,11 @@ CA_BUNDLE ?= $(if $(wildcard /usr/local/share/ca-certificates/*.crt),/etc/ssl/ce
 SOURCE_URL ?= $(or $(shell git remote get-url origin 2>/dev/null),$(CURDIR))
 VERSION ?= $(or $(shell git describe --tags --always --dirty 2>/dev/null),unversioned)
 REVISION ?= $(or $(shell git rev-parse HEAD 2>/dev/null),unknown)
+# The time of the last commit, in seconds: the images' created label and build history, and every
+# file time in the secure image, so that building one commit twice gives the same image.
+SOURCE_DATE_EPOCH ?= $(or $(shell git log -1 --format=%ct 2>/dev/null),0)
+# Extra flags for every `docker build`, such as --no-cache or --pull.
+BUILD_FLAGS ?=
 # Python that runs the tests, and the virtual environment they run in.
 PYTHON ?= python3
 VENV ?= .venv
@@ -28,7 +36,8 @@ SECRET := $(if $(CA_BUNDLE),--secret id=ca-bundle$(comma)src=$(CA_BUNDLE))
 LABELS = --label org.opencontainers.image.source=$(SOURCE_URL) \
 	--label org.opencontainers.image.version=$(VERSION) \
 	--label org.opencontainers.image.revision=$(REVISION) \
-	--label org.opencontainers.image.created=$$(date -u +%Y-%m-%dT%H:%M:%SZ)
+	--label org.opencontainers.image.created=$(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ) \
+	--build-arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH)
 # The hardening the secure image is built for; production gets all of it but the read-only root.
 LOCKDOWN := --cap-drop ALL --security-opt no-new-privileges
 RUN_FLAGS_naive :=
@@ -42,7 +51,7 @@ BUILDS := $(addprefix build-,$(VARIANTS))
 RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
-.PHONY: help engine images build $(BUILDS) run $(RUNS) up down stop logs history inspect compare bench \
+.PHONY: help engine images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
 	test test-unit test-integration lint lock clean
 
 help: ## Show this help
@@ -62,7 +71,7 @@ build-secure: ## Build $(IMAGE):secure from Dockerfile.multistage
 $(BUILDS): build-%: engine
 	@base=$$(DOCKER="$(DOCKER)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
 	echo "Building $(IMAGE):$* from $(DOCKERFILE_$*) on $$base"; \
-	$(DOCKER) build --file $(DOCKERFILE_$*) --tag $(IMAGE):$* --build-arg BASE_IMAGE=$$base $(SECRET) $(LABELS) . \
+	$(DOCKER) build $(BUILD_FLAGS) --file $(DOCKERFILE_$*) --tag $(IMAGE):$* --build-arg BASE_IMAGE=$$base $(SECRET) $(LABELS) . \
 	|| { echo "make: building $(IMAGE):$* failed; the step marked ERROR above is the one that failed." >&2; exit 1; }
 
 run: run-secure ## Run the secure image on http://localhost:$(PORT)
@@ -109,6 +118,10 @@ history: images ## Show the layers of each image and what made them
 inspect: images ## Show each image's user, entrypoint, command, healthcheck, ports and environment
 	@for v in $(VARIANTS); do echo "== $(IMAGE):$$v"; \
 		$(DOCKER) image inspect $(IMAGE):$$v --format '{{json .Config}}' | $(PYTHON) -m json.tool; echo; done
+
+scan: images $(VENV)/bin/pytest ## Scan the images with Trivy: SBOMs, vulnerabilities, secrets, misconfigurations; pip-audit
+	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/scan.py --out $(SCAN_DIR) $(if $(SCAN_STRICT),--strict) \
+		--requirements requirements.txt --report-only $(IMAGE):naive $(foreach v,$(VARIANTS),$(IMAGE):$(v))
 
 compare: images $(VENV)/bin/pytest ## Compare the images: sizes, layers, user, health check, files, shell, pip, lint
 	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/compare.py --hadolint $(VENV)/bin/hadolint --readme README.md \

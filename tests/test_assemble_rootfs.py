@@ -194,6 +194,8 @@ def test_assembled_stdlib_and_venv_are_bytecode_only(assembled):
 def test_assembled_root_keeps_what_scanners_read(assembled):
     root, venv, summary = assembled
     assert (root / "etc" / "os-release").exists()
+    assert (root / "etc" / "debian_version").read_text() == Path("/etc/debian_version").read_text()
+    assert (root / "var" / "lib" / "dpkg" / "status.d" / "base-files").exists()
     assert (root / "var" / "lib" / "dpkg" / "status.d" / "libc6").read_text().startswith("Package: libc6\n")
     assert next((root / venv.relative_to("/")).glob("lib/python3.*/site-packages/hello-1.0.dist-info/METADATA"))
     assert "libc6" in summary["packages"]
