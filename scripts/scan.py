@@ -164,15 +164,19 @@ def main(argv: list[str] | None = None) -> int:
 
     skipped = []
     if reason := database_error(trivy):
-        print(f"scan: Trivy's vulnerability database cannot be fetched ({reason}), so no image is checked for "
-              "known vulnerabilities; the SBOMs, secret and misconfiguration scans still run.")
+        print(
+            f"scan: Trivy's vulnerability database cannot be fetched ({reason}), so no image is checked for "
+            "known vulnerabilities; the SBOMs, secret and misconfiguration scans still run."
+        )
         skipped.append("the vulnerability scan")
     failed = []
     for image in args.images:
         result = scan_image(trivy, image, args.out, vulnerabilities=not skipped)
         gates = image not in args.report_only
-        print(f"{image}: OS {result['os']}, {result['debian_packages']} Debian and "
-              f"{result['python_packages']} Python packages, {len(result['findings'])} findings")
+        print(
+            f"{image}: OS {result['os']}, {result['debian_packages']} Debian and "
+            f"{result['python_packages']} Python packages, {len(result['findings'])} findings"
+        )
         for finding in result["findings"]:
             mark = "FAIL" if finding["gates"] and gates else "    "
             print(f"  {mark} {finding['severity']:<8} {finding['kind']:<16} {finding['id']}: {finding['what']}")

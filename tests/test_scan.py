@@ -15,6 +15,7 @@ import pytest
 import scan
 from containers import ROOT, build, docker, inspect
 
+
 @pytest.fixture(scope="module")
 def sboms(images, tmp_path_factory) -> dict[str, dict]:
     """The CycloneDX SBOM of production and of secure, as `make scan` writes them."""
@@ -138,20 +139,38 @@ def test_every_file_of_secure_carries_the_time_of_the_last_commit(images, tmp_pa
 @pytest.mark.unit
 def test_scan_fails_on_fixable_high_vulnerabilities_secrets_and_high_misconfigurations_only():
     def vulnerability(severity, fixed):
-        return {"VulnerabilityID": "CVE-1", "Severity": severity, "PkgName": "p", "InstalledVersion": "1",
-                "FixedVersion": fixed}
+        return {
+            "VulnerabilityID": "CVE-1",
+            "Severity": severity,
+            "PkgName": "p",
+            "InstalledVersion": "1",
+            "FixedVersion": fixed,
+        }
+
     report = {
         "Metadata": {"OS": {"Family": "debian", "Name": "12.15"}},
         "Results": [
-            {"Target": "os", "Class": "os-pkgs", "Packages": [{}, {}],
-             "Vulnerabilities": [vulnerability("CRITICAL", "2"), vulnerability("HIGH", ""),
-                                 vulnerability("MEDIUM", "2")]},
+            {
+                "Target": "os",
+                "Class": "os-pkgs",
+                "Packages": [{}, {}],
+                "Vulnerabilities": [
+                    vulnerability("CRITICAL", "2"),
+                    vulnerability("HIGH", ""),
+                    vulnerability("MEDIUM", "2"),
+                ],
+            },
             {"Target": "Python", "Class": "lang-pkgs", "Packages": [{}]},
             {"Target": "app/settings.py", "Class": "secret", "Secrets": [{"RuleID": "aws-key", "Severity": "LOW"}]},
-            {"Target": "Dockerfile", "Class": "config", "Misconfigurations": [
-                {"ID": "DS-0002", "Severity": "HIGH", "Title": "root", "Status": "FAIL"},
-                {"ID": "DS-0026", "Severity": "LOW", "Title": "no health check", "Status": "FAIL"},
-                {"ID": "DS-0001", "Severity": "HIGH", "Title": "latest tag", "Status": "PASS"}]},
+            {
+                "Target": "Dockerfile",
+                "Class": "config",
+                "Misconfigurations": [
+                    {"ID": "DS-0002", "Severity": "HIGH", "Title": "root", "Status": "FAIL"},
+                    {"ID": "DS-0026", "Severity": "LOW", "Title": "no health check", "Status": "FAIL"},
+                    {"ID": "DS-0001", "Severity": "HIGH", "Title": "latest tag", "Status": "PASS"},
+                ],
+            },
         ],
     }
     result = scan.summary(report)
