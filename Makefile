@@ -19,11 +19,12 @@ VARIANT ?= secure
 # CAs (a TLS-inspecting proxy): it is mounted as a build secret and never stored in an image.
 CA_BUNDLE ?= $(if $(wildcard /usr/local/share/ca-certificates/*.crt),/etc/ssl/certs/ca-certificates.crt)
 # OCI labels stamped on every image at build time: where it comes from and which commit made it.
-SOURCE_URL ?= $(or $(shell git remote get-url origin 2>/dev/null),$(CURDIR))
+# The remote's URL loses any user and password or token in it: labels are public.
+SOURCE_URL ?= $(or $(shell git remote get-url origin 2>/dev/null | sed -E 's|^([a-z][a-z0-9+.-]*://)[^/@]*@|\1|'),$(CURDIR))
 VERSION ?= $(or $(shell git describe --tags --always --dirty 2>/dev/null),unversioned)
 REVISION ?= $(or $(shell git rev-parse HEAD 2>/dev/null),unknown)
-# The time of the last commit, in seconds: the images' created label and build history, and every
-# file time in the secure image, so that building one commit twice gives the same image.
+# The time of the last commit, in seconds: the images' created label and the times in their build
+# history, so that building one commit twice gives the same image.
 SOURCE_DATE_EPOCH ?= $(or $(shell git log -1 --format=%ct 2>/dev/null),0)
 # Extra flags for every `docker build`, such as --no-cache or --pull.
 BUILD_FLAGS ?=
@@ -32,6 +33,8 @@ PYTHON ?= python3
 VENV ?= .venv
 
 comma := ,
+# Marks the containers `make run` starts, so that `make stop` and the tests remove only those.
+RUN_LABEL = $(IMAGE).started-by=make-run
 SECRET := $(if $(CA_BUNDLE),--secret id=ca-bundle$(comma)src=$(CA_BUNDLE))
 LABELS = --label org.opencontainers.image.source=$(SOURCE_URL) \
 	--label org.opencontainers.image.version=$(VERSION) \
@@ -51,7 +54,7 @@ BUILDS := $(addprefix build-,$(VARIANTS))
 RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
-.PHONY: help engine images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
+.PHONY: help engine base free-8080 images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
 	test test-unit test-integration lint lock clean
 
 help: ## Show this help
@@ -62,6 +65,9 @@ help: ## Show this help
 
 engine: ## Make sure Docker Engine with buildx and Compose runs (installs them on Debian if not)
 	@DOCKER="$(DOCKER)" scripts/ensure-docker.sh
+
+base: engine ## Rebuild the stand-in base image now, with Debian's current packages (see Troubleshooting)
+	@DOCKER="$(DOCKER)" scripts/base-image.sh --rebuild
 
 build: build-naive build-production build-secure ## Build all three images
 
@@ -80,7 +86,8 @@ run-naive: ## Run $(IMAGE):naive on http://localhost:$(PORT)
 run-production: ## Run $(IMAGE):production on http://localhost:$(PORT), without capabilities
 run-secure: ## Run $(IMAGE):secure on http://localhost:$(PORT), read-only and without capabilities
 $(RUNS): run-%: build-% stop
-	@$(DOCKER) run --detach --name $(CONTAINER) --publish 127.0.0.1:$(PORT):8080 $(RUN_FLAGS_$*) $(IMAGE):$* >/dev/null
+	@$(DOCKER) run --detach --name $(CONTAINER) --label $(RUN_LABEL) --publish 127.0.0.1:$(PORT):8080 \
+		$(RUN_FLAGS_$*) $(IMAGE):$* >/dev/null
 	@for i in $$(seq 50); do PORT=$(PORT) $(PYTHON) healthcheck.py && break; sleep 0.2; done; \
 	if PORT=$(PORT) $(PYTHON) healthcheck.py; then \
 		echo "$$ curl http://localhost:$(PORT)"; \
@@ -99,7 +106,22 @@ down: ## Stop and remove what `make up` started
 	IMAGE=$(IMAGE) VARIANT=$(VARIANT) PORT=$(PORT) $(DOCKER) compose down --remove-orphans
 
 stop: ## Stop and remove the container `make run` started
-	@$(DOCKER) rm --force $(CONTAINER) >/dev/null 2>&1 || true
+	@for id in $$($(DOCKER) ps --all --quiet --filter name='^/$(CONTAINER)$$' --filter label=$(RUN_LABEL)); do \
+		$(DOCKER) rm --force $$id >/dev/null; done
+	@if [ -n "$$($(DOCKER) ps --all --quiet --filter name='^/$(CONTAINER)$$')" ]; then \
+		echo "make: a container named $(CONTAINER) exists that make run did not start; it is left alone." \
+			"Remove it (docker rm -f $(CONTAINER)) or choose another name (make run CONTAINER=...)." >&2; exit 1; fi
+
+# The tests serve on 127.0.0.1:8080, as the README promises. A container `make run` left there is
+# stopped; anything else holding the port stops the tests before any image is built.
+free-8080: engine
+	@for id in $$($(DOCKER) ps --quiet --filter label=$(RUN_LABEL) --filter publish=8080); do \
+		echo "make: stopping $$($(DOCKER) inspect --format '{{.Name}}' $$id | tr -d /), the container make run left on port 8080, which the tests need."; \
+		$(DOCKER) rm --force $$id >/dev/null; done
+	@holder=$$($(DOCKER) ps --filter publish=8080 --format '{{.Names}}'); \
+	if [ -n "$$holder" ]; then echo "make: port 8080, which the tests serve on, is held by the container $$holder; stop it (docker stop $$holder) and run the tests again." >&2; exit 1; fi; \
+	if ! $(PYTHON) -c 'import socket; socket.create_server(("127.0.0.1", 8080)).close()' 2>/dev/null; then \
+		echo "make: port 8080 on 127.0.0.1, which the tests serve on, is in use by another program; stop it (ss -ltnp 'sport = :8080' names it) and run the tests again." >&2; exit 1; fi
 
 logs: ## Follow the log of the running container
 	@$(DOCKER) logs --follow $(CONTAINER)
@@ -141,13 +163,13 @@ $(VENV)/bin/pytest: requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --require-hashes -r requirements.txt -r requirements-dev.txt
 	@touch $@
 
-test: engine $(VENV)/bin/pytest ## Run every test: unit, then integration against real containers
+test: free-8080 $(VENV)/bin/pytest ## Run every test: unit, then integration against real containers
 	$(VENV)/bin/pytest
 
-test-unit: $(VENV)/bin/pytest ## Run the unit tests (no Docker needed)
+test-unit: $(VENV)/bin/pytest ## Run the unit tests (no Docker, no root needed)
 	$(VENV)/bin/pytest -m unit
 
-test-integration: engine $(VENV)/bin/pytest ## Build the images and test them as running containers
+test-integration: free-8080 $(VENV)/bin/pytest ## Build the images and test them as running containers
 	$(VENV)/bin/pytest -m integration
 
 lint: $(VENV)/bin/pytest ## Run every lint check (pre-commit: ruff, hadolint, shellcheck, schemas, zizmor)

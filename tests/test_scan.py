@@ -15,7 +15,6 @@ import pytest
 import scan
 from containers import ROOT, build, docker, inspect
 
-
 # The one time every file of the secure image carries (Dockerfile.multistage says why).
 FILE_TIME = 315532800
 
