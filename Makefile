@@ -88,11 +88,15 @@ run-secure: ## Run $(IMAGE):secure on http://localhost:$(PORT), read-only and wi
 $(RUNS): run-%: build-% stop
 	@$(DOCKER) run --detach --name $(CONTAINER) --label $(RUN_LABEL) --publish 127.0.0.1:$(PORT):8080 \
 		$(RUN_FLAGS_$*) $(IMAGE):$* >/dev/null
-	@for i in $$(seq 50); do PORT=$(PORT) $(PYTHON) healthcheck.py && break; sleep 0.2; done; \
+	@for i in $$(seq 50); do PORT=$(PORT) $(PYTHON) healthcheck.py && break; \
+		[ "$$($(DOCKER) inspect --format '{{.State.Running}}' $(CONTAINER))" = true ] || break; sleep 0.2; done; \
 	if PORT=$(PORT) $(PYTHON) healthcheck.py; then \
 		echo "$$ curl http://localhost:$(PORT)"; \
 		$(PYTHON) -c 'import urllib.request; print(urllib.request.urlopen("http://localhost:$(PORT)/").read().decode())'; \
 		echo "$(IMAGE):$* is serving on http://localhost:$(PORT) (make logs, make stop)"; \
+	elif [ "$$($(DOCKER) inspect --format '{{.State.Running}}' $(CONTAINER))" != true ]; then \
+		echo "make: $(IMAGE):$* exited with $$($(DOCKER) inspect --format '{{.State.ExitCode}}' $(CONTAINER)) as it started; its log:" >&2; \
+		$(DOCKER) logs $(CONTAINER) >&2; exit 1; \
 	else \
 		echo "make: $(IMAGE):$* did not answer on http://localhost:$(PORT) within 10 s; its log:" >&2; \
 		$(DOCKER) logs $(CONTAINER) >&2; exit 1; \

@@ -19,6 +19,9 @@ set -euo pipefail
 read -r -a DOCKER <<<"${DOCKER:-docker}"
 STAND_IN=${STAND_IN:-flask-app-base:debian12}
 SUITE=bookworm
+# The stand-in's packages, as the official python images have them: Python with pip and venv, and
+# the CA bundle, time zones and service names a service needs at run time.
+STAND_IN_PACKAGES=python3,python3-venv,python3-pip,python-is-python3,ca-certificates,tzdata,netbase
 # The stand-in is rebuilt, with Debian's security updates, once it is this many days old.
 MAX_AGE_DAYS=${STAND_IN_MAX_AGE_DAYS:-7}
 # Debian's release with its updates and security updates, so a new stand-in has every fix.
@@ -54,6 +57,7 @@ import_rootfs() {
             --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
             --change 'ENV LANG=C.UTF-8' \
             --change 'CMD ["python3"]' \
+            --change "LABEL flask-app.stand-in.packages=$packages" \
             - "$tag" >/dev/null
 }
 
@@ -71,11 +75,16 @@ stand_in_age_days() {
     echo $((($(date +%s) - $(date -d "$created" +%s)) / 86400))
 }
 
+# Print the packages the stand-in was built with, as its label records them.
+stand_in_packages() {
+    "${DOCKER[@]}" image inspect --format '{{index .Config.Labels "flask-app.stand-in.packages"}}' "$STAND_IN" 2>/dev/null
+}
+
 # shellcheck disable=SC2016
 build_debian_stand_in() {
-    say "building $STAND_IN from Debian $SUITE's packages (python3, pip, venv); this takes about a minute."
+    say "building $STAND_IN from Debian $SUITE's packages ($STAND_IN_PACKAGES); this takes about a minute."
     # Like the official image: `python` and `pip` exist, and pip may install outside a venv.
-    import_rootfs "$STAND_IN" python3,python3-venv,python3-pip,python-is-python3,ca-certificates \
+    import_rootfs "$STAND_IN" "$STAND_IN_PACKAGES" \
         --customize-hook='rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED'
 }
 
@@ -127,6 +136,9 @@ if [ "$status" != 124 ] && ! registry_unreachable "$pull_errors"; then
 fi
 say "no registry answers ($(tail -n 1 "$pull_errors" 2>/dev/null || echo "the pull timed out")); using the stand-in $STAND_IN instead of $image."
 if ! age=$(stand_in_age_days); then
+    build_debian_stand_in
+elif [ "$(stand_in_packages)" != "$STAND_IN_PACKAGES" ]; then
+    say "$STAND_IN was built with other packages than this script asks for; rebuilding it."
     build_debian_stand_in
 elif [ "$age" -ge "$MAX_AGE_DAYS" ]; then
     say "$STAND_IN is $age days old; rebuilding it with Debian's current packages."
