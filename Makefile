@@ -11,6 +11,9 @@ BASE_IMAGE ?= $(shell awk '/^FROM .* AS python-base$$/ {print $$2}' Dockerfile)
 # the architecture ($(IMAGE):secure-arm64), and its stand-in base named after it, so they never
 # take the place of the engine's own.
 PLATFORM ?=
+# The platform `make compare` measures beside the engine's own (linux/amd64 on an arm64 machine);
+# empty for none. Its images are built under emulation the first time, which takes minutes.
+COMPARE_PLATFORM ?= linux/arm64
 # The host port `make run` publishes on 127.0.0.1.
 PORT ?= 8080
 # Name of the container `make run` starts.
@@ -122,9 +125,11 @@ inspect: images ## Show each image's user, entrypoint, command, healthcheck, por
 	@for v in $(VARIANTS); do echo "== $(IMAGE):$$v$(ARCH_TAG)"; \
 		$(DOCKER) image inspect $(IMAGE):$$v$(ARCH_TAG) --format '{{json .Config}}' | $(PYTHON) -m json.tool; echo; done
 
-compare: images $(VENV)/bin/pytest ## Compare the images: sizes, layers, user, health check, files, shell, pip, lint
+compare: images $(VENV)/bin/pytest ## Compare the images, also for COMPARE_PLATFORM: sizes, layers, user, files, lint
+	@$(if $(COMPARE_PLATFORM),$(MAKE) --no-print-directory images PLATFORM=$(COMPARE_PLATFORM))
 	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/compare.py --hadolint $(VENV)/bin/hadolint --readme README.md \
-		$(foreach v,$(VARIANTS),$(IMAGE):$(v)$(ARCH_TAG)=$(DOCKERFILE_$(v)))
+		$(foreach v,$(VARIANTS),$(IMAGE):$(v)$(ARCH_TAG)=$(DOCKERFILE_$(v)) \
+			$(if $(COMPARE_PLATFORM),$(IMAGE):$(v)$(call arch_tag,$(COMPARE_PLATFORM))=$(DOCKERFILE_$(v))))
 
 bench: engine $(VENV)/bin/pytest ## Measure the images in one run: builds, start-up, memory, load (a few minutes)
 	@command -v wrk >/dev/null || { echo "Installing wrk, the load generator, from Debian's packages."; \
