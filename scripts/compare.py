@@ -144,7 +144,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 def svg_chart(rows: list[dict]) -> str:
     """A horizontal bar chart of uncompressed and compressed sizes, as plain SVG."""
-    label_width, bar_width, bar_height, gap = 170, 440, 16, 14
+    label_width, bar_width, bar_height, gap = 210, 440, 16, 14
     largest = max(row["size_bytes"] for row in rows)
     height = 40 + len(rows) * (2 * bar_height + gap) + 24
     parts = [
