@@ -168,7 +168,8 @@ lock: $(VENV)/bin/pytest ## Re-pin requirements*.txt with hashes from requiremen
 	$(VENV)/bin/uv pip compile --quiet --universal --generate-hashes --python-version 3.11 --no-header \
 		requirements-dev.in -o requirements-dev.txt
 
-clean: stop ## Remove the three images, the test environment and caches
-	@$(DOCKER) image rm --force $(foreach v,$(VARIANTS),$(IMAGE):$(v)) >/dev/null 2>&1 || true
+clean: stop ## Remove the three images and their other-platform builds, the test environment and caches
+	@$(DOCKER) image rm --force $(sort $(foreach v,$(VARIANTS),$(IMAGE):$(v) $(IMAGE):$(v)$(ARCH_TAG) \
+		$(IMAGE):$(v)$(call arch_tag,$(COMPARE_PLATFORM)))) >/dev/null 2>&1 || true
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
