@@ -18,15 +18,24 @@ COMPARE_PLATFORM ?= linux/arm64
 PORT ?= 8080
 # Name of the container `make run` starts.
 CONTAINER ?= flask-app
+# Where `make scan` writes the SBOMs and reports; SCAN_STRICT=1 fails it when a part cannot run.
+SCAN_DIR ?= scans
+SCAN_STRICT ?=
 # The variant `make up` runs with Docker Compose.
 VARIANT ?= secure
 # A CA bundle pip trusts during builds. By default, the host's bundle when the host trusts extra
 # CAs (a TLS-inspecting proxy): it is mounted as a build secret and never stored in an image.
 CA_BUNDLE ?= $(if $(wildcard /usr/local/share/ca-certificates/*.crt),/etc/ssl/certs/ca-certificates.crt)
 # OCI labels stamped on every image at build time: where it comes from and which commit made it.
-SOURCE_URL ?= $(or $(shell git remote get-url origin 2>/dev/null),$(CURDIR))
+# The remote's URL loses any user and password or token in it: labels are public.
+SOURCE_URL ?= $(or $(shell git remote get-url origin 2>/dev/null | sed -E 's|^([a-z][a-z0-9+.-]*://)[^/@]*@|\1|'),$(CURDIR))
 VERSION ?= $(or $(shell git describe --tags --always --dirty 2>/dev/null),unversioned)
 REVISION ?= $(or $(shell git rev-parse HEAD 2>/dev/null),unknown)
+# The time of the last commit, in seconds: the images' created label and the times in their build
+# history, so that building one commit twice gives the same image.
+SOURCE_DATE_EPOCH ?= $(or $(shell git log -1 --format=%ct 2>/dev/null),0)
+# Extra flags for every `docker build`, such as --no-cache or --pull.
+BUILD_FLAGS ?=
 # Python that runs the tests, and the virtual environment they run in.
 PYTHON ?= python3
 VENV ?= .venv
@@ -36,11 +45,14 @@ comma := ,
 arch_tag = $(if $(1),-$(subst /,-,$(patsubst linux/%,%,$(1))))
 ARCH_TAG := $(call arch_tag,$(PLATFORM))
 PLATFORM_FLAG := $(if $(PLATFORM),--platform $(PLATFORM))
+# Marks the containers `make run` starts, so that `make stop` and the tests remove only those.
+RUN_LABEL = $(IMAGE).started-by=make-run
 SECRET := $(if $(CA_BUNDLE),--secret id=ca-bundle$(comma)src=$(CA_BUNDLE))
 LABELS = --label org.opencontainers.image.source=$(SOURCE_URL) \
 	--label org.opencontainers.image.version=$(VERSION) \
 	--label org.opencontainers.image.revision=$(REVISION) \
-	--label org.opencontainers.image.created=$$(date -u +%Y-%m-%dT%H:%M:%SZ)
+	--label org.opencontainers.image.created=$(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ) \
+	--build-arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH)
 # The hardening the secure image is built for; production gets all of it but the read-only root.
 LOCKDOWN := --cap-drop ALL --security-opt no-new-privileges
 RUN_FLAGS_naive :=
@@ -54,7 +66,7 @@ BUILDS := $(addprefix build-,$(VARIANTS))
 RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
-.PHONY: help engine images build $(BUILDS) run $(RUNS) up down stop logs history inspect compare bench \
+.PHONY: help engine base free-8080 images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
 	test test-unit test-integration test-arm64 lint lock clean
 
 help: ## Show this help
@@ -67,6 +79,9 @@ help: ## Show this help
 engine: ## Make sure Docker Engine with buildx and Compose runs, and can emulate PLATFORM (installs on Debian)
 	@DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" scripts/ensure-docker.sh
 
+base: engine ## Rebuild the stand-in base image now, with Debian's current packages (see Troubleshooting)
+	@DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" scripts/base-image.sh --rebuild
+
 build: build-naive build-production build-secure ## Build all three images
 
 build-naive: ## Build $(IMAGE):naive from Dockerfile.naive
@@ -75,8 +90,8 @@ build-secure: ## Build $(IMAGE):secure from Dockerfile.multistage
 $(BUILDS): build-%: engine
 	@base=$$(DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
 	echo "Building $(IMAGE):$*$(ARCH_TAG) from $(DOCKERFILE_$*) on $$base$(if $(PLATFORM), for $(PLATFORM))"; \
-	$(DOCKER) build $(PLATFORM_FLAG) --file $(DOCKERFILE_$*) --tag $(IMAGE):$*$(ARCH_TAG) --build-arg BASE_IMAGE=$$base \
-		$(SECRET) $(LABELS) . \
+	$(DOCKER) build $(PLATFORM_FLAG) $(BUILD_FLAGS) --file $(DOCKERFILE_$*) --tag $(IMAGE):$*$(ARCH_TAG) \
+		--build-arg BASE_IMAGE=$$base $(SECRET) $(LABELS) . \
 	|| { echo "make: building $(IMAGE):$*$(ARCH_TAG) failed; the step marked ERROR above is the one that failed." >&2; exit 1; }
 
 run: run-secure ## Run the secure image on http://localhost:$(PORT)
@@ -85,8 +100,8 @@ run-naive: ## Run $(IMAGE):naive on http://localhost:$(PORT)
 run-production: ## Run $(IMAGE):production on http://localhost:$(PORT), without capabilities
 run-secure: ## Run $(IMAGE):secure on http://localhost:$(PORT), read-only and without capabilities
 $(RUNS): run-%: build-% stop
-	@$(DOCKER) run $(PLATFORM_FLAG) --detach --name $(CONTAINER) --publish 127.0.0.1:$(PORT):8080 $(RUN_FLAGS_$*) \
-		$(IMAGE):$*$(ARCH_TAG) >/dev/null
+	@$(DOCKER) run $(PLATFORM_FLAG) --detach --name $(CONTAINER) --label $(RUN_LABEL) --publish 127.0.0.1:$(PORT):8080 \
+		$(RUN_FLAGS_$*) $(IMAGE):$*$(ARCH_TAG) >/dev/null
 	@for i in $$(seq 150); do PORT=$(PORT) $(PYTHON) healthcheck.py && break; sleep 0.2; done; \
 	if PORT=$(PORT) $(PYTHON) healthcheck.py; then \
 		echo "$$ curl http://localhost:$(PORT)"; \
@@ -105,7 +120,22 @@ down: ## Stop and remove what `make up` started
 	IMAGE=$(IMAGE) VARIANT=$(VARIANT) PORT=$(PORT) $(DOCKER) compose down --remove-orphans
 
 stop: ## Stop and remove the container `make run` started
-	@$(DOCKER) rm --force $(CONTAINER) >/dev/null 2>&1 || true
+	@for id in $$($(DOCKER) ps --all --quiet --filter name='^/$(CONTAINER)$$' --filter label=$(RUN_LABEL)); do \
+		$(DOCKER) rm --force $$id >/dev/null; done
+	@if [ -n "$$($(DOCKER) ps --all --quiet --filter name='^/$(CONTAINER)$$')" ]; then \
+		echo "make: a container named $(CONTAINER) exists that make run did not start; it is left alone." \
+			"Remove it (docker rm -f $(CONTAINER)) or choose another name (make run CONTAINER=...)." >&2; exit 1; fi
+
+# The tests serve on 127.0.0.1:8080, as the README promises. A container `make run` left there is
+# stopped; anything else holding the port stops the tests before any image is built.
+free-8080: engine
+	@for id in $$($(DOCKER) ps --quiet --filter label=$(RUN_LABEL) --filter publish=8080); do \
+		echo "make: stopping $$($(DOCKER) inspect --format '{{.Name}}' $$id | tr -d /), the container make run left on port 8080, which the tests need."; \
+		$(DOCKER) rm --force $$id >/dev/null; done
+	@holder=$$($(DOCKER) ps --filter publish=8080 --format '{{.Names}}'); \
+	if [ -n "$$holder" ]; then echo "make: port 8080, which the tests serve on, is held by the container $$holder; stop it (docker stop $$holder) and run the tests again." >&2; exit 1; fi; \
+	if ! $(PYTHON) -c 'import socket; socket.create_server(("127.0.0.1", 8080)).close()' 2>/dev/null; then \
+		echo "make: port 8080 on 127.0.0.1, which the tests serve on, is in use by another program; stop it (ss -ltnp 'sport = :8080' names it) and run the tests again." >&2; exit 1; fi
 
 logs: ## Follow the log of the running container
 	@$(DOCKER) logs --follow $(CONTAINER)
@@ -124,6 +154,10 @@ history: images ## Show the layers of each image and what made them
 inspect: images ## Show each image's user, entrypoint, command, healthcheck, ports and environment
 	@for v in $(VARIANTS); do echo "== $(IMAGE):$$v$(ARCH_TAG)"; \
 		$(DOCKER) image inspect $(IMAGE):$$v$(ARCH_TAG) --format '{{json .Config}}' | $(PYTHON) -m json.tool; echo; done
+
+scan: images $(VENV)/bin/pytest ## Scan the images with Trivy: SBOMs, vulnerabilities, secrets, misconfigurations; pip-audit
+	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/scan.py --out $(SCAN_DIR) $(if $(SCAN_STRICT),--strict) \
+		--requirements requirements.txt --report-only $(IMAGE):naive $(foreach v,$(VARIANTS),$(IMAGE):$(v))
 
 compare: images $(VENV)/bin/pytest ## Compare the images, also for COMPARE_PLATFORM: sizes, layers, user, files, lint
 	@$(if $(COMPARE_PLATFORM),$(MAKE) --no-print-directory images PLATFORM=$(COMPARE_PLATFORM))
@@ -145,13 +179,13 @@ $(VENV)/bin/pytest: requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --require-hashes -r requirements.txt -r requirements-dev.txt
 	@touch $@
 
-test: engine $(VENV)/bin/pytest ## Run every test: unit, integration against real containers, arm64 under emulation
+test: free-8080 $(VENV)/bin/pytest ## Run every test: unit, integration against real containers, arm64 under emulation
 	$(VENV)/bin/pytest
 
-test-unit: $(VENV)/bin/pytest ## Run the unit tests (no Docker needed)
+test-unit: $(VENV)/bin/pytest ## Run the unit tests (no Docker, no root needed)
 	$(VENV)/bin/pytest -m unit
 
-test-integration: engine $(VENV)/bin/pytest ## Build the images and test them as running containers
+test-integration: free-8080 $(VENV)/bin/pytest ## Build the images and test them as running containers
 	$(VENV)/bin/pytest -m integration
 
 # `make engine` sets up the emulation first, saying so, when it is missing.

@@ -9,13 +9,14 @@
 # else it says what to do and fails.
 set -euo pipefail
 
-DOCKER=${DOCKER:-docker}
+# DOCKER may hold arguments too ("sudo docker", "docker --context remote"): split it into words.
+read -r -a DOCKER <<<"${DOCKER:-docker}"
 PLATFORM=${PLATFORM:-}
 say() { printf 'flask-app: %s\n' "$*" >&2; }
 
-engine_answers() { "$DOCKER" info >/dev/null 2>&1; }
-buildx_present() { "$DOCKER" buildx version >/dev/null 2>&1; }
-compose_present() { "$DOCKER" compose version >/dev/null 2>&1; }
+engine_answers() { "${DOCKER[@]}" info >/dev/null 2>&1; }
+buildx_present() { "${DOCKER[@]}" buildx version >/dev/null 2>&1; }
+compose_present() { "${DOCKER[@]}" compose version >/dev/null 2>&1; }
 plugins_present() { buildx_present && compose_present; }
 
 # Another architecture's programs run under QEMU: binfmt_misc hands them to qemu-user, registered
@@ -29,7 +30,7 @@ ensure_emulation() {
     [ -n "$PLATFORM" ] || return 0
     local arch native qemu_arch
     arch=$(cut -d/ -f2 <<<"$PLATFORM")
-    native=$("$DOCKER" version --format '{{.Server.Arch}}')
+    native=$("${DOCKER[@]}" version --format '{{.Server.Arch}}')
     [ "$arch" != "$native" ] || return 0
     case $arch in
         amd64) qemu_arch=x86_64 ;;
@@ -40,7 +41,7 @@ ensure_emulation() {
         *) qemu_arch=$arch ;;
     esac
     # Docker Desktop runs its engine in a VM of its own, which emulates amd64 and arm64 already.
-    if [ "$("$DOCKER" info --format '{{.OperatingSystem}}')" = "Docker Desktop" ] || emulation_works "$qemu_arch"; then
+    if [ "$("${DOCKER[@]}" info --format '{{.OperatingSystem}}')" = "Docker Desktop" ] || emulation_works "$qemu_arch"; then
         return 0
     fi
     # shellcheck source=/dev/null
@@ -129,5 +130,5 @@ if ! plugins_present; then
     say "the docker buildx or compose plugin is still missing after the install. Check 'apt-cache policy docker-buildx docker-compose'."
     exit 1
 fi
-say "Docker $("$DOCKER" version --format '{{.Server.Version}}') is running with buildx and $("$DOCKER" compose version --short 2>/dev/null | sed 's/^/Compose /')."
+say "Docker $("${DOCKER[@]}" version --format '{{.Server.Version}}') is running with buildx and $("${DOCKER[@]}" compose version --short 2>/dev/null | sed 's/^/Compose /')."
 ensure_emulation
