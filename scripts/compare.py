@@ -1,10 +1,11 @@
-"""Compare images side by side, statically: sizes, layers, user, health check, contents, lint.
+"""Compare images side by side, statically: platform, sizes, layers, user, health check, contents, lint.
 
 Usage: python3 scripts/compare.py [--hadolint PATH] [--out DIR] [--readme FILE] IMAGE=DOCKERFILE ...
 
 Prints a table, writes it as DIR/compare.md and the sizes as a bar chart, DIR/sizes.svg, and puts
 the table between the compare markers of the README. What an image contains is read from its
-exported filesystem, so the check needs no shell in it. `make compare` passes the three variants.
+exported filesystem, so the check needs no shell in it. `make compare` passes the three variants,
+each for the engine's own platform and for linux/arm64.
 """
 
 import argparse
@@ -94,6 +95,7 @@ def describe(image: str, dockerfile: str, hadolint: str) -> dict:
     return {
         "image": image,
         "dockerfile": dockerfile,
+        "platform": f"{info['Os']}/{info['Architecture']}",
         "size_bytes": info["Size"],
         "compressed_bytes": compressed_size(image),
         "layers": len(info["RootFS"]["Layers"]),
@@ -108,6 +110,7 @@ def cells(row: dict) -> dict:
     """One image's facts as the table shows them."""
     return {
         "image": row["image"],
+        "platform": row["platform"],
         "size": f"{row['size_bytes'] / MB:.1f} MB",
         "compressed": f"{row['compressed_bytes'] / MB:.1f} MB",
         "layers": str(row["layers"]),
@@ -141,7 +144,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 def svg_chart(rows: list[dict]) -> str:
     """A horizontal bar chart of uncompressed and compressed sizes, as plain SVG."""
-    label_width, bar_width, bar_height, gap = 170, 440, 16, 14
+    label_width, bar_width, bar_height, gap = 210, 440, 16, 14
     largest = max(row["size_bytes"] for row in rows)
     height = 40 + len(rows) * (2 * bar_height + gap) + 24
     parts = [

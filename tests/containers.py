@@ -178,3 +178,32 @@ def image_files(image: str, needles: tuple[bytes, ...] = ()) -> tuple[dict[str, 
         return paths, matches
     finally:
         docker("rm", "--force", name, check=False)
+
+
+# ELF's e_machine numbers for the architectures an image is built for.
+ELF_MACHINES = {3: "i386", 40: "arm", 62: "x86-64", 183: "aarch64", 243: "riscv"}
+
+
+def elf_machine(header: bytes) -> str | None:
+    """The architecture an ELF file is built for, from its first 20 bytes; None if it is not ELF."""
+    if len(header) < 20 or header[:4] != b"\x7fELF":
+        return None
+    machine = int.from_bytes(header[18:20], "little" if header[5] == 1 else "big")
+    return ELF_MACHINES.get(machine, f"machine {machine}")
+
+
+def image_elf_files(image: str) -> dict[str, str]:
+    """Every ELF file in an image's filesystem, with the architecture it is built for."""
+    name = docker("create", image).stdout.strip()
+    try:
+        machines = {}
+        with (
+            subprocess.Popen([*DOCKER, "export", name], stdout=subprocess.PIPE) as export,
+            tarfile.open(fileobj=export.stdout, mode="r|") as archive,
+        ):
+            for member in archive:
+                if member.isfile() and (machine := elf_machine(archive.extractfile(member).read(20))):
+                    machines[member.name] = machine
+        return machines
+    finally:
+        docker("rm", "--force", name, check=False)
