@@ -102,9 +102,9 @@ run-secure: ## Run $(IMAGE):secure on http://localhost:$(PORT), read-only and wi
 $(RUNS): run-%: build-% stop
 	@$(DOCKER) run $(PLATFORM_FLAG) --detach --name $(CONTAINER) --label $(RUN_LABEL) --publish 127.0.0.1:$(PORT):8080 \
 		$(RUN_FLAGS_$*) $(IMAGE):$*$(ARCH_TAG) >/dev/null
-	@for i in $$(seq 150); do PORT=$(PORT) $(PYTHON) healthcheck.py && break; \
+	@for i in $$(seq 150); do PORT=$(PORT) $(PYTHON) src/healthcheck.py && break; \
 		[ "$$($(DOCKER) inspect --format '{{.State.Running}}' $(CONTAINER))" = true ] || break; sleep 0.2; done; \
-	if PORT=$(PORT) $(PYTHON) healthcheck.py; then \
+	if PORT=$(PORT) $(PYTHON) src/healthcheck.py; then \
 		echo "$$ curl http://localhost:$(PORT)"; \
 		$(PYTHON) -c 'import urllib.request; print(urllib.request.urlopen("http://localhost:$(PORT)/").read().decode())'; \
 		echo "$(IMAGE):$*$(ARCH_TAG) is serving on http://localhost:$(PORT) (make logs, make stop)"; \

@@ -4,7 +4,7 @@ Usage: python3 scripts/bench.py --base IMAGE [--ca-bundle FILE] [--out DIR] [--r
 `make bench` passes the base image the Makefile builds on, and the proxy CA bundle if there is one.
 
 For each variant it measures the cold build (base image present, no build cache) and the warm
-rebuild after a one-line change to app.py, the time from `docker run` to the first 200 on /healthz
+rebuild after a one-line change to src/app.py, the time from `docker run` to the first 200 on /healthz
 and the idle memory (medians of five runs), and throughput and latency under wrk at 1, 16 and 64
 connections. It writes DIR/bench.json and DIR/bench.md, puts the tables between the bench markers
 of the README, and removes every image and container it made, also when it fails.
@@ -63,7 +63,7 @@ def change_one_line(app: Path, round_number: int) -> None:
     """Edit the greeting, as a developer changing code would."""
     text = app.read_text()
     changed = re.sub(r'message="[^"]*"', f'message="Hello from flask-app! (edit {round_number})"', text, count=1)
-    assert changed != text, "the greeting line of app.py was not found"
+    assert changed != text, "the greeting line of src/app.py was not found"
     app.write_text(changed)
 
 
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                 cold = timed_build(context, dockerfile, tag, args.base, args.ca_bundle, cold=True)
                 warm = []
                 for round_number in range(3):
-                    change_one_line(context / "app.py", round_number)
+                    change_one_line(context / "src" / "app.py", round_number)
                     progress(f"{variant}: warm rebuild {round_number + 1} of 3 after a one-line change")
                     warm.append(timed_build(context, dockerfile, tag, args.base, args.ca_bundle, cold=False))
                 progress(f"{variant}: {args.runs} starts, each to the first 200 on /healthz, then idle memory")

@@ -12,7 +12,7 @@ import pytest
 from containers import DOCKER, ROOT, VARIANTS, build, docker
 
 # Tests import the app as gunicorn does, and the scripts as modules.
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "scripts")]
 
 
 @pytest.fixture(scope="session")

@@ -140,7 +140,7 @@ def test_a_docker_command_with_arguments_works_for_the_engine_and_a_build(docker
         assert engine.returncode == 0, engine.stdout + engine.stderr
         build = make("build-naive", f"IMAGE={image}", docker_command=two_words)
         assert build.returncode == 0, build.stdout[-3000:] + build.stderr
-        assert inspect(f"{image}:naive")["Config"]["Cmd"] == ["python", "app.py"]
+        assert inspect(f"{image}:naive")["Config"]["Cmd"] == ["python", "src/app.py"]
     finally:
         docker("image", "rm", "--force", f"{image}:naive", check=False)
 
