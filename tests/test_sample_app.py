@@ -1,0 +1,41 @@
+"""The sample app's own routes and the limits its images keep: replace these with your own.
+
+Everything else under tests/ tests what a service built on this template keeps, whatever its code.
+"""
+
+import compare
+import pytest
+from containers import MB, inspect, running
+
+import app as app_module
+
+
+@pytest.fixture
+def client():
+    """A test client of the sample app."""
+    return app_module.app.test_client()
+
+
+@pytest.mark.unit
+def test_root_greets(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.get_json() == {"message": "Hello from flask-app!"}
+
+
+@pytest.mark.unit
+def test_echo_counts_the_body(client):
+    assert client.post("/echo", data=b"x" * 1000).get_json() == {"received_bytes": 1000}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("variant", ["naive", "production", "secure"])
+def test_every_image_greets(images, variant):
+    with running(images[variant]) as container:
+        assert container.get("/").json() == {"message": "Hello from flask-app!"}
+
+
+@pytest.mark.integration
+def test_the_samples_secure_image_is_at_most_40_mb_and_15_mb_compressed(images):
+    assert inspect(images["secure"])["Size"] <= 40 * MB
+    assert compare.compressed_size(images["secure"]) <= 15 * MB
