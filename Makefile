@@ -10,6 +10,10 @@ BASE_IMAGE ?= $(shell awk '/^FROM .* AS python-base$$/ {print $$2}' Dockerfile)
 PORT ?= 8080
 # Name of the container `make run` starts.
 CONTAINER ?= flask-app
+# What `make run` and `make bench` let a container use, as compose.yaml does: memory, CPUs, processes.
+MEMORY ?= 256m
+CPUS ?= 1
+PIDS ?= 128
 # The variant `make up` runs with Docker Compose.
 VARIANT ?= secure
 # A CA bundle pip trusts during builds. By default, the host's bundle when the host trusts extra
@@ -30,10 +34,12 @@ LABELS = --label org.opencontainers.image.source=$(SOURCE_URL) \
 	--label org.opencontainers.image.revision=$(REVISION) \
 	--label org.opencontainers.image.created=$$(date -u +%Y-%m-%dT%H:%M:%SZ)
 # The hardening the secure image is built for; production gets all of it but the read-only root.
+# Every variant runs within the same limits.
+LIMITS = --memory $(MEMORY) --cpus $(CPUS) --pids-limit $(PIDS)
 LOCKDOWN := --cap-drop ALL --security-opt no-new-privileges
-RUN_FLAGS_naive :=
-RUN_FLAGS_production := $(LOCKDOWN)
-RUN_FLAGS_secure := $(LOCKDOWN) --read-only --tmpfs /tmp
+RUN_FLAGS_naive = $(LIMITS)
+RUN_FLAGS_production = $(LIMITS) $(LOCKDOWN)
+RUN_FLAGS_secure = $(LIMITS) $(LOCKDOWN) --read-only --tmpfs /tmp
 DOCKERFILE_naive := Dockerfile.naive
 DOCKERFILE_production := Dockerfile
 DOCKERFILE_secure := Dockerfile.multistage
@@ -50,6 +56,7 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST) \
 		| sed 's/$$(IMAGE)/$(IMAGE)/; s/$$(PORT)/$(PORT)/; s/$$(VARIANT)/$(VARIANT)/'
 	@echo "Variables (make VAR=value): DOCKER=$(DOCKER) IMAGE=$(IMAGE) PORT=$(PORT) BASE_IMAGE=$(BASE_IMAGE)"
+	@echo "  MEMORY=$(MEMORY) CPUS=$(CPUS) PIDS=$(PIDS) (limits of make run and make bench)"
 
 engine: ## Make sure Docker Engine with buildx and Compose runs (installs them on Debian if not)
 	@DOCKER="$(DOCKER)" scripts/ensure-docker.sh

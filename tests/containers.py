@@ -23,6 +23,8 @@ VARIANTS = ("naive", "production", "secure")
 MB = 1_000_000  # as `docker images` counts
 # The hardening flags the secure image is built to run under.
 LOCKDOWN = ("--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges")
+# The limits `make run` and compose.yaml give every container (test_deploy.py holds the three together).
+LIMITS = ("--memory", "256m", "--cpus", "1", "--pids-limit", "128")
 
 
 def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
