@@ -121,13 +121,13 @@ compare: images $(VENV)/bin/pytest ## Compare the images: sizes, layers, user, h
 	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/compare.py --hadolint $(VENV)/bin/hadolint --readme README.md \
 		$(foreach v,$(VARIANTS),$(IMAGE):$(v)=$(DOCKERFILE_$(v)))
 
-bench: engine $(VENV)/bin/pytest ## Measure the images in one run: builds, start-up, memory, load (a few minutes)
+bench: engine $(VENV)/bin/pytest ## Measure the images in one run: builds, start-up, memory, load, slow clients (~10 min)
 	@command -v wrk >/dev/null || { echo "Installing wrk, the load generator, from Debian's packages."; \
 		apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
 		|| { echo "make: bench needs wrk, the load generator (apt-get install wrk)." >&2; exit 1; }
 	@base=$$(DOCKER="$(DOCKER)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
 	DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/bench.py --base "$$base" --readme README.md \
-		$(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
+		--memory $(MEMORY) --cpus $(CPUS) --pids-limit $(PIDS) $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
 
 # The test and lint environment; its pytest stands for the whole install.
 $(VENV)/bin/pytest: requirements.txt requirements-dev.txt
