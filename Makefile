@@ -14,25 +14,37 @@ CONTAINER ?= flask-app
 MEMORY ?= 256m
 CPUS ?= 1
 PIDS ?= 128
+# Where `make scan` writes the SBOMs and reports; SCAN_STRICT=1 fails it when a part cannot run.
+SCAN_DIR ?= scans
+SCAN_STRICT ?=
 # The variant `make up` runs with Docker Compose.
 VARIANT ?= secure
 # A CA bundle pip trusts during builds. By default, the host's bundle when the host trusts extra
 # CAs (a TLS-inspecting proxy): it is mounted as a build secret and never stored in an image.
 CA_BUNDLE ?= $(if $(wildcard /usr/local/share/ca-certificates/*.crt),/etc/ssl/certs/ca-certificates.crt)
 # OCI labels stamped on every image at build time: where it comes from and which commit made it.
-SOURCE_URL ?= $(or $(shell git remote get-url origin 2>/dev/null),$(CURDIR))
+# The remote's URL loses any user and password or token in it: labels are public.
+SOURCE_URL ?= $(or $(shell git remote get-url origin 2>/dev/null | sed -E 's|^([a-z][a-z0-9+.-]*://)[^/@]*@|\1|'),$(CURDIR))
 VERSION ?= $(or $(shell git describe --tags --always --dirty 2>/dev/null),unversioned)
 REVISION ?= $(or $(shell git rev-parse HEAD 2>/dev/null),unknown)
+# The time of the last commit, in seconds: the images' created label and the times in their build
+# history, so that building one commit twice gives the same image.
+SOURCE_DATE_EPOCH ?= $(or $(shell git log -1 --format=%ct 2>/dev/null),0)
+# Extra flags for every `docker build`, such as --no-cache or --pull.
+BUILD_FLAGS ?=
 # Python that runs the tests, and the virtual environment they run in.
 PYTHON ?= python3
 VENV ?= .venv
 
 comma := ,
+# Marks the containers `make run` starts, so that `make stop` and the tests remove only those.
+RUN_LABEL = $(IMAGE).started-by=make-run
 SECRET := $(if $(CA_BUNDLE),--secret id=ca-bundle$(comma)src=$(CA_BUNDLE))
 LABELS = --label org.opencontainers.image.source=$(SOURCE_URL) \
 	--label org.opencontainers.image.version=$(VERSION) \
 	--label org.opencontainers.image.revision=$(REVISION) \
-	--label org.opencontainers.image.created=$$(date -u +%Y-%m-%dT%H:%M:%SZ)
+	--label org.opencontainers.image.created=$(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ) \
+	--build-arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH)
 # The hardening the secure image is built for; production gets all of it but the read-only root.
 # Every variant runs within the same limits.
 LIMITS = --memory $(MEMORY) --cpus $(CPUS) --pids-limit $(PIDS)
@@ -48,7 +60,7 @@ BUILDS := $(addprefix build-,$(VARIANTS))
 RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
-.PHONY: help engine images build $(BUILDS) run $(RUNS) up down stop logs history inspect compare bench \
+.PHONY: help engine base free-8080 images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
 	test test-unit test-integration lint lock clean
 
 help: ## Show this help
@@ -61,6 +73,9 @@ help: ## Show this help
 engine: ## Make sure Docker Engine with buildx and Compose runs (installs them on Debian if not)
 	@DOCKER="$(DOCKER)" scripts/ensure-docker.sh
 
+base: engine ## Rebuild the stand-in base image now, with Debian's current packages (see Troubleshooting)
+	@DOCKER="$(DOCKER)" scripts/base-image.sh --rebuild
+
 build: build-naive build-production build-secure ## Build all three images
 
 build-naive: ## Build $(IMAGE):naive from Dockerfile.naive
@@ -69,7 +84,7 @@ build-secure: ## Build $(IMAGE):secure from Dockerfile.multistage
 $(BUILDS): build-%: engine
 	@base=$$(DOCKER="$(DOCKER)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
 	echo "Building $(IMAGE):$* from $(DOCKERFILE_$*) on $$base"; \
-	$(DOCKER) build --file $(DOCKERFILE_$*) --tag $(IMAGE):$* --build-arg BASE_IMAGE=$$base $(SECRET) $(LABELS) . \
+	$(DOCKER) build $(BUILD_FLAGS) --file $(DOCKERFILE_$*) --tag $(IMAGE):$* --build-arg BASE_IMAGE=$$base $(SECRET) $(LABELS) . \
 	|| { echo "make: building $(IMAGE):$* failed; the step marked ERROR above is the one that failed." >&2; exit 1; }
 
 run: run-secure ## Run the secure image on http://localhost:$(PORT)
@@ -78,7 +93,8 @@ run-naive: ## Run $(IMAGE):naive on http://localhost:$(PORT)
 run-production: ## Run $(IMAGE):production on http://localhost:$(PORT), without capabilities
 run-secure: ## Run $(IMAGE):secure on http://localhost:$(PORT), read-only and without capabilities
 $(RUNS): run-%: build-% stop
-	@$(DOCKER) run --detach --name $(CONTAINER) --publish 127.0.0.1:$(PORT):8080 $(RUN_FLAGS_$*) $(IMAGE):$* >/dev/null
+	@$(DOCKER) run --detach --name $(CONTAINER) --label $(RUN_LABEL) --publish 127.0.0.1:$(PORT):8080 \
+		$(RUN_FLAGS_$*) $(IMAGE):$* >/dev/null
 	@for i in $$(seq 50); do PORT=$(PORT) $(PYTHON) healthcheck.py && break; sleep 0.2; done; \
 	if PORT=$(PORT) $(PYTHON) healthcheck.py; then \
 		echo "$$ curl http://localhost:$(PORT)"; \
@@ -97,7 +113,22 @@ down: ## Stop and remove what `make up` started
 	IMAGE=$(IMAGE) VARIANT=$(VARIANT) PORT=$(PORT) $(DOCKER) compose down --remove-orphans
 
 stop: ## Stop and remove the container `make run` started
-	@$(DOCKER) rm --force $(CONTAINER) >/dev/null 2>&1 || true
+	@for id in $$($(DOCKER) ps --all --quiet --filter name='^/$(CONTAINER)$$' --filter label=$(RUN_LABEL)); do \
+		$(DOCKER) rm --force $$id >/dev/null; done
+	@if [ -n "$$($(DOCKER) ps --all --quiet --filter name='^/$(CONTAINER)$$')" ]; then \
+		echo "make: a container named $(CONTAINER) exists that make run did not start; it is left alone." \
+			"Remove it (docker rm -f $(CONTAINER)) or choose another name (make run CONTAINER=...)." >&2; exit 1; fi
+
+# The tests serve on 127.0.0.1:8080, as the README promises. A container `make run` left there is
+# stopped; anything else holding the port stops the tests before any image is built.
+free-8080: engine
+	@for id in $$($(DOCKER) ps --quiet --filter label=$(RUN_LABEL) --filter publish=8080); do \
+		echo "make: stopping $$($(DOCKER) inspect --format '{{.Name}}' $$id | tr -d /), the container make run left on port 8080, which the tests need."; \
+		$(DOCKER) rm --force $$id >/dev/null; done
+	@holder=$$($(DOCKER) ps --filter publish=8080 --format '{{.Names}}'); \
+	if [ -n "$$holder" ]; then echo "make: port 8080, which the tests serve on, is held by the container $$holder; stop it (docker stop $$holder) and run the tests again." >&2; exit 1; fi; \
+	if ! $(PYTHON) -c 'import socket; socket.create_server(("127.0.0.1", 8080)).close()' 2>/dev/null; then \
+		echo "make: port 8080 on 127.0.0.1, which the tests serve on, is in use by another program; stop it (ss -ltnp 'sport = :8080' names it) and run the tests again." >&2; exit 1; fi
 
 logs: ## Follow the log of the running container
 	@$(DOCKER) logs --follow $(CONTAINER)
@@ -117,6 +148,10 @@ inspect: images ## Show each image's user, entrypoint, command, healthcheck, por
 	@for v in $(VARIANTS); do echo "== $(IMAGE):$$v"; \
 		$(DOCKER) image inspect $(IMAGE):$$v --format '{{json .Config}}' | $(PYTHON) -m json.tool; echo; done
 
+scan: images $(VENV)/bin/pytest ## Scan the images with Trivy: SBOMs, vulnerabilities, secrets, misconfigurations; pip-audit
+	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/scan.py --out $(SCAN_DIR) $(if $(SCAN_STRICT),--strict) \
+		--requirements requirements.txt --report-only $(IMAGE):naive $(foreach v,$(VARIANTS),$(IMAGE):$(v))
+
 compare: images $(VENV)/bin/pytest ## Compare the images: sizes, layers, user, health check, files, shell, pip, lint
 	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/compare.py --hadolint $(VENV)/bin/hadolint --readme README.md \
 		$(foreach v,$(VARIANTS),$(IMAGE):$(v)=$(DOCKERFILE_$(v)))
@@ -135,13 +170,13 @@ $(VENV)/bin/pytest: requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --require-hashes -r requirements.txt -r requirements-dev.txt
 	@touch $@
 
-test: engine $(VENV)/bin/pytest ## Run every test: unit, then integration against real containers
+test: free-8080 $(VENV)/bin/pytest ## Run every test: unit, then integration against real containers
 	$(VENV)/bin/pytest
 
-test-unit: $(VENV)/bin/pytest ## Run the unit tests (no Docker needed)
+test-unit: $(VENV)/bin/pytest ## Run the unit tests (no Docker, no root needed)
 	$(VENV)/bin/pytest -m unit
 
-test-integration: engine $(VENV)/bin/pytest ## Build the images and test them as running containers
+test-integration: free-8080 $(VENV)/bin/pytest ## Build the images and test them as running containers
 	$(VENV)/bin/pytest -m integration
 
 lint: $(VENV)/bin/pytest ## Run every lint check (pre-commit: ruff, hadolint, shellcheck, schemas, zizmor)

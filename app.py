@@ -66,4 +66,5 @@ def http_error_as_json(error: HTTPException):
 
 
 if __name__ == "__main__":
-    app.run(host="0.0.0.0", port=settings.PORT)
+    # debug=False overrides FLASK_DEBUG and .env files: the debugger runs any code a visitor sends.
+    app.run(host="0.0.0.0", port=settings.PORT, debug=False, load_dotenv=False)

@@ -11,7 +11,7 @@ final `FROM scratch` stage takes whole:
   C sources, as bytecode too;
 - the metadata a vulnerability scanner reads: Python dist-info stays in place, and the Debian
   packages the copied files come from get their dpkg status entries (/var/lib/dpkg/status.d,
-  as distroless does), with /etc/os-release;
+  as distroless does), with /etc/os-release and /etc/debian_version;
 - a minimal /etc/passwd and /etc/group, a home for the app user and a sticky, world-writable /tmp.
 
 It works for both layouts a base image has: Debian's python3 under /usr and CPython built from
@@ -59,6 +59,9 @@ VENV_BIN_DROP = re.compile(r"^(pip[\d.]*|wheel|activate.*|Activate\.ps1)$")
 # C and C++ sources and headers that packages with extension modules ship beside them (gevent,
 # greenlet): nothing compiles at run time, and there is no compiler to do it.
 SOURCE_DROP = re.compile(r"\.(c|cc|cpp|h|hpp|pyx|pxd)$")
+# How scanners tell which distribution, and so which advisories, the packages belong to: Syft and
+# Grype read os-release, Trivy's Debian detector needs debian_version.
+OS_RELEASE_FILES = ("/etc/os-release", "/etc/debian_version")
 # Loaded with dlopen, so invisible to ldd: glibc needs libgcc_s to unwind a thread that exits.
 DLOPENED_LIBRARIES = ("libgcc_s.so.1",)
 
@@ -262,7 +265,11 @@ def assemble(venv: Path, root: Path, user: str, uid: int) -> dict:
     (root / "etc" / "ld.so.conf").write_text("".join(f"{d}\n" for d in library_dirs))
     subprocess.run(["ldconfig", "-X", "-r", str(root)], check=True)
 
-    image_files = [facts["executable"], *libraries, *("/" + str(p.relative_to(root)) for p in copied)]
+    release_files = [name for name in OS_RELEASE_FILES if Path(name).exists()]
+    for name in release_files:
+        copy_path(name, root)
+
+    image_files = [facts["executable"], *libraries, *release_files, *("/" + str(p.relative_to(root)) for p in copied)]
     packages = set()
     if Path("/var/lib/dpkg/status").exists():
         packages = dpkg_owners(image_files)
@@ -270,8 +277,6 @@ def assemble(venv: Path, root: Path, user: str, uid: int) -> dict:
         status_dir.mkdir(parents=True, exist_ok=True)
         for name, entry in dpkg_status_entries(packages, Path("/var/lib/dpkg/status")).items():
             (status_dir / name).write_text(entry)
-    if Path("/etc/os-release").exists():
-        copy_path("/etc/os-release", root)
 
     write_accounts(root, user, uid)
     for directory in (stdlib, venv):

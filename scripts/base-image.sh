@@ -4,7 +4,10 @@
 #   scripts/base-image.sh IMAGE
 #       IMAGE itself if it is present or can be pulled. Where no registry answers (an offline
 #       machine, a firewall), a stand-in built from Debian's packages with mmdebstrap instead:
-#       Debian 12 with its python3, pip and venv, named flask-app-base:debian12 (never python:*).
+#       Debian 12 with its python3, pip and venv, named flask-app-base:debian12 (never python:*),
+#       rebuilt once it is a week old. A registry that answers with an error fails the script.
+#   scripts/base-image.sh --rebuild
+#       Build the stand-in now, from Debian's current packages.
 #   scripts/base-image.sh --from-prefix DIR TAG
 #       Build a stand-in TAG whose Python is the CPython installed under DIR (built from source
 #       with a shared libpython), copied to /usr/local: the layout of the official python images.
@@ -12,9 +15,18 @@
 # Messages go to stderr; only the image name goes to stdout.
 set -euo pipefail
 
-DOCKER=${DOCKER:-docker}
+# DOCKER may hold arguments too ("sudo docker", "docker --context remote"): split it into words.
+read -r -a DOCKER <<<"${DOCKER:-docker}"
 STAND_IN=${STAND_IN:-flask-app-base:debian12}
 SUITE=bookworm
+# The stand-in is rebuilt, with Debian's security updates, once it is this many days old.
+MAX_AGE_DAYS=${STAND_IN_MAX_AGE_DAYS:-7}
+# Debian's release with its updates and security updates, so a new stand-in has every fix.
+MIRRORS=(
+    "deb http://deb.debian.org/debian $SUITE main"
+    "deb http://deb.debian.org/debian $SUITE-updates main"
+    "deb http://deb.debian.org/debian-security $SUITE-security main"
+)
 say() { printf 'flask-app: %s\n' "$*" >&2; }
 
 need_mmdebstrap() {
@@ -37,12 +49,26 @@ import_rootfs() {
     mmdebstrap --quiet --variant=minbase --aptopt='APT::Install-Recommends "false"' \
         --include="$packages" "$@" \
         --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
-        "$SUITE" - \
-        | "$DOCKER" import \
+        "$SUITE" - "${MIRRORS[@]}" \
+        | "${DOCKER[@]}" import \
             --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
             --change 'ENV LANG=C.UTF-8' \
             --change 'CMD ["python3"]' \
             - "$tag" >/dev/null
+}
+
+# Whether a failed pull (its error output in file $1) failed because no registry could be reached:
+# a name that does not resolve, a connection refused or timed out. Anything else, such as "not
+# found", "unauthorized" or "toomanyrequests", is the registry's answer and must not be hidden.
+registry_unreachable() {
+    grep -Eqi 'no such host|server misbehaving|name resolution|connection refused|network is unreachable|no route to host|i/o timeout|handshake timeout|deadline exceeded|Client\.Timeout|waiting for connection' "$1"
+}
+
+# Print the stand-in's age in whole days; fail if there is no stand-in.
+stand_in_age_days() {
+    local created
+    created=$("${DOCKER[@]}" image inspect --format '{{.Created}}' "$STAND_IN" 2>/dev/null) || return 1
+    echo $((($(date +%s) - $(date -d "$created" +%s)) / 86400))
 }
 
 # shellcheck disable=SC2016
@@ -74,22 +100,38 @@ if [ "${1:-}" = --from-prefix ]; then
     echo "$3"
     exit 0
 fi
-[ $# = 1 ] || { say "usage: $0 IMAGE"; exit 2; }
+if [ "${1:-}" = --rebuild ]; then
+    build_debian_stand_in
+    exit 0
+fi
+[ $# = 1 ] || { say "usage: $0 IMAGE | --rebuild | --from-prefix DIR TAG"; exit 2; }
 image=$1
 
-if "$DOCKER" image inspect "$image" >/dev/null 2>&1; then
+if "${DOCKER[@]}" image inspect "$image" >/dev/null 2>&1; then
     echo "$image"
     exit 0
 fi
 say "pulling $image."
 pull_errors=$(mktemp)
 trap 'rm -f "$pull_errors"' EXIT
-if timeout 180 "$DOCKER" pull --quiet "$image" >/dev/null 2>"$pull_errors"; then
+status=0
+timeout 180 "${DOCKER[@]}" pull --quiet "$image" >/dev/null 2>"$pull_errors" || status=$?
+if [ "$status" = 0 ]; then
     echo "$image"
     exit 0
 fi
-say "cannot pull $image ($(tail -n 1 "$pull_errors")); using the stand-in $STAND_IN instead."
-if ! "$DOCKER" image inspect "$STAND_IN" >/dev/null 2>&1; then
+if [ "$status" != 124 ] && ! registry_unreachable "$pull_errors"; then
+    say "cannot pull $image: $(tail -n 1 "$pull_errors")"
+    say "the registry answered, so no stand-in is used: check the name and tag, log in (docker login), or wait out a rate limit."
+    exit 1
+fi
+say "no registry answers ($(tail -n 1 "$pull_errors" 2>/dev/null || echo "the pull timed out")); using the stand-in $STAND_IN instead of $image."
+if ! age=$(stand_in_age_days); then
     build_debian_stand_in
+elif [ "$age" -ge "$MAX_AGE_DAYS" ]; then
+    say "$STAND_IN is $age days old; rebuilding it with Debian's current packages."
+    build_debian_stand_in
+else
+    say "$STAND_IN was built $age days ago (rebuilt after $MAX_AGE_DAYS days, or now with make base)."
 fi
 echo "$STAND_IN"

@@ -7,12 +7,13 @@
 # Debian's packages and starts the daemon. Anywhere else it says what to do and fails.
 set -euo pipefail
 
-DOCKER=${DOCKER:-docker}
+# DOCKER may hold arguments too ("sudo docker", "docker --context remote"): split it into words.
+read -r -a DOCKER <<<"${DOCKER:-docker}"
 say() { printf 'flask-app: %s\n' "$*" >&2; }
 
-engine_answers() { "$DOCKER" info >/dev/null 2>&1; }
-buildx_present() { "$DOCKER" buildx version >/dev/null 2>&1; }
-compose_present() { "$DOCKER" compose version >/dev/null 2>&1; }
+engine_answers() { "${DOCKER[@]}" info >/dev/null 2>&1; }
+buildx_present() { "${DOCKER[@]}" buildx version >/dev/null 2>&1; }
+compose_present() { "${DOCKER[@]}" compose version >/dev/null 2>&1; }
 plugins_present() { buildx_present && compose_present; }
 
 if engine_answers && plugins_present; then
@@ -82,4 +83,4 @@ if ! plugins_present; then
     say "the docker buildx or compose plugin is still missing after the install. Check 'apt-cache policy docker-buildx docker-compose'."
     exit 1
 fi
-say "Docker $("$DOCKER" version --format '{{.Server.Version}}') is running with buildx and $("$DOCKER" compose version --short 2>/dev/null | sed 's/^/Compose /')."
+say "Docker $("${DOCKER[@]}" version --format '{{.Server.Version}}') is running with buildx and $("${DOCKER[@]}" compose version --short 2>/dev/null | sed 's/^/Compose /')."

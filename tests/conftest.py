@@ -60,21 +60,32 @@ def images(docker_engine):
 
 @pytest.fixture(scope="session")
 def source_built_python() -> Path:
-    """A CPython built from source with a shared libpython: under pyenv, of the Python version the
-    Dockerfiles pin if there is one, else the one running the tests.
-
-    Its layout is that of the official python images (a prefix of its own, libpython3.X.so).
+    """A CPython built from source with a shared libpython, the layout of the official python images
+    (a prefix of its own, libpython3.X.so): pyenv's of the version the Dockerfiles pin, else the one
+    running the tests if it is such a build (as actions/setup-python's are), else /usr/local's.
     """
     pinned = re.search(r"^FROM python:(\d+\.\d+)\.", (ROOT / "Dockerfile").read_text(), re.MULTILINE).group(1)
-    candidates = [*map(Path, sorted(glob.glob(f"/root/.pyenv/versions/{pinned}.*"))), Path(sys.base_prefix)]
+    pyenv_root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    candidates = [Path(path) for path in sorted(glob.glob(f"{pyenv_root}/versions/{pinned}.*"))]
+    candidates += [Path(sys.base_prefix), Path("/usr/local")]
     for prefix in candidates:
-        if prefix != Path("/usr") and glob.glob(str(prefix / "lib" / "libpython3.*.so*")):
+        if (
+            prefix != Path("/usr")
+            and (prefix / "bin" / "python3").exists()
+            and glob.glob(str(prefix / "lib" / "libpython3.*.so*"))
+        ):
             return prefix
-    pytest.fail("no CPython built with --enable-shared was found (looked at sys.base_prefix and pyenv).")
+    pytest.fail(
+        "no CPython built with --enable-shared was found (looked at the running Python, pyenv's "
+        f"{pinned}.x and /usr/local). Install one, for example `pyenv install {pinned}` with "
+        "PYTHON_CONFIGURE_OPTS=--enable-shared, or run these tests with actions/setup-python's Python."
+    )
 
 
 @pytest.fixture(scope="session")
 def root_user() -> None:
-    """Root, for tests that chroot; they fail with this reason elsewhere."""
+    """Root, for the tests marked root; they fail with this reason elsewhere."""
     if os.geteuid() != 0:
-        pytest.fail("this test runs ldconfig -r and chroot, which need root.")
+        pytest.fail(
+            "this test runs ldconfig -r, chroot and chown, which need root: run it as root, or run `make test-unit`."
+        )

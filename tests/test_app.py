@@ -3,6 +3,7 @@
 import importlib
 
 import pytest
+from containers import HSTS, SECURITY_HEADERS
 
 import app as app_module
 import settings
@@ -74,12 +75,12 @@ def test_unhandled_exception_becomes_json_500_without_traceback(client, monkeypa
 @pytest.mark.parametrize("path", ["/", "/healthz", "/missing"])
 def test_security_headers_are_on_every_response(client, path):
     response = client.get(path)
-    for header, value in app_module.SECURITY_HEADERS.items():
+    for header, value in SECURITY_HEADERS.items():
         assert response.headers[header] == value
 
 
 def test_hsts_is_sent_over_https_only(client):
-    assert client.get("/", base_url="https://localhost").headers["Strict-Transport-Security"] == app_module.HSTS
+    assert client.get("/", base_url="https://localhost").headers["Strict-Transport-Security"] == HSTS
     assert "Strict-Transport-Security" not in client.get("/").headers
 
 

@@ -1,7 +1,8 @@
 """scripts/assemble_rootfs.py: its parts on small inputs, and whole runs on this machine's Pythons.
 
 The whole runs assemble a root from a real virtual environment, then start the copied interpreter
-inside it with chroot: the root holds everything Python needs, or the import fails. They cover both
+inside it with chroot: the root holds everything Python needs, or the import fails. They need root
+(chroot, ldconfig -r, chown), so they are marked `root` rather than `unit`. They cover both
 layouts a base image has: Debian's python3 under /usr, and CPython built from source with a shared
 libpython under its own prefix (/usr/local in the official images).
 """
@@ -14,8 +15,6 @@ from pathlib import Path
 import assemble_rootfs
 import pytest
 
-pytestmark = pytest.mark.unit
-
 LDD_OUTPUT = """\
 \tlinux-vdso.so.1 (0x00007ffd5a5f2000)
 \tlibpython3.12.so.1.0 => /usr/local/lib/libpython3.12.so.1.0 (0x00007f2d1c400000)
@@ -24,6 +23,7 @@ LDD_OUTPUT = """\
 """
 
 
+@pytest.mark.unit
 def test_parse_ldd_returns_library_paths_and_the_loader_but_not_the_vdso():
     assert assemble_rootfs.parse_ldd(LDD_OUTPUT) == [
         "/usr/local/lib/libpython3.12.so.1.0",
@@ -32,11 +32,13 @@ def test_parse_ldd_returns_library_paths_and_the_loader_but_not_the_vdso():
     ]
 
 
+@pytest.mark.unit
 def test_parse_ldd_fails_naming_a_missing_library():
     with pytest.raises(SystemExit, match=r"libssl\.so\.3 => not found"):
         assemble_rootfs.parse_ldd("\tlibssl.so.3 => not found\n")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("relative", "kept"),
     [
@@ -64,6 +66,7 @@ def test_stdlib_is_pruned_of_what_a_server_never_imports(tmp_path, relative, kep
     assert assemble_rootfs.keep_stdlib_entry(entry, stdlib) is kept
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("relative", "kept"),
     [
@@ -94,11 +97,13 @@ def test_venv_loses_its_installers_test_suites_and_c_sources(tmp_path, relative,
     assert assemble_rootfs.keep_venv_entry(entry) is kept
 
 
+@pytest.mark.unit
 def test_dpkg_knows_a_file_under_either_side_of_merged_usr():
     aliases = assemble_rootfs.path_aliases("/lib/x86_64-linux-gnu/libc.so.6")
     assert {"/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6"} <= aliases
 
 
+@pytest.mark.unit
 def test_dpkg_status_entries_are_found_for_the_files_copied(tmp_path):
     (tmp_path / "info").mkdir()
     (tmp_path / "info" / "libssl3:amd64.list").write_text("/usr/lib/x86_64-linux-gnu/libssl.so.3\n")
@@ -114,6 +119,7 @@ def test_dpkg_status_entries_are_found_for_the_files_copied(tmp_path):
     assert entries == {"libssl3": "Package: libssl3\nStatus: install ok installed\nVersion: 3.0.17\n"}
 
 
+@pytest.mark.unit
 def test_copy_path_recreates_the_links_on_the_way(tmp_path):
     source = tmp_path / "source"
     (source / "usr" / "lib").mkdir(parents=True)
@@ -130,8 +136,10 @@ def test_copy_path_recreates_the_links_on_the_way(tmp_path):
     assert (copied / "lib" / "libx.so.1").read_text() == "library"
 
 
-def test_accounts_give_no_one_a_shell_and_tmp_is_sticky(tmp_path):
+@pytest.mark.root
+def test_accounts_give_no_one_a_shell_and_tmp_is_sticky(tmp_path, root_user):
     assemble_rootfs.write_accounts(tmp_path, "app", 10001)
+    assert (tmp_path / "home" / "app").stat().st_uid == 10001
     passwd = (tmp_path / "etc" / "passwd").read_text().splitlines()
     assert "app:x:10001:10001:app:/home/app:/sbin/nologin" in passwd
     assert all(line.endswith(":/sbin/nologin") for line in passwd)
@@ -176,12 +184,14 @@ def run_in(root: Path, venv: Path, code: str) -> str:
     return result.stdout.strip()
 
 
+@pytest.mark.root
 def test_assembled_root_runs_python_with_its_extension_modules(assembled):
     root, venv, _ = assembled
     code = "import ssl, hashlib, sqlite3, json, ctypes, lzma, bz2, zlib, uuid, decimal, hello; print(hello.GREETING)"
     assert run_in(root, venv, code) == "hello"
 
 
+@pytest.mark.root
 def test_assembled_root_has_no_installer_shell_or_tests(assembled):
     root, venv, _ = assembled
     assert (
@@ -192,6 +202,7 @@ def test_assembled_root_has_no_installer_shell_or_tests(assembled):
         assert not (root / shell).exists()
 
 
+@pytest.mark.root
 def test_assembled_stdlib_and_venv_are_bytecode_only(assembled):
     root, venv, summary = assembled
     stdlib = next(root.glob(f"{Path(summary['interpreter']).parent.parent.relative_to('/')}/lib/python3.*"))
@@ -201,9 +212,12 @@ def test_assembled_stdlib_and_venv_are_bytecode_only(assembled):
         assert not module.with_suffix(".py").exists()
 
 
+@pytest.mark.root
 def test_assembled_root_keeps_what_scanners_read(assembled):
     root, venv, summary = assembled
     assert (root / "etc" / "os-release").exists()
+    assert (root / "etc" / "debian_version").read_text() == Path("/etc/debian_version").read_text()
+    assert (root / "var" / "lib" / "dpkg" / "status.d" / "base-files").exists()
     assert (root / "var" / "lib" / "dpkg" / "status.d" / "libc6").read_text().startswith("Package: libc6\n")
     assert next((root / venv.relative_to("/")).glob("lib/python3.*/site-packages/hello-1.0.dist-info/METADATA"))
     assert "libc6" in summary["packages"]

@@ -6,6 +6,7 @@ as, what it leaves out, how it stops.
 
 import glob
 import re
+import ssl
 import subprocess
 import sys
 import time
@@ -89,8 +90,8 @@ def test_secure_image_cannot_start_a_shell(images):
 
 def test_secure_image_keeps_what_vulnerability_scanners_read(images):
     paths, _ = image_files(images["secure"])
-    assert "etc/os-release" in paths
-    assert "var/lib/dpkg/status.d/libc6" in paths
+    assert {"etc/os-release", "etc/debian_version"} <= paths.keys()
+    assert {"var/lib/dpkg/status.d/libc6", "var/lib/dpkg/status.d/base-files"} <= paths.keys()
     assert [path for path in paths if path.endswith(".dist-info/METADATA") and "/flask-" in path]
 
 
@@ -99,16 +100,60 @@ def test_no_ca_certificate_reaches_the_secure_image(images):
     assert not certificates
 
 
-def test_build_time_proxy_cas_stay_out_of_every_image(images):
-    # One full base64 line from the middle of each extra CA the host trusts: unique to that
-    # certificate, and found verbatim in any PEM file or bundle that holds it.
-    needles = []
-    for path in glob.glob("/usr/local/share/ca-certificates/**/*.crt", recursive=True):
-        lines = [line for line in Path(path).read_bytes().splitlines() if len(line) == 64]
-        needles += lines[len(lines) // 2 : len(lines) // 2 + 1]
-    for variant in VARIANTS:
-        _, found = image_files(images[variant], needles=tuple(needles)) if needles else (set(), set())
-        assert not found, f"{variant} holds a build-time CA in {sorted(found)}"
+def middle_line(pem: bytes) -> bytes:
+    """One full base64 line from the middle of a certificate: unique to it, and found verbatim in
+    any PEM file or bundle that holds it."""
+    lines = [line for line in pem.splitlines() if len(line) == 64]
+    return lines[len(lines) // 2]
+
+
+@pytest.fixture(scope="module")
+def throwaway_ca_bundle(tmp_path_factory) -> tuple[Path, bytes]:
+    """A CA bundle as a TLS-inspecting proxy's users have: the host's bundle and a CA of its own,
+    made for this test, so the check never depends on what the host happens to trust."""
+    directory = tmp_path_factory.mktemp("ca")
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=throwaway build CA",
+            "-keyout",
+            directory / "ca.key",
+            "-out",
+            directory / "ca.crt",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    certificate = (directory / "ca.crt").read_bytes()
+    bundle = directory / "bundle.pem"
+    bundle.write_bytes(Path(ssl.get_default_verify_paths().openssl_cafile).read_bytes() + certificate)
+    return bundle, middle_line(certificate)
+
+
+def test_build_time_proxy_cas_stay_out_of_every_image(throwaway_ca_bundle):
+    """Build all three with a CA bundle as a secret, from a clean cache so pip really runs with it,
+    and look for that CA, and for any extra CA the host trusts, in every file of every image."""
+    bundle, needle = throwaway_ca_bundle
+    needles = [needle] + [
+        middle_line(Path(path).read_bytes())
+        for path in glob.glob("/usr/local/share/ca-certificates/**/*.crt", recursive=True)
+    ]
+    name = f"flask-app-ca-{uuid.uuid4().hex[:8]}"
+    try:
+        for variant in VARIANTS:
+            build(variant, name, f"CA_BUNDLE={bundle}", "BUILD_FLAGS=--no-cache")
+            _, found = image_files(f"{name}:{variant}", needles=tuple(needles))
+            assert not found, f"{variant} holds a build-time CA in {sorted(found)}"
+    finally:
+        docker("image", "rm", "--force", *(f"{name}:{variant}" for variant in VARIANTS), check=False)
 
 
 @pytest.mark.parametrize("variant", HARDENED)
@@ -126,6 +171,23 @@ def test_docker_stop_exits_0_within_3_seconds(images, variant):
         state = inspect(container.id)["State"]
     assert state["ExitCode"] == 0, state
     assert elapsed < 3, f"docker stop took {elapsed:.1f} s"
+
+
+def test_naive_ignores_sigterm_and_docker_stop_kills_it_after_10_seconds(images):
+    with running(images["naive"]) as container:
+        started = time.monotonic()
+        docker("stop", container.id)
+        elapsed = time.monotonic() - started
+        state = inspect(container.id)["State"]
+    assert state["ExitCode"] == 137, state
+    assert 9.5 < elapsed < 20, f"docker stop took {elapsed:.1f} s"
+
+
+def test_production_serves_on_a_read_only_root_too(images):
+    with running(images["production"], *LOCKDOWN) as container:
+        assert container.get("/").status == 200
+        wait_until_healthy(container)
+        assert container.get("/healthz").status == 200
 
 
 @pytest.mark.parametrize("user", ["10001:10001", "12345:0"])

@@ -17,16 +17,30 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from bench import memory_bytes
 from clients import keepalive_crowd, slow_header_attack
-from containers import LIMITS, LOCKDOWN, MB, docker, inspect, request, running, wait_until_healthy
+from containers import (
+    HSTS,
+    LIMITS,
+    LOCKDOWN,
+    MB,
+    SECURITY_HEADERS,
+    docker,
+    inspect,
+    request,
+    running,
+    wait_until_healthy,
+)
 
 import settings
 
 pytestmark = pytest.mark.integration
 
 HARDENED = ("production", "secure")
-# The issue's full lockdown: no capabilities, no new privileges, read-only root, bounded resources,
+# The README's full lockdown: no capabilities, no new privileges, read-only root, bounded resources,
 # and a UID that exists nowhere in the image.
 FULL_LOCKDOWN = (*LOCKDOWN, "--pids-limit", "64", "--memory", "128m", "--cpus", "1")
+# How far memory may rise above its idle figure over 10,000 requests: measured at 3 to 7 MB (thread
+# stacks, allocator arenas); a leak of 1.5 KB a request would pass it.
+IDLE_GROWTH_MB = 15
 DEBUG_PAGE = re.compile(rb"Traceback|Werkzeug Debugger|debugger|File \"/", re.IGNORECASE)
 
 
@@ -145,9 +159,10 @@ def test_a_killed_worker_is_replaced_and_the_container_never_restarts(images, va
         # From inside the container, as the app's own user: no privileges needed on the host.
         container_python(container.id, f"import os; os.kill({victim}, 9)")
         deadline = time.monotonic() + 15
-        while (now := gunicorn_workers(container.id)) and (victim in now or len(now) != len(workers) + 1):
+        while victim in (now := gunicorn_workers(container.id)) or len(now) != len(workers) + 1:
             assert time.monotonic() < deadline, f"workers after the kill: {now}"
             time.sleep(0.2)
+        assert len(now - workers) == 1 and victim not in now, f"workers before: {workers | {victim}}, after: {now}"
         assert container.get("/").status == 200
         after = inspect(container.id)
     assert after["State"]["Running"] and after["State"]["StartedAt"] == started_at
@@ -219,14 +234,14 @@ def test_forwarded_proto_from_a_trusted_peer_is_believed(serving):
         "c.request('GET', '/', headers={'X-Forwarded-Proto': 'https'});"
         "print(c.getresponse().getheader('Strict-Transport-Security'))"
     )
-    assert "max-age=" in container_python(serving.id, code).stdout
+    assert container_python(serving.id, code).stdout.strip() == HSTS
 
 
 @pytest.mark.parametrize(("path", "method"), [("/", "GET"), ("/healthz", "GET"), ("/nowhere", "GET"), ("/", "DELETE")])
 def test_security_headers_are_on_every_response_and_server_shows_no_version(serving, path, method):
     response = request(serving.port, path, method=method)
-    for header in ("X-Content-Type-Options", "X-Frame-Options", "Content-Security-Policy", "Referrer-Policy"):
-        assert header in response.headers, (path, method, response.headers)
+    for header, value in SECURITY_HEADERS.items():
+        assert response.headers.get(header) == value, (path, method, response.headers)
     assert not re.search(r"\d", response.headers.get("Server", "")), response.headers["Server"]
 
 
@@ -253,21 +268,25 @@ def test_ten_thousand_requests_neither_kill_it_nor_grow_its_memory(images, varia
                 response.read()
                 ok += response.status == 200
             except (http.client.RemoteDisconnected, ConnectionError):
-                connection.close()  # a worker recycled after max_requests; the next request reconnects
+                connection.close()  # a failed request; the next one reconnects
         connection.close()
         return ok
 
     with running(images[variant], "--memory", "128m") as container:
+        container.get("/")
+        idle = memory_bytes(container.id) / MB
         samples = []
         deadline = time.monotonic() + 240
         with ThreadPoolExecutor(max_workers=8) as pool:
-            for _ in range(4):  # 4 rounds of 2,500 requests from 8 clients
+            # 4 rounds of 2,504 requests from 8 clients. Workers restart only after about ten
+            # thousand requests each, so none does here, and every request must succeed.
+            for _ in range(4):
                 answered = sum(pool.map(hammer, [313] * 8, [deadline] * 8))
-                assert answered >= 2475, f"only {answered} of 2,504 requests answered 200"
+                assert answered == 2504, f"only {answered} of 2,504 requests answered 200"
                 samples.append(memory_bytes(container.id) / MB)
         state = inspect(container.id)["State"]
     assert not state["OOMKilled"] and state["Running"], state
-    assert samples[-1] <= samples[0] + 30, f"memory in MB after each 2,500 requests: {samples}"
+    assert max(samples) <= idle + IDLE_GROWTH_MB, f"idle {idle:.1f} MB; after each 2,504 requests: {samples}"
 
 
 @pytest.mark.parametrize("variant", HARDENED)
@@ -277,6 +296,14 @@ def test_logs_show_neither_the_development_server_nor_debug_mode(images, variant
         logs = container.logs()
     assert "Starting gunicorn" in logs
     assert not re.search(r"development server|Debugger is active|Debug mode: on", logs, re.IGNORECASE), logs
+
+
+def test_naive_cannot_be_put_in_debug_mode_by_its_environment(images):
+    with running(images["naive"], "--env", "FLASK_DEBUG=1") as container:
+        console = container.get("/console")
+        logs = container.logs()
+    assert console.status == 404 and b"Werkzeug Debugger" not in console.body
+    assert "Debug mode: off" in logs and "Debugger is active" not in logs, logs
 
 
 def test_naive_logs_warn_that_it_runs_the_development_server(images):

@@ -1,0 +1,182 @@
+"""The Makefile and its scripts as a user meets them: which base image they choose, what they stamp
+on an image, how they treat port 8080 and containers they did not start, and a DOCKER with arguments.
+"""
+
+import os
+import stat
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from containers import DOCKER, ROOT, docker, inspect
+
+# What `docker pull` prints when it fails, as Docker Engine words it, and whether it means that no
+# registry could be reached (then, and only then, the stand-in base is used).
+PULL_ERRORS = {
+    "no DNS": (
+        'Error response from daemon: Get "https://registry-1.docker.io/v2/": dial tcp: lookup registry-1.docker.io '
+        "on 10.255.255.53:53: no such host",
+        True,
+    ),
+    "connection refused": (
+        'Error response from daemon: Get "https://registry-1.docker.io/v2/": dial tcp 54.236.113.205:443: '
+        "connect: connection refused",
+        True,
+    ),
+    "connection timed out": (
+        'Error response from daemon: Get "https://registry-1.docker.io/v2/": net/http: request canceled while '
+        "waiting for connection (Client.Timeout exceeded while awaiting headers)",
+        True,
+    ),
+    "a tag that does not exist": (
+        "Error response from daemon: manifest for python:3.12.99-slim-bookworm not found: manifest unknown: "
+        "manifest unknown",
+        False,
+    ),
+    "a misspelt repository": (
+        "Error response from daemon: pull access denied for pyhton, repository does not exist or may require "
+        "'docker login': denied: requested access to the resource is denied",
+        False,
+    ),
+    "wrong credentials": (
+        'Error response from daemon: Head "https://registry-1.docker.io/v2/library/python/manifests/3.12": '
+        "unauthorized: incorrect username or password",
+        False,
+    ),
+    "a rate limit": (
+        "Error response from daemon: toomanyrequests: You have reached your pull rate limit. You may increase the "
+        "limit by authenticating and upgrading: https://www.docker.com/increase-rate-limit",
+        False,
+    ),
+}
+
+STUB_DOCKER = """#!/usr/bin/env bash
+# A docker command that has only the stand-in base image, and whose pulls fail with $STUB_PULL_ERROR.
+if [ "$1 $2" = "image inspect" ]; then
+    [ "${*: -1}" = "$STAND_IN" ] || exit 1
+    [ "$3" = --format ] && echo "$STUB_CREATED"
+    exit 0
+fi
+if [ "$1" = pull ]; then
+    echo "$STUB_PULL_ERROR" >&2
+    exit 1
+fi
+echo "unexpected: docker $*" >&2
+exit 2
+"""
+
+
+def base_image(tmp_path: Path, pull_error: str, age_days: int = 2) -> subprocess.CompletedProcess:
+    """Run scripts/base-image.sh with a docker whose pull fails so, and a stand-in this old."""
+    stub = tmp_path / "docker"
+    stub.write_text(STUB_DOCKER)
+    stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
+    created = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime(time.time() - age_days * 86400 - 60))
+    environment = {
+        **os.environ,
+        "DOCKER": f"env {stub}",  # two words, as DOCKER="sudo docker" would be
+        "STAND_IN": "flask-app-base:debian12",
+        "STUB_CREATED": created,
+        "STUB_PULL_ERROR": pull_error,
+    }
+    return subprocess.run(
+        [ROOT / "scripts" / "base-image.sh", "python:3.12.15-slim-bookworm"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("error, unreachable", PULL_ERRORS.values(), ids=PULL_ERRORS.keys())
+def test_the_stand_in_base_is_used_only_when_no_registry_answers(tmp_path, error, unreachable):
+    result = base_image(tmp_path, error)
+    if unreachable:
+        assert (result.returncode, result.stdout) == (0, "flask-app-base:debian12\n"), result.stderr
+        assert "built 2 days ago" in result.stderr
+    else:
+        assert result.returncode == 1 and result.stdout == "", result.stderr
+        assert error in result.stderr
+        assert "no stand-in is used" in result.stderr
+
+
+@pytest.mark.unit
+def test_the_image_source_label_drops_credentials_from_the_remote(tmp_path):
+    (tmp_path / "Makefile").write_bytes((ROOT / "Makefile").read_bytes())
+    remote = "https://builder:ghp_s3cretToken@git.example.com/team/flask-app.git"
+    subprocess.run(["git", "init", "--quiet", tmp_path], check=True)
+    subprocess.run(["git", "-C", tmp_path, "remote", "add", "origin", remote], check=True)
+    dry_run = subprocess.run(["make", "-n", "build-naive"], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert "org.opencontainers.image.source=https://git.example.com/team/flask-app.git" in dry_run.stdout
+    assert "s3cret" not in dry_run.stdout and "builder" not in dry_run.stdout
+
+
+def make(*args: str, docker_command: str = " ".join(DOCKER)) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["make", "--no-print-directory", *args, f"DOCKER={docker_command}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+@pytest.mark.integration
+def test_a_docker_command_with_arguments_works_for_the_engine_and_a_build(docker_engine):
+    two_words = f"{' '.join(DOCKER)} --log-level=error"
+    image = f"flask-app-two-words-{uuid.uuid4().hex[:8]}"
+    try:
+        engine = make("engine", docker_command=two_words)
+        assert engine.returncode == 0, engine.stdout + engine.stderr
+        build = make("build-naive", f"IMAGE={image}", docker_command=two_words)
+        assert build.returncode == 0, build.stdout[-3000:] + build.stderr
+        assert inspect(f"{image}:naive")["Config"]["Cmd"] == ["python", "app.py"]
+    finally:
+        docker("image", "rm", "--force", f"{image}:naive", check=False)
+
+
+def start_on_8080(image: str, *labels: str) -> str:
+    """A container of image that holds 127.0.0.1:8080 and does nothing else for a minute."""
+    name = f"flask-app-port-{uuid.uuid4().hex[:8]}"
+    flags = [argument for label in labels for argument in ("--label", label)]
+    docker("run", "--detach", "--name", name, *flags, "--publish", "127.0.0.1:8080:8080", image, "sleep", "60")
+    return name
+
+
+@pytest.mark.integration
+def test_the_tests_stop_a_container_make_run_left_on_8080(images):
+    name = start_on_8080(images["naive"], "flask-app.started-by=make-run")
+    try:
+        result = make("free-8080")
+        assert result.returncode == 0, result.stderr
+        assert f"stopping {name}, the container make run left on port 8080" in result.stdout
+        assert docker("ps", "--all", "--quiet", "--filter", f"name=^/{name}$").stdout == ""
+    finally:
+        docker("rm", "--force", name, check=False)
+
+
+@pytest.mark.integration
+def test_the_tests_refuse_to_start_while_something_else_holds_8080(images):
+    name = start_on_8080(images["naive"])
+    try:
+        result = make("free-8080")
+        assert result.returncode != 0
+        assert f"port 8080, which the tests serve on, is held by the container {name}" in result.stderr
+        assert inspect(name)["State"]["Running"]
+    finally:
+        docker("rm", "--force", name, check=False)
+
+
+@pytest.mark.integration
+def test_make_stop_leaves_a_container_it_did_not_start_alone(images):
+    name = start_on_8080(images["naive"])
+    try:
+        result = make("stop", f"CONTAINER={name}")
+        assert result.returncode != 0
+        assert f"a container named {name} exists that make run did not start" in result.stderr
+        assert inspect(name)["State"]["Running"]
+    finally:
+        docker("rm", "--force", name, check=False)

@@ -1,0 +1,192 @@
+"""What a vulnerability scanner sees in the images, and images that can be rebuilt bit for bit.
+
+The SBOMs are the ones `make scan` writes: Trivy's, which needs no vulnerability database.
+"""
+
+import json
+import re
+import subprocess
+import tarfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import scan
+from containers import ROOT, build, docker, inspect
+
+# The one time every file of the secure image carries (Dockerfile.multistage says why).
+FILE_TIME = 315532800
+
+
+@pytest.fixture(scope="module")
+def sboms(images, tmp_path_factory) -> dict[str, dict]:
+    """The CycloneDX SBOM of production and of secure, as `make scan` writes them."""
+    out = tmp_path_factory.mktemp("scans")
+    trivy = scan.trivy_command()
+    for variant in ("production", "secure"):
+        scan.scan_image(trivy, images[variant], out, vulnerabilities=False)
+    return {
+        variant: json.loads((out / f"{images[variant].replace(':', '-')}.cdx.json").read_text())
+        for variant in ("production", "secure")
+    }
+
+
+def components(sbom: dict, purl_type: str) -> dict[str, str]:
+    """Name and version of the SBOM's packages of one purl type (deb, pypi)."""
+    return {
+        component["name"]: component["version"]
+        for component in sbom.get("components", [])
+        if component.get("purl", "").startswith(f"pkg:{purl_type}/")
+    }
+
+
+def operating_system(sbom: dict) -> tuple[str, str | None]:
+    [found] = [c for c in sbom.get("components", []) if c["type"] == "operating-system"]
+    return found["name"], found.get("version")
+
+
+def dpkg_status_entries(image: str, destination: Path) -> dict[str, str]:
+    """Package and version of every dpkg status entry in an image, read from its filesystem."""
+    container = docker("create", image).stdout.strip()
+    try:
+        docker("cp", f"{container}:/var/lib/dpkg/status.d", str(destination))
+    finally:
+        docker("rm", "--force", container, check=False)
+    entries = {}
+    for entry in (destination / "status.d").iterdir():
+        fields = dict(re.findall(r"^(Package|Version): (.+)$", entry.read_text(), re.MULTILINE))
+        entries[fields["Package"]] = fields["Version"]
+    return entries
+
+
+@pytest.mark.integration
+def test_scanner_finds_the_same_debian_release_in_secure_as_in_production(sboms):
+    family, release = operating_system(sboms["secure"])
+    assert family == "debian" and release, (family, release)
+    assert operating_system(sboms["production"]) == (family, release)
+
+
+@pytest.mark.integration
+def test_scanner_sees_every_debian_package_of_secure_with_its_version(sboms, images, tmp_path):
+    entries = dpkg_status_entries(images["secure"], tmp_path)
+    assert "libc6" in entries
+    assert components(sboms["secure"], "deb") == entries
+
+
+@pytest.mark.integration
+def test_scanner_sees_the_same_python_packages_in_secure_as_in_production(sboms):
+    python_packages = components(sboms["secure"], "pypi")
+    assert {"Flask", "gunicorn"} <= python_packages.keys()
+    assert python_packages == components(sboms["production"], "pypi")
+
+
+@pytest.mark.integration
+def test_scan_runs_offline_and_writes_the_sboms(images, tmp_path):
+    """`make scan` on the images: with no vulnerability database it says so, writes every SBOM, and
+    passes unless SCAN_STRICT is set."""
+    name = images["secure"].partition(":")[0]
+    make = ["make", "--no-print-directory", "scan", f"IMAGE={name}", f"SCAN_DIR={tmp_path}"]
+    result = subprocess.run(make, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    for variant in images:
+        assert (tmp_path / f"{name}-{variant}.cdx.json").is_file(), output
+        assert (tmp_path / f"{name}-{variant}.sarif").is_file(), output
+    offline = "vulnerability database cannot be fetched" in output
+    assert result.returncode == 0 or not offline, output
+    if offline:
+        strict = subprocess.run([*make, "SCAN_STRICT=1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert strict.returncode != 0, strict.stdout
+        assert "--strict does not allow" in strict.stderr
+
+
+def build_id(variant: str, name: str, *make_args: str) -> str:
+    build(variant, name, *make_args)
+    return inspect(f"{name}:{variant}")["Id"]
+
+
+@pytest.mark.integration
+def test_secure_builds_to_the_same_image_id_twice_from_a_clean_cache():
+    names = [f"flask-app-repro-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    try:
+        ids = [build_id("secure", name, "BUILD_FLAGS=--no-cache") for name in names]
+        assert ids[0] == ids[1]
+        # A rebuild with nothing changed names the same image: no dangling image is left behind.
+        assert build_id("secure", names[0]) == ids[0]
+    finally:
+        docker("image", "rm", "--force", *(f"{name}:secure" for name in names), check=False)
+
+
+def layer_file_times(image: str, work: Path) -> set[int]:
+    """The modification time of every entry in every layer of an image, read from `docker save`."""
+    archive = work / "image.tar"
+    docker("save", "--output", str(archive), image)
+    times = set()
+    with tarfile.open(archive) as saved:
+        [manifest] = json.load(saved.extractfile("manifest.json"))
+        for layer in manifest["Layers"]:
+            with tarfile.open(fileobj=saved.extractfile(layer)) as files:
+                times.update(member.mtime for member in files)
+    return times
+
+
+@pytest.mark.integration
+def test_secure_takes_its_times_from_the_last_commit_and_one_fixed_file_time(images, tmp_path):
+    log = ["git", "log", "-1", "--format=%ct"]
+    commit_time = int(subprocess.run(log, cwd=ROOT, capture_output=True, text=True, check=True).stdout)
+    image = inspect(images["secure"])
+    assert image["Config"]["Labels"]["org.opencontainers.image.created"] == time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(commit_time)
+    )
+    assert image["Created"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(commit_time))
+    assert layer_file_times(images["secure"], tmp_path) == {FILE_TIME}
+
+
+@pytest.mark.unit
+def test_scan_fails_on_fixable_high_vulnerabilities_secrets_and_high_misconfigurations_only():
+    def vulnerability(severity, fixed):
+        return {
+            "VulnerabilityID": "CVE-1",
+            "Severity": severity,
+            "PkgName": "p",
+            "InstalledVersion": "1",
+            "FixedVersion": fixed,
+        }
+
+    report = {
+        "Metadata": {"OS": {"Family": "debian", "Name": "12.15"}},
+        "Results": [
+            {
+                "Target": "os",
+                "Class": "os-pkgs",
+                "Packages": [{}, {}],
+                "Vulnerabilities": [
+                    vulnerability("CRITICAL", "2"),
+                    vulnerability("HIGH", ""),
+                    vulnerability("MEDIUM", "2"),
+                ],
+            },
+            {"Target": "Python", "Class": "lang-pkgs", "Packages": [{}]},
+            {"Target": "app/settings.py", "Class": "secret", "Secrets": [{"RuleID": "aws-key", "Severity": "LOW"}]},
+            {
+                "Target": "Dockerfile",
+                "Class": "config",
+                "Misconfigurations": [
+                    {"ID": "DS-0002", "Severity": "HIGH", "Title": "root", "Status": "FAIL"},
+                    {"ID": "DS-0026", "Severity": "LOW", "Title": "no health check", "Status": "FAIL"},
+                    {"ID": "DS-0001", "Severity": "HIGH", "Title": "latest tag", "Status": "PASS"},
+                ],
+            },
+        ],
+    }
+    result = scan.summary(report)
+    assert (result["os"], result["debian_packages"], result["python_packages"]) == ("debian 12.15", 2, 1)
+    gates = [(finding["kind"], finding["severity"], finding["gates"]) for finding in result["findings"]]
+    assert gates == [
+        ("vulnerability", "CRITICAL", True),
+        ("vulnerability", "HIGH", False),
+        ("vulnerability", "MEDIUM", False),
+        ("secret", "LOW", True),
+        ("misconfiguration", "HIGH", True),
+        ("misconfiguration", "LOW", False),
+    ]
