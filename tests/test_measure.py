@@ -43,6 +43,11 @@ def test_parse_wrk_reads_throughput_percentiles_and_errors():
     }
 
 
+def test_parse_wrk_reads_a_time_in_seconds_with_its_padding():
+    """wrk pads a time in whole seconds with a space: `99%    1.20s `."""
+    assert bench.parse_wrk(WRK_OUTPUT.replace("1.20s\n", "1.20s \n"))["p99_ms"] == 1200.0
+
+
 @pytest.mark.parametrize(("text", "ms"), [("850.00us", 0.85), ("3.50ms", 3.5), ("1.20s", 1200.0)])
 def test_wrk_durations_become_milliseconds(text, ms):
     assert bench.to_ms(text) == pytest.approx(ms)
