@@ -18,6 +18,10 @@ COMPARE_PLATFORM ?= linux/arm64
 PORT ?= 8080
 # Name of the container `make run` starts.
 CONTAINER ?= flask-app
+# What `make run` and `make bench` let a container use, as compose.yaml does: memory, CPUs, processes.
+MEMORY ?= 256m
+CPUS ?= 1
+PIDS ?= 128
 # Where `make scan` writes the SBOMs and reports; SCAN_STRICT=1 fails it when a part cannot run.
 SCAN_DIR ?= scans
 SCAN_STRICT ?=
@@ -54,10 +58,12 @@ LABELS = --label org.opencontainers.image.source=$(SOURCE_URL) \
 	--label org.opencontainers.image.created=$(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ) \
 	--build-arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH)
 # The hardening the secure image is built for; production gets all of it but the read-only root.
+# Every variant runs within the same limits.
+LIMITS = --memory $(MEMORY) --cpus $(CPUS) --pids-limit $(PIDS)
 LOCKDOWN := --cap-drop ALL --security-opt no-new-privileges
-RUN_FLAGS_naive :=
-RUN_FLAGS_production := $(LOCKDOWN)
-RUN_FLAGS_secure := $(LOCKDOWN) --read-only --tmpfs /tmp
+RUN_FLAGS_naive = $(LIMITS)
+RUN_FLAGS_production = $(LIMITS) $(LOCKDOWN)
+RUN_FLAGS_secure = $(LIMITS) $(LOCKDOWN) --read-only --tmpfs /tmp
 DOCKERFILE_naive := Dockerfile.naive
 DOCKERFILE_production := Dockerfile
 DOCKERFILE_secure := Dockerfile.multistage
@@ -75,6 +81,7 @@ help: ## Show this help
 		| sed 's/$$(IMAGE)/$(IMAGE)/; s/$$(PORT)/$(PORT)/; s/$$(VARIANT)/$(VARIANT)/'
 	@echo "Variables (make VAR=value): DOCKER=$(DOCKER) IMAGE=$(IMAGE) PORT=$(PORT) BASE_IMAGE=$(BASE_IMAGE)" \
 		"PLATFORM=$(PLATFORM)"
+	@echo "  MEMORY=$(MEMORY) CPUS=$(CPUS) PIDS=$(PIDS) (limits of make run and make bench)"
 
 engine: ## Make sure Docker Engine with buildx and Compose runs, and can emulate PLATFORM (installs on Debian)
 	@DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" scripts/ensure-docker.sh
@@ -169,13 +176,13 @@ compare: images $(VENV)/bin/pytest ## Compare the images, also for COMPARE_PLATF
 		$(foreach v,$(VARIANTS),$(IMAGE):$(v)$(ARCH_TAG)=$(DOCKERFILE_$(v)) \
 			$(if $(COMPARE_PLATFORM),$(IMAGE):$(v)$(call arch_tag,$(COMPARE_PLATFORM))=$(DOCKERFILE_$(v))))
 
-bench: engine $(VENV)/bin/pytest ## Measure the images in one run: builds, start-up, memory, load (a few minutes)
+bench: engine $(VENV)/bin/pytest ## Measure the images in one run: builds, start-up, memory, load, slow clients (~10 min)
 	@command -v wrk >/dev/null || { echo "Installing wrk, the load generator, from Debian's packages."; \
 		apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
 		|| { echo "make: bench needs wrk, the load generator (apt-get install wrk)." >&2; exit 1; }
 	@base=$$(DOCKER="$(DOCKER)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
 	DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/bench.py --base "$$base" --readme README.md \
-		$(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
+		--memory $(MEMORY) --cpus $(CPUS) --pids-limit $(PIDS) $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
 
 # The test and lint environment; its pytest stands for the whole install.
 $(VENV)/bin/pytest: requirements.txt requirements-dev.txt

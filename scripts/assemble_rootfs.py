@@ -7,7 +7,8 @@ final `FROM scratch` stage takes whole:
   extension module load (their ldd closure, the dynamic loader included), with an ld.so.cache;
 - the standard library without what a server never imports (test suites, IDLE, tkinter, ...),
   as bytecode only, because the running container's root filesystem is read-only;
-- the virtual environment without pip, setuptools and wheel, as bytecode too;
+- the virtual environment without pip, setuptools and wheel, the dependencies' test suites and
+  C sources, as bytecode too;
 - the metadata a vulnerability scanner reads: Python dist-info stays in place, and the Debian
   packages the copied files come from get their dpkg status entries (/var/lib/dpkg/status.d,
   as distroless does), with /etc/os-release and /etc/debian_version;
@@ -60,6 +61,9 @@ EXTENSION_DROP = re.compile(
 # Installers have no place in a running image.
 VENV_DROP = re.compile(r"^(pip|setuptools|wheel|_distutils_hack|pkg_resources)([-.].*)?$|^distutils-precedence\.pth$")
 VENV_BIN_DROP = re.compile(r"^(pip[\d.]*|wheel|activate.*|Activate\.ps1)$")
+# C and C++ sources and headers that packages with extension modules ship beside them (gevent,
+# greenlet): nothing compiles at run time, and there is no compiler to do it.
+SOURCE_DROP = re.compile(r"\.(c|cc|cpp|h|hpp|pyx|pxd)$")
 # How scanners tell which distribution, and so which advisories, the packages belong to: Syft and
 # Grype read os-release, Trivy's Debian detector needs debian_version.
 OS_RELEASE_FILES = ("/etc/os-release", "/etc/debian_version")
@@ -168,7 +172,10 @@ def keep_venv_entry(entry: Path) -> bool:
         return not VENV_BIN_DROP.match(entry.name)
     if entry.parent.name == "site-packages":
         return not VENV_DROP.match(entry.name)
-    return not (entry.is_dir() and entry.name == "__pycache__")
+    if entry.is_dir():
+        # Test suites of dependencies too: gevent's holds TLS keys and certificates made for its tests.
+        return entry.name not in TREE_DROP
+    return not SOURCE_DROP.search(entry.name)
 
 
 def interpreter_facts(python: Path) -> dict:

@@ -1,13 +1,19 @@
 """Measure the three images side by side, in one run on one machine: build, start-up, memory, load.
 
-Usage: python3 scripts/bench.py --base IMAGE [--ca-bundle FILE] [--out DIR] [--readme FILE]
-`make bench` passes the base image the Makefile builds on, and the proxy CA bundle if there is one.
+Usage: python3 scripts/bench.py --base IMAGE --memory M --cpus N --pids-limit N [--ca-bundle FILE]
+       [--out DIR] [--readme FILE]
+`make bench` passes the base image the Makefile builds on, the limits `make run` sets, and the
+proxy CA bundle if there is one.
 
 For each variant it measures the cold build (base image present, no build cache) and the warm
-rebuild after a one-line change to src/app.py, the time from `docker run` to the first 200 on /healthz
-and the idle memory (medians of five runs), and throughput and latency under wrk at 1, 16 and 64
-connections. It writes DIR/bench.json and DIR/bench.md, puts the tables between the bench markers
-of the README, and removes every image and container it made, also when it fails.
+rebuild after a one-line change to src/app.py; then, with the three containers running within the
+limits, the time from `docker run` to the first 200 on /healthz and the idle memory, throughput
+and latency under wrk at 1, 16 and 64 connections, latency at a fixed rate (open loop, see
+clients.py), /healthz under 256 slow-header clients, and 1,000 keep-alive connections at once.
+Repeated measurements take the variants in turn, run by run, so that a change in the machine's
+load falls on all three alike; each is reported as its median with its range [min-max].
+It writes DIR/bench.json and DIR/bench.md, puts the tables between the bench markers of the
+README, and removes every image and container it made, also when it fails.
 """
 
 import argparse
@@ -25,12 +31,20 @@ import time
 import uuid
 from pathlib import Path
 
+import clients
 from compare import DOCKER, MB, docker, replace_between_markers, run
 
 VARIANTS = {"naive": "Dockerfile.naive", "production": "Dockerfile", "secure": "Dockerfile.multistage"}
-# How `make run-VARIANT` runs each image.
+# How `make run-VARIANT` runs each image, besides the limits.
 LOCKDOWN = ["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
 RUN_FLAGS = {"naive": [], "production": LOCKDOWN, "secure": [*LOCKDOWN, "--read-only", "--tmpfs", "/tmp"]}
+CONNECTIONS = [1, 16, 64]
+# The slow-client run also measures production as it was served before gevent, for comparison:
+# gunicorn's threaded worker, two processes of four threads.
+THREADED = ["--env", "GUNICORN_CMD_ARGS=--worker-class gthread --workers 2 --threads 4"]
+# Requests a second of the fixed-rate runs: well below what naive serves, so it measures service
+# time and not a queue.
+FIXED_RATE = 100
 STARTED = time.monotonic()
 
 
@@ -89,28 +103,30 @@ def memory_bytes(container: str) -> int:
     return round(float(number) * scale[unit])
 
 
-def start(tag: str, variant: str, name: str) -> int:
-    """Run the image detached on a free port of 127.0.0.1; return that port."""
-    docker("run", "--detach", "--name", name, "--publish", "127.0.0.1::8080", *RUN_FLAGS[variant], tag)
+def start(tag: str, variant: str, name: str, limits: list[str], extra: tuple[str, ...] = ()) -> int:
+    """Run the image detached on a free port of 127.0.0.1, within the limits; return that port."""
+    flags = [*limits, *RUN_FLAGS[variant], *extra]
+    docker("run", "--detach", "--name", name, "--publish", "127.0.0.1::8080", *flags, tag)
     return int(docker("port", name, "8080/tcp").split()[0].rsplit(":", 1)[1])
 
 
-def startup_and_memory(tag: str, variant: str, runs: int) -> tuple[list[float], list[int]]:
-    """Seconds from `docker run` to the first 200 on /healthz, and memory once idle, per run."""
-    seconds, memory = [], []
-    for _ in range(runs):
-        name = f"flask-app-bench-{uuid.uuid4().hex[:8]}"
-        try:
-            started = time.monotonic()
-            port = start(tag, variant, name)
-            if not first_200(port, started + 30):
-                raise SystemExit(f"bench: {tag} did not answer /healthz within 30 s")
-            seconds.append(time.monotonic() - started)
-            time.sleep(3)  # idle: workers booted, no requests
-            memory.append(memory_bytes(name))
-        finally:
-            subprocess.run([*DOCKER, "rm", "--force", name], capture_output=True)
-    return seconds, memory
+def remove(*names: str) -> None:
+    subprocess.run([*DOCKER, "rm", "--force", *names], capture_output=True)
+
+
+def startup_and_memory(tag: str, variant: str, limits: list[str]) -> tuple[float, int]:
+    """Seconds from `docker run` to the first 200 on /healthz, and memory once idle."""
+    name = f"flask-app-bench-{uuid.uuid4().hex[:8]}"
+    try:
+        started = time.monotonic()
+        port = start(tag, variant, name, limits)
+        if not first_200(port, started + 30):
+            raise SystemExit(f"bench: {tag} did not answer /healthz within 30 s")
+        seconds = time.monotonic() - started
+        time.sleep(3)  # idle: workers booted, no requests
+        return seconds, memory_bytes(name)
+    finally:
+        remove(name)
 
 
 def to_ms(value: str) -> float:
@@ -120,7 +136,7 @@ def to_ms(value: str) -> float:
 
 def parse_wrk(output: str) -> dict:
     """Throughput, latency percentiles and errors from `wrk --latency` output."""
-    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", output, re.MULTILINE))
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     return {
@@ -132,38 +148,82 @@ def parse_wrk(output: str) -> dict:
     }
 
 
-def load(tag: str, variant: str, connections: list[int], duration: int, repeats: int) -> dict:
-    """wrk against GET / at each number of connections, after a short warm-up; the median run of each."""
+def spread(values: list[float]) -> dict:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def wrk(port: int, connections: int, seconds: int) -> dict:
+    command = ["wrk", "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{seconds}s"]
+    return parse_wrk(run(*command, "--latency", "--timeout", "5s", f"http://127.0.0.1:{port}/", timeout=seconds + 60))
+
+
+def serving(tags: dict, limits: list[str], seconds: int, repeats: int) -> dict:
+    """Load, fixed-rate latency, slow clients and many connections, the variants taken in turn.
+
+    Each measurement gets a fresh container of each variant, started together and warmed up, so
+    that what one run leaves behind (connections, a worker recycled) does not reach the next.
+    """
+    results = {variant: {"load": {str(c): [] for c in CONNECTIONS}, "fixed_rate": []} for variant in tags}
+
+    def containers(label: str, measure) -> None:
+        names = {variant: f"flask-app-bench-{uuid.uuid4().hex[:8]}" for variant in tags}
+        try:
+            ports = {variant: start(tag, variant, names[variant], limits) for variant, tag in tags.items()}
+            for variant, port in ports.items():
+                if not first_200(port, time.monotonic() + 30):
+                    raise SystemExit(f"bench: {tags[variant]} did not answer /healthz within 30 s")
+                run("wrk", "-t1", "-c4", "-d2s", f"http://127.0.0.1:{port}/", timeout=30)
+            for variant, port in ports.items():
+                progress(f"{label}: {variant}")
+                measure(variant, port, names[variant])
+        finally:
+            remove(*names.values())
+
+    for repeat in range(repeats):
+
+        def load_and_rate(variant: str, port: int, _name: str) -> None:
+            for count in CONNECTIONS:
+                results[variant]["load"][str(count)].append(wrk(port, count, seconds))
+            results[variant]["fixed_rate"].append(clients.fixed_rate(port, FIXED_RATE, seconds))
+
+        containers(f"run {repeat + 1} of {repeats}: wrk at {CONNECTIONS} connections, {FIXED_RATE}/s", load_and_rate)
+
+    def slow(variant: str, port: int, _name: str) -> None:
+        results[variant]["slow_clients"] = clients.slow_header_attack(port, clients=256, seconds=20)
+
+    containers("256 slow-header clients for 20 s", slow)
     name = f"flask-app-bench-{uuid.uuid4().hex[:8]}"
-    results = {}
     try:
-        port = start(tag, variant, name)
+        progress("256 slow-header clients for 20 s: production with the gthread worker")
+        port = start(tags["production"], "production", name, limits, tuple(THREADED))
         if not first_200(port, time.monotonic() + 30):
-            raise SystemExit(f"bench: {tag} did not answer /healthz within 30 s")
-        url = f"http://127.0.0.1:{port}/"
-        run("wrk", "-t1", "-c4", "-d2s", url, timeout=30)
-        for count in connections:
-            progress(f"{variant}: wrk with {count} connection(s), {repeats} runs of {duration} s")
-            wrk = [
-                "wrk",
-                "-t",
-                str(min(2, count)),
-                "-c",
-                str(count),
-                "-d",
-                f"{duration}s",
-                "--latency",
-                "--timeout",
-                "5s",
-            ]
-            runs = [parse_wrk(run(*wrk, url, timeout=duration + 60)) for _ in range(repeats)]
-            results[str(count)] = {
+            raise SystemExit(f"bench: {tags['production']} with gthread did not answer /healthz within 30 s")
+        results["production"]["slow_clients_gthread"] = clients.slow_header_attack(port, clients=256, seconds=20)
+    finally:
+        remove(name)
+
+    def crowd(variant: str, port: int, name: str) -> None:
+        result = clients.keepalive_crowd(port, connections=1000, timeout=10)
+        results[variant]["keepalive"] = {**result, "memory_after_bytes": memory_bytes(name)}
+
+    containers("1,000 keep-alive connections", crowd)
+    for variant in tags:
+        for count, runs in results[variant]["load"].items():
+            results[variant]["load"][count] = {
                 **{key: statistics.median(step[key] for step in runs) for key in runs[0] if key != "errors"},
                 "errors": sum(step["errors"] for step in runs),
+                "spread": {key: spread([step[key] for step in runs]) for key in ("requests_per_second", "p99_ms")},
                 "runs": runs,
             }
-    finally:
-        subprocess.run([*DOCKER, "rm", "--force", name], capture_output=True)
+        runs = results[variant]["fixed_rate"]
+        results[variant]["fixed_rate"] = {
+            "rate": FIXED_RATE,
+            "p50_ms": spread([step["p50_ms"] for step in runs]),
+            "p99_ms": spread([step["p99_ms"] for step in runs]),
+            "failures": sum(step["failures"] for step in runs),
+            "sent_late": sum(step["sent_late"] for step in runs),
+            "runs": runs,
+        }
     return results
 
 
@@ -171,11 +231,11 @@ def goals(variants: dict) -> list[dict]:
     """The project's published goals, each with what was measured and whether it was met."""
     naive64, found = variants["naive"]["load"]["64"], []
 
-    def goal(text: str, measured: float, target: float, unit: str, at_most: bool = True) -> None:
+    def goal(text: str, measured: float, target: float, unit: str, at_most: bool = True, decimals: int = 2) -> None:
         met = measured <= target if at_most else measured >= target
-        gap = "" if met else f"missed by {abs(measured - target):.2f} {unit}"
+        gap = "" if met else f"missed by {abs(measured - target):.{decimals}f} {unit}".rstrip()
         found.append({"goal": text, "measured": round(measured, 3), "target": target, "unit": unit})
-        found[-1].update(met=met, gap=gap)
+        found[-1].update(met=met, gap=gap, decimals=decimals)
 
     goal("secure image size", variants["secure"]["size_bytes"] / MB, 35, "MB")
     for name in ("production", "secure"):
@@ -188,7 +248,19 @@ def goals(variants: dict) -> list[dict]:
         share = at64["p99_ms"] / naive64["p99_ms"]
         goal(f"{name}: p99 latency at 64 connections, as a share of naive's", share, 1 / 3, "x")
     goal("secure idle memory", variants["secure"]["idle_memory"]["median_bytes"] / MB, 50, "MB")
+    for name in ("production", "secure"):
+        healthz = variants[name]["slow_clients"]["healthz"]
+        goal(f"{name}: /healthz failures under 256 slow-header clients", healthz["failures"], 0, "", decimals=0)
+        p99 = healthz["p99_ms"] if healthz["p99_ms"] is not None else float("inf")
+        goal(f"{name}: /healthz p99 under 256 slow-header clients", p99, 250, "ms", decimals=1)
+        crowd = variants[name]["keepalive"]
+        goal(f"{name}: failures among 1,000 keep-alive connections", crowd["failures"], 0, "", decimals=0)
     return found
+
+
+def ranged(stat: dict, fmt) -> str:
+    """A median with its range: `12.3 [11.0-14.1]`."""
+    return f"{fmt(stat['median'])} [{fmt(stat['min'])}-{fmt(stat['max'])}]"
 
 
 def markdown(report: dict) -> str:
@@ -203,37 +275,71 @@ def markdown(report: dict) -> str:
         naive = variants["naive"]["load"][count]["requests_per_second"]
 
         def cell(variant: dict) -> str:
-            rps = variant["load"][count]["requests_per_second"]
-            return f"{rps:,.0f}" + ("" if variant is variants["naive"] else f" ({rps / naive:.1f}x)")
+            load = variant["load"][count]
+            ratio = "" if variant is variants["naive"] else f" ({load['requests_per_second'] / naive:.1f}x)"
+            return ranged(load["spread"]["requests_per_second"], lambda n: f"{n:,.0f}") + ratio
 
         return cell
 
-    def latency(count: str):
-        return lambda variant: f"{variant['load'][count]['p50_ms']:.2f} / {variant['load'][count]['p99_ms']:.2f} ms"
+    def latency(count: str, key: str):
+        return lambda variant: ranged(variant["load"][count]["spread"][key], lambda ms: f"{ms:.1f}") + " ms"
 
+    def slow(variant: dict) -> str:
+        healthz = variant["slow_clients"]["healthz"]
+        failed = f"{healthz['failures']} of {healthz['requests']} failed"
+        return failed if healthz["p99_ms"] is None else f"{failed}, p99 {healthz['p99_ms']:.1f} ms"
+
+    def slow_held(variant: dict) -> str:
+        slow = variant["slow_clients"]["slow_connections"]
+        held = slow["median_seconds_held"]
+        return f"{slow['closed_by_server']:,}" + ("" if held is None else f", after {held:.1f} s")
+
+    def crowd(variant: dict) -> str:
+        result = variant["keepalive"]
+        return f"{result['answered']:,} / {result['failures']:,}, {result['memory_after_bytes'] / MB:.1f} MB after"
+
+    def errors(variant: dict) -> str:
+        return str(sum(step["errors"] for step in variant["load"].values()) + variant["fixed_rate"]["failures"])
+
+    rate, limits = report["fixed_rate"], report["limits"]
     lines = [
         f"Measured on {report['date']}: {machine['cpus']} CPUs ({machine['processor']}), "
-        f"Docker {machine['docker']}, base image `{report['base_image']}`. Start-up and memory: medians of "
-        f"{report['runs']} runs; load: medians of {report['load_runs']} wrk runs of {report['load_seconds']} s "
-        "each; ratios are against naive.",
+        f"Docker {machine['docker']}, base image `{report['base_image']}`, each container limited to "
+        f"{limits['memory']} of memory, {limits['cpus']} CPU and {limits['pids']} processes. "
+        f"Repeated figures are the median of {report['runs']} runs (start-up, memory) or "
+        f"{report['load_runs']} runs of {report['load_seconds']} s (load), with the range [min-max]; "
+        "the variants took turns, run by run. Ratios are against naive.",
         "",
         "| | " + " | ".join(f"`{name}`" for name in names) + " |",
         "|---|" + "---|" * len(names),
         row("size", lambda v: f"{v['size_bytes'] / MB:.1f} MB"),
         row("cold build", lambda v: f"{v['build']['cold_seconds']:.1f} s"),
-        row("warm rebuild after a code change", lambda v: f"{v['build']['warm_seconds']:.2f} s"),
-        row("`docker run` to first 200", lambda v: f"{v['startup']['median_seconds']:.2f} s"),
-        row("idle memory", lambda v: f"{v['idle_memory']['median_bytes'] / MB:.1f} MB"),
+        row("warm rebuild after a code change", lambda v: ranged(v["build"]["warm"], lambda t: f"{t:.2f}") + " s"),
+        row("`docker run` to first 200", lambda v: ranged(v["startup"]["spread"], lambda t: f"{t:.2f}") + " s"),
+        row("idle memory", lambda v: ranged(v["idle_memory"]["spread"], lambda b: f"{b / MB:.1f}") + " MB"),
     ]
     for count in map(str, report["connections"]):
-        lines.append(row(f"requests/s at {count}", throughput(count)))
-        lines.append(row(f"p50 / p99 at {count}", latency(count)))
-    lines.append(row("errors under load", lambda v: str(sum(step["errors"] for step in v["load"].values()))))
+        lines.append(row(f"requests/s at {count} (wrk)", throughput(count)))
+        lines.append(row(f"p50 at {count}", latency(count, "p50_ms")))
+        lines.append(row(f"p99 at {count}", latency(count, "p99_ms")))
+    lines += [
+        row(f"p50 at {rate}/s, open loop", lambda v: ranged(v["fixed_rate"]["p50_ms"], lambda ms: f"{ms:.1f}") + " ms"),
+        row(f"p99 at {rate}/s, open loop", lambda v: ranged(v["fixed_rate"]["p99_ms"], lambda ms: f"{ms:.1f}") + " ms"),
+        row("errors under load", errors),
+        row("/healthz under 256 slow-header clients (20 s)", slow),
+        row(
+            "the same, gunicorn's gthread worker (2 x 4 threads)",
+            lambda v: slow({"slow_clients": v["slow_clients_gthread"]}) if "slow_clients_gthread" in v else "",
+        ),
+        row("slow connections the server closed, median time held", slow_held),
+        row("1,000 keep-alive connections: answers / failures", crowd),
+    ]
     lines += ["", "| goal | target | measured | met |", "|---|---|---|---|"]
     for goal in report["goals"]:
         met = "yes" if goal["met"] else f"no, {goal['gap']}"
-        target, measured, unit = goal["target"], goal["measured"], goal["unit"]
-        lines.append(f"| {goal['goal']} | {target:.2f} {unit} | {measured:.2f} {unit} | {met} |")
+        decimals, unit = goal.get("decimals", 2), goal["unit"]
+        target, measured = f"{goal['target']:.{decimals}f} {unit}".rstrip(), f"{goal['measured']:.{decimals}f} {unit}"
+        lines.append(f"| {goal['goal']} | {target} | {measured.rstrip()} | {met} |")
     return "\n".join(lines) + "\n"
 
 
@@ -251,52 +357,66 @@ def machine() -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="the base image to build on (present locally)")
+    parser.add_argument("--memory", required=True, help="memory limit of each container (docker run --memory)")
+    parser.add_argument("--cpus", required=True, help="CPU limit of each container (docker run --cpus)")
+    parser.add_argument("--pids-limit", required=True, help="process limit of each container")
     parser.add_argument("--ca-bundle", help="a CA bundle pip must trust during builds (a TLS-inspecting proxy)")
     parser.add_argument("--out", type=Path, default=Path("docs"), help="folder for bench.json and bench.md")
     parser.add_argument("--readme", type=Path, help="README whose bench markers get the tables")
     parser.add_argument("--runs", type=int, default=5, help="runs of each repeated step (start-up, memory)")
-    parser.add_argument("--seconds", type=int, default=10, help="seconds of each wrk run")
-    parser.add_argument("--load-runs", type=int, default=3, help="wrk runs at each number of connections")
+    parser.add_argument("--seconds", type=int, default=10, help="seconds of each wrk and fixed-rate run")
+    parser.add_argument("--load-runs", type=int, default=3, help="runs of each load measurement")
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         raise SystemExit("bench: wrk is not installed (Debian: apt-get install wrk; `make bench` installs it)")
-    connections = [1, 16, 64]
+    limits = ["--memory", args.memory, "--cpus", args.cpus, "--pids-limit", args.pids_limit]
     prefix = f"flask-app-bench-{uuid.uuid4().hex[:8]}"
+    tags = {variant: f"{prefix}:{variant}" for variant in VARIANTS}
     variants: dict = {}
     with tempfile.TemporaryDirectory(prefix="flask-app-bench-") as scratch:
         context = Path(scratch)
         copy_context(context)
         try:
             for variant, dockerfile in VARIANTS.items():
-                tag = f"{prefix}:{variant}"
                 progress(f"{variant}: cold build (no cache)")
-                cold = timed_build(context, dockerfile, tag, args.base, args.ca_bundle, cold=True)
-                warm = []
-                for round_number in range(3):
-                    change_one_line(context / "src" / "app.py", round_number)
-                    progress(f"{variant}: warm rebuild {round_number + 1} of 3 after a one-line change")
-                    warm.append(timed_build(context, dockerfile, tag, args.base, args.ca_bundle, cold=False))
-                progress(f"{variant}: {args.runs} starts, each to the first 200 on /healthz, then idle memory")
-                seconds, memory = startup_and_memory(tag, variant, args.runs)
+                cold = timed_build(context, dockerfile, tags[variant], args.base, args.ca_bundle, cold=True)
                 variants[variant] = {
-                    "size_bytes": json.loads(docker("image", "inspect", tag))[0]["Size"],
-                    "build": {"cold_seconds": cold, "warm_seconds": statistics.median(warm), "warm_runs": warm},
-                    "startup": {"median_seconds": statistics.median(seconds), "runs": seconds},
-                    "idle_memory": {"median_bytes": statistics.median(memory), "runs": memory},
-                    "load": load(tag, variant, connections, args.seconds, args.load_runs),
+                    "size_bytes": json.loads(docker("image", "inspect", tags[variant]))[0]["Size"],
+                    "build": {"cold_seconds": cold, "warm_runs": []},
+                    "startup": {"runs": []},
+                    "idle_memory": {"runs": []},
                 }
+            for round_number in range(3):
+                change_one_line(context / "src" / "app.py", round_number)
+                for variant, dockerfile in VARIANTS.items():
+                    progress(f"{variant}: warm rebuild {round_number + 1} of 3 after a one-line change")
+                    warm = timed_build(context, dockerfile, tags[variant], args.base, args.ca_bundle, cold=False)
+                    variants[variant]["build"]["warm_runs"].append(warm)
+            for round_number in range(args.runs):
+                progress(f"start {round_number + 1} of {args.runs}: to the first 200 on /healthz, then idle memory")
+                for variant in VARIANTS:
+                    seconds, memory = startup_and_memory(tags[variant], variant, limits)
+                    variants[variant]["startup"]["runs"].append(seconds)
+                    variants[variant]["idle_memory"]["runs"].append(memory)
+            for variant, measured in serving(tags, limits, args.seconds, args.load_runs).items():
+                variants[variant].update(measured)
         finally:
-            subprocess.run(
-                [*DOCKER, "image", "rm", "--force", *(f"{prefix}:{v}" for v in VARIANTS)], capture_output=True
-            )
+            subprocess.run([*DOCKER, "image", "rm", "--force", *tags.values()], capture_output=True)
+    for measured in variants.values():
+        build, startup, memory = measured["build"], measured["startup"], measured["idle_memory"]
+        build.update(warm_seconds=statistics.median(build["warm_runs"]), warm=spread(build["warm_runs"]))
+        startup.update(median_seconds=statistics.median(startup["runs"]), spread=spread(startup["runs"]))
+        memory.update(median_bytes=statistics.median(memory["runs"]), spread=spread(memory["runs"]))
     report = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine(),
         "base_image": args.base,
+        "limits": {"memory": args.memory, "cpus": args.cpus, "pids": args.pids_limit},
         "runs": args.runs,
         "load_seconds": args.seconds,
         "load_runs": args.load_runs,
-        "connections": connections,
+        "connections": CONNECTIONS,
+        "fixed_rate": FIXED_RATE,
         "variants": variants,
     }
     report["goals"] = goals(variants)

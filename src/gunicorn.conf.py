@@ -4,9 +4,16 @@ import settings
 
 bind = f"0.0.0.0:{settings.PORT}"
 workers = settings.WEB_CONCURRENCY
-threads = settings.THREADS
-# gthread serves `threads` requests at once per worker; with one thread, use the plain sync worker.
-worker_class = "gthread" if settings.THREADS > 1 else "sync"
+# gevent gives each connection a greenlet, not a thread: a client that sends its request slowly
+# waits without holding anything another client needs. Each worker serves up to
+# `worker_connections` at once, and a thread pool of a fixed size no longer caps them.
+worker_class = "gevent"
+worker_connections = settings.WORKER_CONNECTIONS
+# A request's headers must arrive within `keepalive` seconds of the connection opening (or of the
+# previous response); then the connection is closed. The same bound closes idle keep-alive connections.
+keepalive = settings.KEEPALIVE
+# gevent workers are cooperative: one that does not check in for `timeout` seconds (a request
+# stuck in CPU-bound code blocks every other request of that worker) is killed and replaced.
 timeout = settings.TIMEOUT
 graceful_timeout = settings.GRACEFUL_TIMEOUT
 
@@ -24,3 +31,18 @@ max_requests_jitter = 1000
 # Logs go to stdout and stderr, where `docker logs` and every log collector look.
 accesslog = "-"
 errorlog = "-"
+
+
+def post_request(worker, req, environ, resp):
+    """Let the worker's other connections run before this one reads its next request.
+
+    A greenlet yields only when it would block. A client that sends its next request the moment a
+    response arrives (a load generator on the same machine, a busy proxy) finds the worker still
+    running its greenlet, and could keep it to itself while other connections wait.
+    """
+    # Imported here, so that every name this file defines is a gunicorn setting.
+    import gevent.monkey
+
+    # Only where gevent runs the worker: GUNICORN_CMD_ARGS="--worker-class gthread" may replace it.
+    if gevent.monkey.is_module_patched("socket"):
+        gevent.sleep(0)

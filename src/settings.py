@@ -21,9 +21,13 @@ def _whole_number(name: str, default: int, minimum: int = 1) -> int:
 PORT = _whole_number("PORT", 8080)
 # Request bodies larger than this many bytes are refused with 413.
 MAX_CONTENT_LENGTH = _whole_number("MAX_CONTENT_LENGTH", 1024 * 1024)
-# gunicorn worker processes, and threads in each; see gunicorn.conf.py.
-WEB_CONCURRENCY = _whole_number("WEB_CONCURRENCY", 2)
-THREADS = _whole_number("THREADS", 4)
-# Seconds a worker may spend on one request, and seconds to finish requests in flight on shutdown.
+# gunicorn worker processes, and the connections each one serves at once; see gunicorn.conf.py.
+# One worker uses one CPU, which is what the container is given (make run, compose.yaml, Kubernetes).
+WEB_CONCURRENCY = _whole_number("WEB_CONCURRENCY", 1)
+WORKER_CONNECTIONS = _whole_number("WORKER_CONNECTIONS", 1000)
+# Seconds a client gets to send a request's headers, and an idle keep-alive connection stays open.
+KEEPALIVE = _whole_number("KEEPALIVE", 5)
+# Seconds a worker may go without checking in before it is replaced, and seconds requests in flight
+# get to finish on shutdown.
 TIMEOUT = _whole_number("TIMEOUT", 30)
 GRACEFUL_TIMEOUT = _whole_number("GRACEFUL_TIMEOUT", 20)

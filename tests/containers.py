@@ -32,6 +32,8 @@ SECURITY_HEADERS = {
 HSTS = "max-age=31536000; includeSubDomains"
 # The hardening flags the secure image is built to run under.
 LOCKDOWN = ("--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges")
+# The limits `make run` and compose.yaml give every container (test_deploy.py holds the three together).
+LIMITS = ("--memory", "256m", "--cpus", "1", "--pids-limit", "128")
 
 
 def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:

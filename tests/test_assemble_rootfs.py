@@ -85,10 +85,20 @@ def test_stdlib_is_pruned_of_what_a_server_never_imports(tmp_path, relative, kep
         ("lib/python3.12/site-packages/pip-25.0.dist-info", False),
         ("lib/python3.12/site-packages/setuptools", False),
         ("lib/python3.12/site-packages/_distutils_hack", False),
+        ("lib/python3.12/site-packages/gevent/tests/", False),
+        ("lib/python3.12/site-packages/zope/interface/tests/", False),
+        ("lib/python3.12/site-packages/gevent/libev/corecext.cpython-312-x86_64-linux-gnu.so", True),
+        ("lib/python3.12/site-packages/gevent/libev/corecext.pyx", False),
+        ("lib/python3.12/site-packages/greenlet/greenlet.h", False),
+        ("lib/python3.12/site-packages/greenlet/TGreenlet.cpp", False),
+        ("lib/python3.12/site-packages/gevent/monkey.py", True),
     ],
 )
-def test_venv_loses_its_installers(tmp_path, relative, kept):
-    assert assemble_rootfs.keep_venv_entry(tmp_path / relative) is kept
+def test_venv_loses_its_installers_test_suites_and_c_sources(tmp_path, relative, kept):
+    entry = tmp_path / relative
+    if relative.endswith("/"):
+        entry.mkdir(parents=True)
+    assert assemble_rootfs.keep_venv_entry(entry) is kept
 
 
 @pytest.mark.unit

@@ -1,17 +1,19 @@
-"""compose.yaml and deploy/kubernetes/: valid, as hardened as the secure image, and in step with it.
+"""make run, compose.yaml and deploy/kubernetes/: valid, hardened and limited, and in step with the image.
 
 The Kubernetes manifests are validated offline against the API schemas that kubernetes-validate
 ships. The compose test runs `docker compose up --wait` for real and tears everything down.
 """
 
 import os
+import re
+import socket
 import subprocess
 import uuid
 
 import kubernetes_validate
 import pytest
 import yaml
-from containers import DOCKER, ROOT, docker, inspect, request, running
+from containers import DOCKER, LIMITS, ROOT, VARIANTS, Container, docker, inspect, request, running, wait_until_serving
 
 import app as app_module
 import settings
@@ -120,6 +122,28 @@ def test_rollouts_and_disruptions_keep_pods_serving():
     assert service["spec"]["ports"][0]["targetPort"] == "http"
 
 
+@pytest.mark.unit
+def test_everything_goes_into_a_namespace_that_enforces_the_restricted_profile():
+    namespace = manifest("namespace.yaml")
+    assert namespace["kind"] == "Namespace"
+    assert namespace["metadata"]["name"] != "default"
+    assert manifest("kustomization.yaml")["namespace"] == namespace["metadata"]["name"]
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+@pytest.mark.unit
+def test_network_policy_admits_only_the_http_port_and_denies_all_egress(web):
+    policy = manifest("networkpolicy.yaml")
+    labels = manifest("deployment.yaml")["spec"]["template"]["metadata"]["labels"]
+    assert policy["kind"] == "NetworkPolicy"
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert sorted(policy["spec"]["policyTypes"]) == ["Egress", "Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": "http"}]
+    assert {port["name"]: port["containerPort"] for port in web["ports"]}["http"] == settings.PORT
+    assert not policy["spec"].get("egress")
+
+
 # Kubernetes against the built image
 
 
@@ -183,3 +207,50 @@ def test_compose_runs_it_hardened(compose_project):
     assert host["PortBindings"] == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]}
     assert details["State"]["Health"]["Status"] == "healthy"
     assert details["Config"]["User"] == inspect(details["Image"])["Config"]["User"]
+
+
+# make run
+
+
+def makefile_default(name: str) -> str:
+    return re.search(rf"^{name} \?= (\S+)$", (ROOT / "Makefile").read_text(), re.MULTILINE).group(1)
+
+
+@pytest.mark.unit
+def test_make_run_compose_and_the_tests_set_the_same_limits():
+    web = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["web"]
+    make = {"memory": makefile_default("MEMORY"), "cpus": makefile_default("CPUS"), "pids": makefile_default("PIDS")}
+    assert make["memory"] == web["mem_limit"]
+    assert float(make["cpus"]) == float(web["cpus"])
+    assert int(make["pids"]) == web["pids_limit"]
+    assert ("--memory", make["memory"], "--cpus", make["cpus"], "--pids-limit", make["pids"]) == LIMITS
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_make_run_limits_memory_cpu_and_processes(images, variant, free_port):
+    name, _ = images[variant].split(":")
+    container = f"flask-app-test-{uuid.uuid4().hex[:8]}"
+    make = ["make", "--no-print-directory", f"IMAGE={name}", f"CONTAINER={container}", f"PORT={free_port}"]
+    try:
+        # -o: take the image as built; the test runs exactly the image under test.
+        result = subprocess.run(
+            [*make, "-o", f"build-{variant}", f"run-{variant}"], cwd=ROOT, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        wait_until_serving(Container(id=container, port=free_port))
+        host = inspect(container)["HostConfig"]
+    finally:
+        subprocess.run([*make, "stop"], cwd=ROOT, capture_output=True)
+    assert host["Memory"] == 256 * 1024 * 1024
+    assert host["NanoCpus"] == 1_000_000_000
+    assert host["PidsLimit"] == 128
+    assert not docker("ps", "--all", "--quiet", "--filter", f"name={container}").stdout.strip()

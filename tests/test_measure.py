@@ -1,10 +1,16 @@
-"""The measuring scripts' own logic, on fixed inputs: parsing wrk, judging goals, writing reports."""
+"""The measuring scripts' own logic, on fixed inputs and a local server: parsing wrk, judging goals,
+writing reports, sending load."""
 
+import threading
 import xml.etree.ElementTree as ElementTree
 
 import bench
+import clients
 import compare
 import pytest
+from werkzeug.serving import make_server
+
+import app as app_module
 
 pytestmark = pytest.mark.unit
 
@@ -37,39 +43,70 @@ def test_parse_wrk_reads_throughput_percentiles_and_errors():
     }
 
 
+def test_parse_wrk_reads_a_time_in_seconds_with_its_padding():
+    """wrk pads a time in whole seconds with a space: `99%    1.20s `."""
+    assert bench.parse_wrk(WRK_OUTPUT.replace("1.20s\n", "1.20s \n"))["p99_ms"] == 1200.0
+
+
 @pytest.mark.parametrize(("text", "ms"), [("850.00us", 0.85), ("3.50ms", 3.5), ("1.20s", 1200.0)])
 def test_wrk_durations_become_milliseconds(text, ms):
     assert bench.to_ms(text) == pytest.approx(ms)
 
 
-def variant(size_mb, warm, startup, memory_mb, rps, p99):
+def spread(median, low=None, high=None):
+    return {"min": low if low is not None else median, "median": median, "max": high if high is not None else median}
+
+
+def variant(size_mb, warm, startup, memory_mb, rps, p99, slow_failures=0, slow_p99=20.0, crowd_failures=0):
+    load = {
+        "requests_per_second": rps,
+        "p50_ms": p99 / 2,
+        "p99_ms": p99,
+        "errors": 0,
+        "spread": {
+            "requests_per_second": spread(rps, rps - 50, rps + 50),
+            "p50_ms": spread(p99 / 2),
+            "p99_ms": spread(p99),
+        },
+    }
+    healthz = {"requests": 190, "failures": slow_failures, "p50_ms": slow_p99, "p99_ms": slow_p99, "max_ms": slow_p99}
     return {
         "size_bytes": size_mb * compare.MB,
-        "build": {"cold_seconds": 10.0, "warm_seconds": warm},
-        "startup": {"median_seconds": startup},
-        "idle_memory": {"median_bytes": memory_mb * compare.MB},
-        "load": {
-            str(c): {"requests_per_second": rps, "p50_ms": p99 / 2, "p99_ms": p99, "errors": 0} for c in (1, 16, 64)
+        "build": {"cold_seconds": 10.0, "warm_seconds": warm, "warm": spread(warm)},
+        "startup": {"median_seconds": startup, "spread": spread(startup)},
+        "idle_memory": {"median_bytes": memory_mb * compare.MB, "spread": spread(memory_mb * compare.MB)},
+        "load": {str(c): load for c in (1, 16, 64)},
+        "fixed_rate": {"rate": 100, "p50_ms": spread(2.0, 1.9, 2.2), "p99_ms": spread(9.0, 8.0, 12.0), "failures": 0},
+        "slow_clients": {
+            "healthz": healthz,
+            "slow_connections": {"closed_by_server": 768, "median_seconds_held": 5.0},
+        },
+        "keepalive": {
+            "answered": 2000 - crowd_failures,
+            "failures": crowd_failures,
+            "memory_after_bytes": 50 * compare.MB,
         },
     }
 
 
 @pytest.fixture
 def report():
-    """A report in which the secure image meets every goal and production misses two."""
+    """A report in which the secure image meets every goal and production misses three."""
     variants = {
-        "naive": variant(240, 6.0, 0.7, 20, 500, 300),
-        "production": variant(239, 0.5, 0.9, 45, 900, 120),
+        "naive": variant(240, 6.0, 0.7, 20, 500, 300, slow_failures=190, slow_p99=None, crowd_failures=1000),
+        "production": variant(239, 0.5, 0.9, 45, 900, 120, slow_p99=300.0),
         "secure": variant(34, 1.5, 0.8, 45, 1100, 90),
     }
     return {
         "date": "2026-01-01",
         "machine": {"cpus": 2, "processor": "x86_64", "docker": "26.1"},
         "base_image": "python:3.12",
+        "limits": {"memory": "256m", "cpus": "1", "pids": "128"},
         "runs": 5,
         "load_runs": 3,
         "load_seconds": 10,
         "connections": [1, 16, 64],
+        "fixed_rate": 100,
         "variants": variants,
         "goals": bench.goals(variants),
     }
@@ -80,15 +117,21 @@ def test_goals_are_judged_with_the_gap_of_each_miss(report):
     assert missed == {
         "production: throughput at 64 connections, times naive's": "missed by 0.20 x",
         "production: p99 latency at 64 connections, as a share of naive's": "missed by 0.07 x",
+        "production: /healthz p99 under 256 slow-header clients": "missed by 50.0 ms",
     }
-    assert len(report["goals"]) == 9
+    assert len(report["goals"]) == 15
 
 
-def test_bench_markdown_shows_every_variant_ratio_and_goal(report):
+def test_bench_markdown_shows_every_variant_ratio_range_and_goal(report):
     text = bench.markdown(report)
     assert "| `naive` | `production` | `secure` |" in text
-    assert "1,100 (2.2x)" in text
+    assert "1,100 [1,050-1,150] (2.2x)" in text
+    assert "| p99 at 100/s, open loop | 9.0 [8.0-12.0] ms |" in text
+    assert (
+        "| /healthz under 256 slow-header clients (20 s) | 190 of 190 failed | 0 of 190 failed, p99 300.0 ms |" in text
+    )
     assert "| secure image size | 35.00 MB | 34.00 MB | yes |" in text
+    assert "| secure: /healthz failures under 256 slow-header clients | 0 | 0 | yes |" in text
     assert "no, missed by 0.20 x" in text
 
 
@@ -138,3 +181,28 @@ def test_readme_markers_get_the_new_content_and_keep_the_rest():
     )
     with pytest.raises(SystemExit, match="no <!-- compare:start -->"):
         compare.replace_between_markers(text, "compare", "new\n")
+
+
+def test_percentile_is_the_nearest_rank():
+    values = [float(n) for n in range(1, 101)]
+    assert clients.percentile(values, 0.5) == 50
+    assert clients.percentile(values, 0.99) == 99
+    assert clients.percentile([7.0], 0.99) == 7
+
+
+@pytest.fixture
+def local_server():
+    """The app on an ephemeral port of 127.0.0.1, served by Werkzeug in threads."""
+    server = make_server("127.0.0.1", 0, app_module.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_port
+    server.shutdown()
+    thread.join()
+
+
+def test_fixed_rate_sends_every_request_it_is_asked_for(local_server):
+    result = clients.fixed_rate(local_server, rate=50, seconds=1, path="/healthz")
+    assert result["requests"] == 50
+    assert result["failures"] == 0
+    assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]

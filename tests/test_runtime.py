@@ -16,8 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from bench import memory_bytes
+from clients import keepalive_crowd, slow_header_attack
 from containers import (
     HSTS,
+    LIMITS,
     LOCKDOWN,
     MB,
     SECURITY_HEADERS,
@@ -27,6 +29,8 @@ from containers import (
     running,
     wait_until_healthy,
 )
+
+import settings
 
 pytestmark = pytest.mark.integration
 
@@ -307,3 +311,59 @@ def test_naive_logs_warn_that_it_runs_the_development_server(images):
     with running(images["naive"]) as container:
         logs = container.logs()
     assert "development server" in logs
+
+
+# Slow and many clients
+
+
+def slow_clients_on(image: str) -> dict:
+    """256 connections that send their headers one line a second for 20 s, with /healthz asked
+    ten times a second meanwhile; the container runs within the limits `make run` sets."""
+    with running(image, *LIMITS) as container:
+        return slow_header_attack(container.port, clients=256, seconds=20)
+
+
+@pytest.mark.parametrize("variant", HARDENED)
+def test_slow_header_clients_cannot_starve_the_server(images, variant):
+    result = slow_clients_on(images[variant])
+    healthz, slow = result["healthz"], result["slow_connections"]
+    assert slow["opened"] >= 256, result
+    assert healthz["requests"] >= 50, result
+    assert healthz["failures"] == 0, result
+    assert healthz["p99_ms"] < 250, result
+    # Headers that do not arrive within KEEPALIVE seconds lose their connection, and its greenlet.
+    assert slow["closed_by_server"] >= 256, result
+    assert slow["median_seconds_held"] < settings.KEEPALIVE + 3, result
+
+
+def test_naive_stops_answering_under_slow_header_clients(images):
+    """The control for the test above: the development server gives each connection a thread and
+    gives up none; within the process limit, slow clients hold them all and /healthz fails."""
+    result = slow_clients_on(images["naive"])
+    healthz = result["healthz"]
+    assert healthz["failures"] > healthz["requests"] / 2, result
+
+
+def peak_memory_bytes(container_id: str) -> tuple[int, int]:
+    """The most memory the container has used since it started, and its limit (cgroup v2 or v1)."""
+    code = (
+        "import pathlib\n"
+        "v2, v1 = pathlib.Path('/sys/fs/cgroup'), pathlib.Path('/sys/fs/cgroup/memory')\n"
+        "if (v2 / 'memory.peak').exists(): print((v2 / 'memory.peak').read_text(), (v2 / 'memory.max').read_text())\n"
+        "else: print((v1 / 'memory.max_usage_in_bytes').read_text(), (v1 / 'memory.limit_in_bytes').read_text())"
+    )
+    peak, limit = container_python(container_id, code).stdout.split()
+    return int(peak), int(limit)
+
+
+@pytest.mark.parametrize("variant", HARDENED)
+def test_a_thousand_keep_alive_connections_are_answered_within_the_memory_limit(images, variant):
+    with running(images[variant], *FULL_LOCKDOWN) as container:
+        result = keepalive_crowd(container.port, connections=1000, timeout=30)
+        peak, limit = peak_memory_bytes(container.id)
+        state = inspect(container.id)["State"]
+    assert result["open_at_once"] == 1000, result
+    assert result["answered"] == 2000 and result["failures"] == 0, result
+    assert limit == 128 * 1024 * 1024
+    assert peak < limit, f"peak {peak / MB:.0f} MB"
+    assert state["Running"] and not state["OOMKilled"], state
