@@ -57,22 +57,23 @@ LABELS = --label org.opencontainers.image.source=$(SOURCE_URL) \
 	--label org.opencontainers.image.revision=$(REVISION) \
 	--label org.opencontainers.image.created=$(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ) \
 	--build-arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH)
-# The hardening the secure image is built for; production gets all of it but the read-only root.
-# Every variant runs within the same limits.
-LIMITS = --memory $(MEMORY) --cpus $(CPUS) --pids-limit $(PIDS)
-LOCKDOWN := --cap-drop ALL --security-opt no-new-privileges
-RUN_FLAGS_naive = $(LIMITS)
-RUN_FLAGS_production = $(LIMITS) $(LOCKDOWN)
-RUN_FLAGS_secure = $(LIMITS) $(LOCKDOWN) --read-only --tmpfs /tmp
+# The table of variants, which the scripts and the tests read too (make variants): each one's
+# Dockerfile, and the hardening it runs under. Production gets no capabilities and no way to gain
+# them; secure also a read-only root, the README's lockdown line. Every variant gets the same limits.
+VARIANTS := naive production secure
 DOCKERFILE_naive := Dockerfile.naive
 DOCKERFILE_production := Dockerfile
 DOCKERFILE_secure := Dockerfile.multistage
-VARIANTS := naive production secure
+NO_PRIVILEGES := --cap-drop ALL --security-opt no-new-privileges
+HARDENING_naive :=
+HARDENING_production := $(NO_PRIVILEGES)
+HARDENING_secure := --read-only --tmpfs /tmp $(NO_PRIVILEGES)
+LIMITS = --memory $(MEMORY) --cpus $(CPUS) --pids-limit $(PIDS)
 BUILDS := $(addprefix build-,$(VARIANTS))
 RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
-.PHONY: help engine base free-8080 images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
+.PHONY: help engine base free-8080 variants images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
 	test test-unit test-integration test-arm64 lint lock clean
 
 help: ## Show this help
@@ -108,20 +109,11 @@ run-production: ## Run $(IMAGE):production on http://localhost:$(PORT), without 
 run-secure: ## Run $(IMAGE):secure on http://localhost:$(PORT), read-only and without capabilities
 $(RUNS): run-%: build-% stop
 	@$(DOCKER) run $(PLATFORM_FLAG) --detach --name $(CONTAINER) --label $(RUN_LABEL) --publish 127.0.0.1:$(PORT):8080 \
-		$(RUN_FLAGS_$*) $(IMAGE):$*$(ARCH_TAG) >/dev/null
-	@for i in $$(seq 150); do PORT=$(PORT) $(PYTHON) src/healthcheck.py && break; \
-		[ "$$($(DOCKER) inspect --format '{{.State.Running}}' $(CONTAINER))" = true ] || break; sleep 0.2; done; \
-	if PORT=$(PORT) $(PYTHON) src/healthcheck.py; then \
-		echo "$$ curl http://localhost:$(PORT)"; \
-		$(PYTHON) -c 'import urllib.request; print(urllib.request.urlopen("http://localhost:$(PORT)/").read().decode())'; \
-		echo "$(IMAGE):$*$(ARCH_TAG) is serving on http://localhost:$(PORT) (make logs, make stop)"; \
-	elif [ "$$($(DOCKER) inspect --format '{{.State.Running}}' $(CONTAINER))" != true ]; then \
-		echo "make: $(IMAGE):$*$(ARCH_TAG) exited with $$($(DOCKER) inspect --format '{{.State.ExitCode}}' $(CONTAINER)) as it started; its log:" >&2; \
-		$(DOCKER) logs $(CONTAINER) >&2; exit 1; \
-	else \
-		echo "make: $(IMAGE):$*$(ARCH_TAG) did not answer on http://localhost:$(PORT) within 30 s; its log:" >&2; \
-		$(DOCKER) logs $(CONTAINER) >&2; exit 1; \
-	fi
+		$(LIMITS) $(HARDENING_$*) $(IMAGE):$*$(ARCH_TAG) >/dev/null
+	@DOCKER="$(DOCKER)" $(PYTHON) scripts/docker_tools.py wait $(PORT) $(CONTAINER) 30
+	@echo "$$ curl http://localhost:$(PORT)"
+	@$(PYTHON) -c 'import urllib.request; print(urllib.request.urlopen("http://localhost:$(PORT)/").read().decode())'
+	@echo "$(IMAGE):$*$(ARCH_TAG) is serving on http://localhost:$(PORT) (make logs, make stop)"
 
 up: build-$(VARIANT) ## Run $(IMAGE):$(VARIANT) with Docker Compose (compose.yaml) and wait until healthy
 	IMAGE=$(IMAGE) VARIANT=$(VARIANT) PORT=$(PORT) $(DOCKER) compose up --detach --wait
@@ -183,6 +175,10 @@ bench: engine $(VENV)/bin/pytest ## Measure the images in one run: builds, start
 	@base=$$(DOCKER="$(DOCKER)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
 	DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/bench.py --base "$$base" --readme README.md \
 		--memory $(MEMORY) --cpus $(CPUS) --pids-limit $(PIDS) $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
+
+# The table of variants for the scripts and the tests: name, Dockerfile, hardening flags.
+variants:
+	@$(foreach v,$(VARIANTS),echo "$(v) $(DOCKERFILE_$(v)) $(HARDENING_$(v))";)
 
 # The test and lint environment; its pytest stands for the whole install.
 $(VENV)/bin/pytest: requirements.txt requirements-dev.txt

@@ -17,7 +17,6 @@ README, and removes every image and container it made, also when it fails.
 """
 
 import argparse
-import http.client
 import json
 import os
 import platform
@@ -32,12 +31,14 @@ import uuid
 from pathlib import Path
 
 import clients
-from compare import DOCKER, MB, docker, replace_between_markers, run
+import docker_tools
+from compare import replace_between_markers
+from docker_tools import DOCKER, MB, CommandFailed, docker, run, variants
 
-VARIANTS = {"naive": "Dockerfile.naive", "production": "Dockerfile", "secure": "Dockerfile.multistage"}
-# How `make run-VARIANT` runs each image, besides the limits.
-LOCKDOWN = ["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
-RUN_FLAGS = {"naive": [], "production": LOCKDOWN, "secure": [*LOCKDOWN, "--read-only", "--tmpfs", "/tmp"]}
+# Each variant's Dockerfile, and how `make run-VARIANT` hardens it besides the limits: the Makefile's table.
+TABLE = variants()
+VARIANTS = {name: row["dockerfile"] for name, row in TABLE.items()}
+HARDENING = {name: row["hardening"] for name, row in TABLE.items()}
 CONNECTIONS = [1, 16, 64]
 # The slow-client run also measures production as it was served before gevent, for comparison:
 # gunicorn's threaded worker, two processes of four threads.
@@ -82,16 +83,10 @@ def change_one_line(app: Path, round_number: int) -> None:
 
 
 def first_200(port: int, deadline: float) -> bool:
+    """Ask /healthz every 10 ms until it answers 200 (True) or the deadline passes (False)."""
     while time.monotonic() < deadline:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-        try:
-            connection.request("GET", "/healthz")
-            if connection.getresponse().status == 200:
-                return True
-        except (OSError, http.client.HTTPException):
-            pass
-        finally:
-            connection.close()
+        if docker_tools.serving(port):
+            return True
         time.sleep(0.01)
     return False
 
@@ -105,7 +100,7 @@ def memory_bytes(container: str) -> int:
 
 def start(tag: str, variant: str, name: str, limits: list[str], extra: tuple[str, ...] = ()) -> int:
     """Run the image detached on a free port of 127.0.0.1, within the limits; return that port."""
-    flags = [*limits, *RUN_FLAGS[variant], *extra]
+    flags = [*limits, *HARDENING[variant], *extra]
     docker("run", "--detach", "--name", name, "--publish", "127.0.0.1::8080", *flags, tag)
     return int(docker("port", name, "8080/tcp").split()[0].rsplit(":", 1)[1])
 
@@ -430,4 +425,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except CommandFailed as error:
+        sys.exit(f"bench: {error}")

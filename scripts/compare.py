@@ -11,48 +11,26 @@ each for the engine's own platform and for linux/arm64.
 import argparse
 import gzip
 import json
-import os
 import re
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
-DOCKER = os.environ.get("DOCKER", "docker").split()
+from docker_tools import DOCKER, MB, CommandFailed, docker, walk_image
+
 SHELLS = {"sh", "bash", "dash", "ash", "busybox"}
-MB = 1_000_000  # as `docker images` counts
-
-
-def run(*command: str, timeout: float = 900) -> str:
-    """Run a command and return its output; stop with the command and its error if it fails."""
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0:
-        sys.exit(f"`{' '.join(command)}` failed:\n{(result.stderr or result.stdout)[-3000:]}")
-    return result.stdout
-
-
-def docker(*args: str, timeout: float = 900) -> str:
-    return run(*DOCKER, *args, timeout=timeout)
 
 
 def contents(image: str) -> dict:
     """Count the files of an image's filesystem and look for a shell and for pip among them."""
-    container = docker("create", image).strip()
     files, shell, pip = 0, False, False
-    try:
-        with (
-            subprocess.Popen([*DOCKER, "export", container], stdout=subprocess.PIPE) as export,
-            tarfile.open(fileobj=export.stdout, mode="r|") as archive,
-        ):
-            for member in archive:
-                if member.isdir():
-                    continue
-                files += 1
-                directory, _, name = member.name.rpartition("/")
-                shell = shell or (directory.endswith("bin") and name in SHELLS)
-                pip = pip or re.search(r"/(site|dist)-packages/pip/", member.name) is not None
-    finally:
-        docker("rm", "--force", container)
+    for member, _ in walk_image(image):
+        if member.isdir():
+            continue
+        files += 1
+        directory, _, name = member.name.rpartition("/")
+        shell = shell or (directory.endswith("bin") and name in SHELLS)
+        pip = pip or re.search(r"/(site|dist)-packages/pip/", member.name) is not None
     return {"files": files, "shell": shell, "pip": pip}
 
 
@@ -192,7 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     pairs = [pair.split("=", 1) for pair in args.images]
     if any(len(pair) != 2 for pair in pairs):
         parser.error("give each image as IMAGE=DOCKERFILE")
-    rows = [describe(image, dockerfile, args.hadolint) for image, dockerfile in pairs]
+    try:
+        rows = [describe(image, dockerfile, args.hadolint) for image, dockerfile in pairs]
+    except CommandFailed as error:
+        sys.exit(str(error))
     print(text_table(rows))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "compare.md").write_text(markdown_table(rows))

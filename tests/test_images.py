@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from containers import (
     LOCKDOWN,
-    MB,
     ROOT,
     VARIANTS,
     assert_serves,
@@ -28,6 +27,7 @@ from containers import (
     running,
     wait_until_healthy,
 )
+from docker_tools import MB
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,8 @@ Everything else under tests/ tests what a service built on this template keeps, 
 
 import compare
 import pytest
-from containers import MB, inspect, running
+from containers import inspect, running
+from docker_tools import MB
 
 import app as app_module
 
@@ -36,6 +37,7 @@ def test_every_image_greets(images, variant):
 
 
 @pytest.mark.integration
-def test_the_samples_secure_image_is_at_most_40_mb_and_15_mb_compressed(images):
-    assert inspect(images["secure"])["Size"] <= 40 * MB
-    assert compare.compressed_size(images["secure"]) <= 15 * MB
+def test_the_samples_secure_image_is_at_most_50_mb_and_20_mb_compressed(images):
+    """46.5 MB and 18.0 MB as measured: gevent, greenlet and the libstdc++ greenlet needs are 9 MB of it."""
+    assert inspect(images["secure"])["Size"] <= 50 * MB
+    assert compare.compressed_size(images["secure"]) <= 20 * MB

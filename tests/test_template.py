@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from containers import DOCKER, ROOT, docker, running
+from containers import DOCKER, LOCKDOWN, ROOT, docker, running
 
 pytestmark = pytest.mark.integration
 
@@ -51,8 +51,6 @@ def tls():
 def current_locale():
     return jsonify(locale=locale.setlocale(locale.LC_ALL, ""))
 '''
-# The README's lockdown line, with a UID the image has never heard of.
-LOCKDOWN_LINE = ("--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges")
 
 
 def copy_project(destination: Path) -> Path:
@@ -117,7 +115,7 @@ def test_a_copy_with_a_package_a_native_dependency_and_its_own_greeting_serves_l
     assert re.search(r"^pyzmq==26\.4\.0 \\\n    --hash=sha256:", (copy / "requirements.txt").read_text(), re.MULTILINE)
     must(make(copy, "build-secure", f"IMAGE={name}"), "make build-secure")
 
-    with running(f"{name}:secure", *LOCKDOWN_LINE, "--user", "12345:0") as container:
+    with running(f"{name}:secure", *LOCKDOWN, "--user", "12345:0") as container:
         answers = {path: container.get(path) for path in ("/", "/native", "/paris", "/tls", "/locale")}
     assert {path: answer.status for path, answer in answers.items()} == dict.fromkeys(answers, 200)
     assert answers["/"].json() == {"message": "Hello from my-service!"}
@@ -140,7 +138,7 @@ def test_make_run_reports_at_once_a_container_that_exits_as_it_starts(project, u
     finally:
         docker("rm", "--force", container, check=False)
     assert result.returncode != 0
-    assert f"{name}:production exited with" in result.stderr
+    assert f"{container} exited with" in result.stderr
     assert "ModuleNotFoundError: No module named 'myservice'" in result.stderr
     # The build is cached by then; without the check, make would wait out its whole 30 s.
     assert elapsed < 15, f"make run took {elapsed:.1f} s to report it"
