@@ -49,8 +49,9 @@ comma := ,
 arch_tag = $(if $(1),-$(subst /,-,$(patsubst linux/%,%,$(1))))
 ARCH_TAG := $(call arch_tag,$(PLATFORM))
 PLATFORM_FLAG := $(if $(PLATFORM),--platform $(PLATFORM))
-# Marks the containers `make run` starts, so that `make stop` and the tests remove only those.
-RUN_LABEL = $(IMAGE).started-by=make-run
+# Marks the containers `make run` starts from this folder, whatever their image, so that `make stop`
+# and the tests remove only those.
+RUN_LABEL = make-run.project=$(CURDIR)
 SECRET := $(if $(CA_BUNDLE),--secret id=ca-bundle$(comma)src=$(CA_BUNDLE))
 LABELS = --label org.opencontainers.image.source=$(SOURCE_URL) \
 	--label org.opencontainers.image.version=$(VERSION) \
@@ -83,6 +84,9 @@ help: ## Show this help
 	@echo "Variables (make VAR=value): DOCKER=$(DOCKER) IMAGE=$(IMAGE) PORT=$(PORT) BASE_IMAGE=$(BASE_IMAGE)" \
 		"PLATFORM=$(PLATFORM)"
 	@echo "  MEMORY=$(MEMORY) CPUS=$(CPUS) PIDS=$(PIDS) (limits of make run and make bench)"
+	@echo "  CONTAINER=$(CONTAINER) VARIANT=$(VARIANT) BUILD_FLAGS=$(BUILD_FLAGS) CA_BUNDLE=$(CA_BUNDLE)"
+	@echo "  COMPARE_PLATFORM=$(COMPARE_PLATFORM) SCAN_DIR=$(SCAN_DIR) SCAN_STRICT=$(SCAN_STRICT)" \
+		"SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) PYTHON=$(PYTHON) VENV=$(VENV)"
 
 engine: ## Make sure Docker Engine with buildx and Compose runs, and can emulate PLATFORM (installs on Debian)
 	@DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" scripts/ensure-docker.sh
@@ -107,12 +111,16 @@ run: run-secure ## Run the secure image on http://localhost:$(PORT)
 run-naive: ## Run $(IMAGE):naive on http://localhost:$(PORT)
 run-production: ## Run $(IMAGE):production on http://localhost:$(PORT), without capabilities
 run-secure: ## Run $(IMAGE):secure on http://localhost:$(PORT), read-only and without capabilities
-$(RUNS): run-%: build-% stop
-	@$(DOCKER) run $(PLATFORM_FLAG) --detach --name $(CONTAINER) --label $(RUN_LABEL) --publish 127.0.0.1:$(PORT):8080 \
-		$(LIMITS) $(HARDENING_$*) $(IMAGE):$*$(ARCH_TAG) >/dev/null
+# stop comes first, so that a name taken by a container of someone else's stops make before a build.
+$(RUNS): run-%: stop build-%
+	@$(DOCKER) run $(PLATFORM_FLAG) --detach --name $(CONTAINER) --label "$(RUN_LABEL)" --publish 127.0.0.1:$(PORT):8080 \
+		$(LIMITS) $(HARDENING_$*) $(IMAGE):$*$(ARCH_TAG) >/dev/null \
+		|| { $(DOCKER) rm --force $(CONTAINER) >/dev/null 2>&1; \
+			echo "make: docker could not start $(CONTAINER) (its error is above); if port $(PORT) is taken, use another: make run PORT=8081." >&2; \
+			exit 1; }
 	@DOCKER="$(DOCKER)" $(PYTHON) scripts/docker_tools.py wait $(PORT) $(CONTAINER) 30
 	@echo "$$ curl http://localhost:$(PORT)"
-	@$(PYTHON) -c 'import urllib.request; print(urllib.request.urlopen("http://localhost:$(PORT)/").read().decode())'
+	@$(PYTHON) -c 'import urllib.request; print(urllib.request.urlopen("http://localhost:$(PORT)/").read().decode(), end="")'
 	@echo "$(IMAGE):$*$(ARCH_TAG) is serving on http://localhost:$(PORT) (make logs, make stop)"
 
 up: build-$(VARIANT) ## Run $(IMAGE):$(VARIANT) with Docker Compose (compose.yaml) and wait until healthy
@@ -123,16 +131,16 @@ down: ## Stop and remove what `make up` started
 	IMAGE=$(IMAGE) VARIANT=$(VARIANT) PORT=$(PORT) $(DOCKER) compose down --remove-orphans
 
 stop: ## Stop and remove the container `make run` started
-	@for id in $$($(DOCKER) ps --all --quiet --filter name='^/$(CONTAINER)$$' --filter label=$(RUN_LABEL)); do \
+	@for id in $$($(DOCKER) ps --all --quiet --filter name='^/$(CONTAINER)$$' --filter "label=$(RUN_LABEL)" 2>/dev/null); do \
 		$(DOCKER) rm --force $$id >/dev/null; done
-	@if [ -n "$$($(DOCKER) ps --all --quiet --filter name='^/$(CONTAINER)$$')" ]; then \
+	@if [ -n "$$($(DOCKER) ps --all --quiet --filter name='^/$(CONTAINER)$$' 2>/dev/null)" ]; then \
 		echo "make: a container named $(CONTAINER) exists that make run did not start; it is left alone." \
 			"Remove it (docker rm -f $(CONTAINER)) or choose another name (make run CONTAINER=...)." >&2; exit 1; fi
 
 # The tests serve on 127.0.0.1:8080, as the README promises. A container `make run` left there is
 # stopped; anything else holding the port stops the tests before any image is built.
 free-8080: engine
-	@for id in $$($(DOCKER) ps --quiet --filter label=$(RUN_LABEL) --filter publish=8080); do \
+	@for id in $$($(DOCKER) ps --quiet --filter "label=$(RUN_LABEL)" --filter publish=8080); do \
 		echo "make: stopping $$($(DOCKER) inspect --format '{{.Name}}' $$id | tr -d /), the container make run left on port 8080, which the tests need."; \
 		$(DOCKER) rm --force $$id >/dev/null; done
 	@holder=$$($(DOCKER) ps --filter publish=8080 --format '{{.Names}}'); \

@@ -185,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.requirements:
         vulnerable, reason = pip_audit(args.requirements)
         if reason:
-            print(f"scan: pip-audit could not check {args.requirements} ({reason}).")
+            print(
+                f"scan: pip-audit could not check {args.requirements}: PyPI's advisories, which it reads"
+                f" through PyPI's JSON API, are out of reach ({reason})."
+            )
             skipped.append("pip-audit")
         else:
             print(f"pip-audit: {len(vulnerable)} vulnerable pins in {args.requirements}")

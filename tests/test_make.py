@@ -155,7 +155,7 @@ def start_on_8080(image: str, *labels: str) -> str:
 
 @pytest.mark.integration
 def test_the_tests_stop_a_container_make_run_left_on_8080(images):
-    name = start_on_8080(images["naive"], "flask-app.started-by=make-run")
+    name = start_on_8080(images["naive"], f"make-run.project={ROOT}")
     try:
         result = make("free-8080")
         assert result.returncode == 0, result.stderr
