@@ -36,8 +36,10 @@ RUN --mount=type=secret,id=ca-bundle \
     && pip --python /opt/venv/bin/python install --require-hashes -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
+# The code: src/ is copied whole into /app, so a module or package added there is in the image
+# without a change here. It comes last, after the dependencies, so a code change rebuilds this layer only.
 WORKDIR /app
-COPY app.py settings.py gunicorn.conf.py healthcheck.py ./
+COPY src/ ./
 
 USER 10001:10001
 EXPOSE 8080

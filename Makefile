@@ -6,6 +6,14 @@ DOCKER ?= docker
 IMAGE ?= flask-app
 # The base image of all three Dockerfiles; by default the one they pin, read from Dockerfile.
 BASE_IMAGE ?= $(shell awk '/^FROM .* AS python-base$$/ {print $$2}' Dockerfile)
+# The platform to build and run for, such as linux/arm64; empty is the engine's own. Another
+# architecture's runs under QEMU emulation, which `make engine` sets up. Its images are tagged with
+# the architecture ($(IMAGE):secure-arm64), and its stand-in base named after it, so they never
+# take the place of the engine's own.
+PLATFORM ?=
+# The platform `make compare` measures beside the engine's own (linux/amd64 on an arm64 machine);
+# empty for none. Its images are built under emulation the first time, which takes minutes.
+COMPARE_PLATFORM ?= linux/arm64
 # The host port `make run` publishes on 127.0.0.1.
 PORT ?= 8080
 # Name of the container `make run` starts.
@@ -37,6 +45,10 @@ PYTHON ?= python3
 VENV ?= .venv
 
 comma := ,
+# What a platform adds to a tag (linux/arm64 adds -arm64), and what PLATFORM adds to docker build and run.
+arch_tag = $(if $(1),-$(subst /,-,$(patsubst linux/%,%,$(1))))
+ARCH_TAG := $(call arch_tag,$(PLATFORM))
+PLATFORM_FLAG := $(if $(PLATFORM),--platform $(PLATFORM))
 # Marks the containers `make run` starts, so that `make stop` and the tests remove only those.
 RUN_LABEL = $(IMAGE).started-by=make-run
 SECRET := $(if $(CA_BUNDLE),--secret id=ca-bundle$(comma)src=$(CA_BUNDLE))
@@ -45,36 +57,38 @@ LABELS = --label org.opencontainers.image.source=$(SOURCE_URL) \
 	--label org.opencontainers.image.revision=$(REVISION) \
 	--label org.opencontainers.image.created=$(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ) \
 	--build-arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH)
-# The hardening the secure image is built for; production gets all of it but the read-only root.
-# Every variant runs within the same limits.
-LIMITS = --memory $(MEMORY) --cpus $(CPUS) --pids-limit $(PIDS)
-LOCKDOWN := --cap-drop ALL --security-opt no-new-privileges
-RUN_FLAGS_naive = $(LIMITS)
-RUN_FLAGS_production = $(LIMITS) $(LOCKDOWN)
-RUN_FLAGS_secure = $(LIMITS) $(LOCKDOWN) --read-only --tmpfs /tmp
+# The table of variants, which the scripts and the tests read too (make variants): each one's
+# Dockerfile, and the hardening it runs under. Production gets no capabilities and no way to gain
+# them; secure also a read-only root, the README's lockdown line. Every variant gets the same limits.
+VARIANTS := naive production secure
 DOCKERFILE_naive := Dockerfile.naive
 DOCKERFILE_production := Dockerfile
 DOCKERFILE_secure := Dockerfile.multistage
-VARIANTS := naive production secure
+NO_PRIVILEGES := --cap-drop ALL --security-opt no-new-privileges
+HARDENING_naive :=
+HARDENING_production := $(NO_PRIVILEGES)
+HARDENING_secure := --read-only --tmpfs /tmp $(NO_PRIVILEGES)
+LIMITS = --memory $(MEMORY) --cpus $(CPUS) --pids-limit $(PIDS)
 BUILDS := $(addprefix build-,$(VARIANTS))
 RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
-.PHONY: help engine base free-8080 images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
-	test test-unit test-integration lint lock clean
+.PHONY: help engine base free-8080 variants images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
+	test test-unit test-integration test-arm64 lint lock clean
 
 help: ## Show this help
 	@echo "Usage: make TARGET [VAR=value ...]"
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST) \
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST) \
 		| sed 's/$$(IMAGE)/$(IMAGE)/; s/$$(PORT)/$(PORT)/; s/$$(VARIANT)/$(VARIANT)/'
-	@echo "Variables (make VAR=value): DOCKER=$(DOCKER) IMAGE=$(IMAGE) PORT=$(PORT) BASE_IMAGE=$(BASE_IMAGE)"
+	@echo "Variables (make VAR=value): DOCKER=$(DOCKER) IMAGE=$(IMAGE) PORT=$(PORT) BASE_IMAGE=$(BASE_IMAGE)" \
+		"PLATFORM=$(PLATFORM)"
 	@echo "  MEMORY=$(MEMORY) CPUS=$(CPUS) PIDS=$(PIDS) (limits of make run and make bench)"
 
-engine: ## Make sure Docker Engine with buildx and Compose runs (installs them on Debian if not)
-	@DOCKER="$(DOCKER)" scripts/ensure-docker.sh
+engine: ## Make sure Docker Engine with buildx and Compose runs, and can emulate PLATFORM (installs on Debian)
+	@DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" scripts/ensure-docker.sh
 
 base: engine ## Rebuild the stand-in base image now, with Debian's current packages (see Troubleshooting)
-	@DOCKER="$(DOCKER)" scripts/base-image.sh --rebuild
+	@DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" scripts/base-image.sh --rebuild
 
 build: build-naive build-production build-secure ## Build all three images
 
@@ -82,10 +96,11 @@ build-naive: ## Build $(IMAGE):naive from Dockerfile.naive
 build-production: ## Build $(IMAGE):production from Dockerfile
 build-secure: ## Build $(IMAGE):secure from Dockerfile.multistage
 $(BUILDS): build-%: engine
-	@base=$$(DOCKER="$(DOCKER)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
-	echo "Building $(IMAGE):$* from $(DOCKERFILE_$*) on $$base"; \
-	$(DOCKER) build $(BUILD_FLAGS) --file $(DOCKERFILE_$*) --tag $(IMAGE):$* --build-arg BASE_IMAGE=$$base $(SECRET) $(LABELS) . \
-	|| { echo "make: building $(IMAGE):$* failed; the step marked ERROR above is the one that failed." >&2; exit 1; }
+	@base=$$(DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
+	echo "Building $(IMAGE):$*$(ARCH_TAG) from $(DOCKERFILE_$*) on $$base$(if $(PLATFORM), for $(PLATFORM))"; \
+	$(DOCKER) build $(PLATFORM_FLAG) $(BUILD_FLAGS) --file $(DOCKERFILE_$*) --tag $(IMAGE):$*$(ARCH_TAG) \
+		--build-arg BASE_IMAGE=$$base $(SECRET) $(LABELS) . \
+	|| { echo "make: building $(IMAGE):$*$(ARCH_TAG) failed; the step marked ERROR above is the one that failed." >&2; exit 1; }
 
 run: run-secure ## Run the secure image on http://localhost:$(PORT)
 
@@ -93,17 +108,12 @@ run-naive: ## Run $(IMAGE):naive on http://localhost:$(PORT)
 run-production: ## Run $(IMAGE):production on http://localhost:$(PORT), without capabilities
 run-secure: ## Run $(IMAGE):secure on http://localhost:$(PORT), read-only and without capabilities
 $(RUNS): run-%: build-% stop
-	@$(DOCKER) run --detach --name $(CONTAINER) --label $(RUN_LABEL) --publish 127.0.0.1:$(PORT):8080 \
-		$(RUN_FLAGS_$*) $(IMAGE):$* >/dev/null
-	@for i in $$(seq 50); do PORT=$(PORT) $(PYTHON) healthcheck.py && break; sleep 0.2; done; \
-	if PORT=$(PORT) $(PYTHON) healthcheck.py; then \
-		echo "$$ curl http://localhost:$(PORT)"; \
-		$(PYTHON) -c 'import urllib.request; print(urllib.request.urlopen("http://localhost:$(PORT)/").read().decode())'; \
-		echo "$(IMAGE):$* is serving on http://localhost:$(PORT) (make logs, make stop)"; \
-	else \
-		echo "make: $(IMAGE):$* did not answer on http://localhost:$(PORT) within 10 s; its log:" >&2; \
-		$(DOCKER) logs $(CONTAINER) >&2; exit 1; \
-	fi
+	@$(DOCKER) run $(PLATFORM_FLAG) --detach --name $(CONTAINER) --label $(RUN_LABEL) --publish 127.0.0.1:$(PORT):8080 \
+		$(LIMITS) $(HARDENING_$*) $(IMAGE):$*$(ARCH_TAG) >/dev/null
+	@DOCKER="$(DOCKER)" $(PYTHON) scripts/docker_tools.py wait $(PORT) $(CONTAINER) 30
+	@echo "$$ curl http://localhost:$(PORT)"
+	@$(PYTHON) -c 'import urllib.request; print(urllib.request.urlopen("http://localhost:$(PORT)/").read().decode())'
+	@echo "$(IMAGE):$*$(ARCH_TAG) is serving on http://localhost:$(PORT) (make logs, make stop)"
 
 up: build-$(VARIANT) ## Run $(IMAGE):$(VARIANT) with Docker Compose (compose.yaml) and wait until healthy
 	IMAGE=$(IMAGE) VARIANT=$(VARIANT) PORT=$(PORT) $(DOCKER) compose up --detach --wait
@@ -136,25 +146,27 @@ logs: ## Follow the log of the running container
 # Build whichever of the three images is missing, saying so; the inspection targets need all three.
 images: engine
 	@log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
-	for v in $(VARIANTS); do $(DOCKER) image inspect $(IMAGE):$$v >/dev/null 2>&1 && continue; \
-		echo "$(IMAGE):$$v is not built yet; building it first."; \
+	for v in $(VARIANTS); do $(DOCKER) image inspect $(IMAGE):$$v$(ARCH_TAG) >/dev/null 2>&1 && continue; \
+		echo "$(IMAGE):$$v$(ARCH_TAG) is not built yet; building it first."; \
 		$(MAKE) --no-print-directory build-$$v >"$$log" 2>&1 || { cat "$$log" >&2; exit 1; }; \
 	done
 
 history: images ## Show the layers of each image and what made them
-	@for v in $(VARIANTS); do echo "== $(IMAGE):$$v"; $(DOCKER) history $(IMAGE):$$v; echo; done
+	@for v in $(VARIANTS); do echo "== $(IMAGE):$$v$(ARCH_TAG)"; $(DOCKER) history $(IMAGE):$$v$(ARCH_TAG); echo; done
 
 inspect: images ## Show each image's user, entrypoint, command, healthcheck, ports and environment
-	@for v in $(VARIANTS); do echo "== $(IMAGE):$$v"; \
-		$(DOCKER) image inspect $(IMAGE):$$v --format '{{json .Config}}' | $(PYTHON) -m json.tool; echo; done
+	@for v in $(VARIANTS); do echo "== $(IMAGE):$$v$(ARCH_TAG)"; \
+		$(DOCKER) image inspect $(IMAGE):$$v$(ARCH_TAG) --format '{{json .Config}}' | $(PYTHON) -m json.tool; echo; done
 
 scan: images $(VENV)/bin/pytest ## Scan the images with Trivy: SBOMs, vulnerabilities, secrets, misconfigurations; pip-audit
 	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/scan.py --out $(SCAN_DIR) $(if $(SCAN_STRICT),--strict) \
 		--requirements requirements.txt --report-only $(IMAGE):naive $(foreach v,$(VARIANTS),$(IMAGE):$(v))
 
-compare: images $(VENV)/bin/pytest ## Compare the images: sizes, layers, user, health check, files, shell, pip, lint
+compare: images $(VENV)/bin/pytest ## Compare the images, also for COMPARE_PLATFORM: sizes, layers, user, files, lint
+	@$(if $(COMPARE_PLATFORM),$(MAKE) --no-print-directory images PLATFORM=$(COMPARE_PLATFORM))
 	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/compare.py --hadolint $(VENV)/bin/hadolint --readme README.md \
-		$(foreach v,$(VARIANTS),$(IMAGE):$(v)=$(DOCKERFILE_$(v)))
+		$(foreach v,$(VARIANTS),$(IMAGE):$(v)$(ARCH_TAG)=$(DOCKERFILE_$(v)) \
+			$(if $(COMPARE_PLATFORM),$(IMAGE):$(v)$(call arch_tag,$(COMPARE_PLATFORM))=$(DOCKERFILE_$(v))))
 
 bench: engine $(VENV)/bin/pytest ## Measure the images in one run: builds, start-up, memory, load, slow clients (~10 min)
 	@command -v wrk >/dev/null || { echo "Installing wrk, the load generator, from Debian's packages."; \
@@ -164,13 +176,17 @@ bench: engine $(VENV)/bin/pytest ## Measure the images in one run: builds, start
 	DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/bench.py --base "$$base" --readme README.md \
 		--memory $(MEMORY) --cpus $(CPUS) --pids-limit $(PIDS) $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
 
+# The table of variants for the scripts and the tests: name, Dockerfile, hardening flags.
+variants:
+	@$(foreach v,$(VARIANTS),echo "$(v) $(DOCKERFILE_$(v)) $(HARDENING_$(v))";)
+
 # The test and lint environment; its pytest stands for the whole install.
 $(VENV)/bin/pytest: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --require-hashes -r requirements.txt -r requirements-dev.txt
 	@touch $@
 
-test: free-8080 $(VENV)/bin/pytest ## Run every test: unit, then integration against real containers
+test: free-8080 $(VENV)/bin/pytest ## Run every test: unit, integration against real containers, arm64 under emulation
 	$(VENV)/bin/pytest
 
 test-unit: $(VENV)/bin/pytest ## Run the unit tests (no Docker, no root needed)
@@ -178,6 +194,11 @@ test-unit: $(VENV)/bin/pytest ## Run the unit tests (no Docker, no root needed)
 
 test-integration: free-8080 $(VENV)/bin/pytest ## Build the images and test them as running containers
 	$(VENV)/bin/pytest -m integration
+
+# `make engine` sets up the emulation first, saying so, when it is missing.
+test-arm64: PLATFORM = linux/arm64
+test-arm64: engine $(VENV)/bin/pytest ## Build the secure image for linux/arm64 and test it under emulation
+	$(VENV)/bin/pytest -m arm64
 
 lint: $(VENV)/bin/pytest ## Run every lint check (pre-commit: ruff, hadolint, shellcheck, schemas, zizmor)
 	$(VENV)/bin/pre-commit run --all-files --show-diff-on-failure
@@ -188,7 +209,8 @@ lock: $(VENV)/bin/pytest ## Re-pin requirements*.txt with hashes from requiremen
 	$(VENV)/bin/uv pip compile --quiet --universal --generate-hashes --python-version 3.11 --no-header \
 		requirements-dev.in -o requirements-dev.txt
 
-clean: stop ## Remove the three images, the test environment and caches
-	@$(DOCKER) image rm --force $(foreach v,$(VARIANTS),$(IMAGE):$(v)) >/dev/null 2>&1 || true
+clean: stop ## Remove the three images and their other-platform builds, the test environment and caches
+	@$(DOCKER) image rm --force $(sort $(foreach v,$(VARIANTS),$(IMAGE):$(v) $(IMAGE):$(v)$(ARCH_TAG) \
+		$(IMAGE):$(v)$(call arch_tag,$(COMPARE_PLATFORM)))) >/dev/null 2>&1 || true
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

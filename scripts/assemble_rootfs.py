@@ -12,6 +12,11 @@ final `FROM scratch` stage takes whole:
 - the metadata a vulnerability scanner reads: Python dist-info stays in place, and the Debian
   packages the copied files come from get their dpkg status entries (/var/lib/dpkg/status.d,
   as distroless does), with /etc/os-release and /etc/debian_version;
+- what a service needs at run time, as distroless ships it: the public CA bundle where OpenSSL
+  looks by default, time zones, the C.UTF-8 locale, /etc/services, /etc/protocols and an
+  /etc/nsswitch.conf;
+- whatever an extras file lists (--extras): Debian packages whose files the service needs, such as
+  libraries it loads with dlopen, and single paths;
 - a minimal /etc/passwd and /etc/group, a home for the app user and a sticky, world-writable /tmp.
 
 It works for both layouts a base image has: Debian's python3 under /usr and CPython built from
@@ -64,6 +69,27 @@ SOURCE_DROP = re.compile(r"\.(c|cc|cpp|h|hpp|pyx|pxd)$")
 OS_RELEASE_FILES = ("/etc/os-release", "/etc/debian_version")
 # Loaded with dlopen, so invisible to ldd: glibc needs libgcc_s to unwind a thread that exits.
 DLOPENED_LIBRARIES = ("libgcc_s.so.1",)
+# What a service needs at run time besides its code and libraries, as distroless and Chainguard
+# images ship it, with the Debian package each comes from: time zones for zoneinfo, the C.UTF-8
+# locale, and the names of services and protocols. The public CA bundle is added too, from where
+# the interpreter's OpenSSL looks by default (see interpreter_facts).
+RUNTIME_DATA = {
+    "tzdata": ("/usr/share/zoneinfo",),
+    "libc-bin": ("/usr/lib/locale/C.utf8",),
+    "netbase": ("/etc/services", "/etc/protocols"),
+}
+# Name lookups from files and DNS only: no NSS modules that the image does not hold.
+NSSWITCH = """\
+passwd: files
+group: files
+shadow: files
+hosts: files dns
+networks: files
+protocols: files
+services: files
+"""
+# Parts of a Debian package that a running service never reads.
+PACKAGE_DOCS = ("/usr/share/doc/", "/usr/share/man/", "/usr/share/lintian/", "/usr/share/info/")
 
 
 def parse_ldd(output: str) -> list[str]:
@@ -82,6 +108,12 @@ def parse_ldd(output: str) -> list[str]:
 def is_elf(path: Path) -> bool:
     with path.open("rb") as handle:
         return handle.read(4) == b"\x7fELF"
+
+
+def is_shared_object(path: Path) -> bool:
+    """An ELF file that ldd can follow: extension modules and libraries (libfoo.so, libfoo.so.1.2)."""
+    named_so = re.search(r"\.so(\.\d+)*$", path.name) is not None
+    return named_so and path.is_file() and not path.is_symlink() and is_elf(path)
 
 
 def copy_path(source: str, root: Path) -> None:
@@ -149,11 +181,13 @@ def keep_venv_entry(entry: Path) -> bool:
 def interpreter_facts(python: Path) -> dict:
     """Ask the venv's interpreter where its executable, standard library and extensions live."""
     # os.py sits in the standard library; lib-dynload is the sys.path entry that holds extensions.
+    # OpenSSL's default CA file is where Python's ssl.create_default_context() looks.
     script = (
-        "import json, os, sys;"
+        "import json, os, ssl, sys;"
         "print(json.dumps({'executable': os.path.realpath(sys.executable),"
         " 'stdlib': os.path.dirname(os.__file__),"
-        " 'dynload': [p for p in sys.path if p.endswith('lib-dynload')][0]}))"
+        " 'dynload': [p for p in sys.path if p.endswith('lib-dynload')][0],"
+        " 'cafile': ssl.get_default_verify_paths().openssl_cafile}))"
     )
     return json.loads(subprocess.run([python, "-c", script], check=True, capture_output=True, text=True).stdout)
 
@@ -206,6 +240,68 @@ def dpkg_status_entries(packages: set[str], status_file: Path) -> dict[str, str]
     return entries
 
 
+def runtime_data(cafile: str) -> dict[str, list[str]]:
+    """The paths of RUNTIME_DATA and the CA bundle, by package; fail naming a package that is missing."""
+    wanted = {package: list(paths) for package, paths in RUNTIME_DATA.items()}
+    wanted["ca-certificates"] = [cafile]
+    for package, paths in wanted.items():
+        for path in paths:
+            if not os.path.exists(path):
+                raise SystemExit(
+                    f"{path} is missing from the build stage: install the {package} package there "
+                    "(the official python images have it)."
+                )
+    return wanted
+
+
+def package_files(package: str, dpkg_root: Path = Path("/var/lib/dpkg")) -> list[str]:
+    """The files and links a Debian package installed, without its documentation."""
+    listings = sorted((dpkg_root / "info").glob(f"{package}.list")) + sorted(
+        (dpkg_root / "info").glob(f"{package}:*.list")
+    )
+    if not listings:
+        raise SystemExit(f"the Debian package {package} is not installed in the build stage: install it there first.")
+    paths = []
+    for line in listings[0].read_text().splitlines():
+        if line.startswith(PACKAGE_DOCS) or not os.path.lexists(line):
+            continue
+        if os.path.islink(line) or not os.path.isdir(line):
+            paths.append(line)
+    return paths
+
+
+def read_extras(path: Path) -> list[str]:
+    """The entries of an extras file: Debian package names and absolute paths, one a line, # comments."""
+    entries = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            entries.append(line)
+    return entries
+
+
+def extra_paths(entries: list[str]) -> list[str]:
+    """Every file the extras bring: each package's files, each path (a folder with what it holds)."""
+    paths = []
+    for entry in entries:
+        if not entry.startswith("/"):
+            paths += package_files(entry)
+        elif not os.path.lexists(entry):
+            raise SystemExit(f"{entry}, listed as an extra, does not exist in the build stage.")
+        else:
+            paths.append(entry)
+    return paths
+
+
+def copy_any(path: str, root: Path) -> list[str]:
+    """Copy a file, a link or a whole folder to the same place under root; return the files copied."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        copied = copy_tree(Path(path), root / path.lstrip("/"), lambda entry: True)
+        return ["/" + str(p.relative_to(root)) for p in copied]
+    copy_path(path, root)
+    return [os.path.realpath(path)]
+
+
 def write_accounts(root: Path, user: str, uid: int) -> None:
     """Write /etc/passwd and /etc/group with root, the app user and nobody; no one has a shell."""
     etc = root / "etc"
@@ -240,8 +336,11 @@ def compile_bytecode(python: str, directory: Path, root: Path) -> None:
             source.unlink()
 
 
-def assemble(venv: Path, root: Path, user: str, uid: int) -> dict:
-    """Build the root filesystem under root; return a summary of what went in."""
+def assemble(venv: Path, root: Path, user: str, uid: int, extras: list[str] = ()) -> dict:
+    """Build the root filesystem under root; return a summary of what went in.
+
+    extras are Debian package names and absolute paths to bring along too (see read_extras).
+    """
     facts = interpreter_facts(venv / "bin" / "python")
     copied = copy_tree(venv, root / venv.relative_to("/"), keep_venv_entry)
     # The venv's python links to the base interpreter: bring the whole chain of links and the binary.
@@ -256,11 +355,24 @@ def assemble(venv: Path, root: Path, user: str, uid: int) -> dict:
             directory, root / directory.relative_to("/"), lambda entry: keep_stdlib_entry(entry, stdlib)
         )
 
-    elf_files = [Path(facts["executable"])] + [p for p in copied if p.name.endswith(".so") and is_elf(p)]
+    data = runtime_data(facts["cafile"])
+    data_files = [file for paths in data.values() for path in paths for file in copy_any(path, root)]
+    extra_files = [file for path in extra_paths(list(extras)) for file in copy_any(path, root)]
+
+    # ldd runs on the originals, never on the copies: a wheel's bundled libraries (numpy.libs/ and
+    # the like) are found through RPATH $ORIGIN, which would point into the new root and have them
+    # copied a second time under it.
+    originals = ["/" + str(path.relative_to(root)) for path in copied]
+    elf_files = [Path(facts["executable"])] + [
+        Path(path) for path in originals + extra_files if is_shared_object(Path(path))
+    ]
     libraries = shared_library_closure(elf_files)
     for library in sorted(libraries):
         copy_path(library, root)
-    library_dirs = sorted({os.path.dirname(os.path.realpath(library)) for library in libraries})
+    # The loader's search path: the system's library folders, not the ones a wheel bundles.
+    library_dirs = sorted(
+        {os.path.dirname(os.path.realpath(library)) for library in libraries if not Path(library).is_relative_to(venv)}
+    )
     (root / "etc").mkdir(parents=True, exist_ok=True)
     (root / "etc" / "ld.so.conf").write_text("".join(f"{d}\n" for d in library_dirs))
     subprocess.run(["ldconfig", "-X", "-r", str(root)], check=True)
@@ -269,15 +381,17 @@ def assemble(venv: Path, root: Path, user: str, uid: int) -> dict:
     for name in release_files:
         copy_path(name, root)
 
-    image_files = [facts["executable"], *libraries, *release_files, *("/" + str(p.relative_to(root)) for p in copied)]
+    image_files = [facts["executable"], *libraries, *release_files, *originals, *data_files, *extra_files]
     packages = set()
     if Path("/var/lib/dpkg/status").exists():
-        packages = dpkg_owners(image_files)
+        # The CA bundle is made by update-ca-certificates, so no package lists it as its own.
+        packages = dpkg_owners(image_files) | {"ca-certificates"}
         status_dir = root / "var/lib/dpkg/status.d"
         status_dir.mkdir(parents=True, exist_ok=True)
         for name, entry in dpkg_status_entries(packages, Path("/var/lib/dpkg/status")).items():
             (status_dir / name).write_text(entry)
 
+    (root / "etc" / "nsswitch.conf").write_text(NSSWITCH)
     write_accounts(root, user, uid)
     for directory in (stdlib, venv):
         compile_bytecode(facts["executable"], root / directory.relative_to("/"), root)
@@ -290,10 +404,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, required=True, help="an empty folder to fill")
     parser.add_argument("--user", default="app", help="name of the app user in /etc/passwd")
     parser.add_argument("--uid", type=int, default=10001, help="UID and GID of the app user")
+    parser.add_argument(
+        "--extras", type=Path, help="a file of Debian packages and paths to bring along too, one a line"
+    )
     args = parser.parse_args(argv)
     if args.root.exists() and any(args.root.iterdir()):
         parser.error(f"{args.root} is not empty")
-    summary = assemble(args.venv.absolute(), args.root.absolute(), args.user, args.uid)
+    extras = read_extras(args.extras) if args.extras else []
+    summary = assemble(args.venv.absolute(), args.root.absolute(), args.user, args.uid, extras)
     print(f"interpreter: {summary['interpreter']}")
     print(f"libraries ({len(summary['libraries'])}): {' '.join(summary['libraries'])}")
     print(f"dpkg status entries ({len(summary['packages'])}): {' '.join(summary['packages']) or 'none'}")

@@ -12,13 +12,23 @@
 #       Build a stand-in TAG whose Python is the CPython installed under DIR (built from source
 #       with a shared libpython), copied to /usr/local: the layout of the official python images.
 #
+# With PLATFORM=os/arch (linux/arm64), the image is that platform's: pulled for it, or a stand-in
+# built from that architecture's packages and named after it (flask-app-base:debian12-arm64), so
+# it never takes the place of the engine's own. Building another architecture's stand-in runs
+# its package scripts under QEMU, which `make engine PLATFORM=...` sets up.
+#
 # Messages go to stderr; only the image name goes to stdout.
 set -euo pipefail
 
 # DOCKER may hold arguments too ("sudo docker", "docker --context remote"): split it into words.
 read -r -a DOCKER <<<"${DOCKER:-docker}"
-STAND_IN=${STAND_IN:-flask-app-base:debian12}
+PLATFORM=${PLATFORM:-}
+ARCH=${PLATFORM#*/}
+STAND_IN=${STAND_IN:-flask-app-base:debian12${PLATFORM:+-${ARCH//\//-}}}
 SUITE=bookworm
+# The stand-in's packages, as the official python images have them: Python with pip and venv, and
+# the CA bundle, time zones and service names a service needs at run time.
+STAND_IN_PACKAGES=python3,python3-venv,python3-pip,python-is-python3,ca-certificates,tzdata,netbase
 # The stand-in is rebuilt, with Debian's security updates, once it is this many days old.
 MAX_AGE_DAYS=${STAND_IN_MAX_AGE_DAYS:-7}
 # Debian's release with its updates and security updates, so a new stand-in has every fix.
@@ -39,21 +49,36 @@ need_mmdebstrap() {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
 }
 
+# Debian's name for a Docker architecture (linux/arm/v7 is armhf), or nothing for this machine's own.
+debian_arch() {
+    case $ARCH in
+        "") ;;
+        arm/v7) echo armhf ;;
+        arm/v6 | arm/v5) echo armel ;;
+        386) echo i386 ;;
+        ppc64le) echo ppc64el ;;
+        mips64le) echo mips64el ;;
+        *) echo "$ARCH" ;;
+    esac
+}
+
 # debootstrap a minimal Debian into a tarball and import it: import_rootfs TAG PACKAGES [HOOK...]
 # The hooks are shell snippets mmdebstrap runs with "$1" set to the new root, hence single quotes.
 # shellcheck disable=SC2016
 import_rootfs() {
-    local tag=$1 packages=$2
+    local tag=$1 packages=$2 arch
     shift 2
     need_mmdebstrap
+    arch=$(debian_arch)
     mmdebstrap --quiet --variant=minbase --aptopt='APT::Install-Recommends "false"' \
-        --include="$packages" "$@" \
+        ${arch:+--architectures="$arch"} --include="$packages" "$@" \
         --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
         "$SUITE" - "${MIRRORS[@]}" \
-        | "${DOCKER[@]}" import \
+        | "${DOCKER[@]}" import ${PLATFORM:+--platform "$PLATFORM"} \
             --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
             --change 'ENV LANG=C.UTF-8' \
             --change 'CMD ["python3"]' \
+            --change "LABEL flask-app.stand-in.packages=$packages" \
             - "$tag" >/dev/null
 }
 
@@ -71,11 +96,16 @@ stand_in_age_days() {
     echo $((($(date +%s) - $(date -d "$created" +%s)) / 86400))
 }
 
+# Print the packages the stand-in was built with, as its label records them.
+stand_in_packages() {
+    "${DOCKER[@]}" image inspect --format '{{index .Config.Labels "flask-app.stand-in.packages"}}' "$STAND_IN" 2>/dev/null
+}
+
 # shellcheck disable=SC2016
 build_debian_stand_in() {
-    say "building $STAND_IN from Debian $SUITE's packages (python3, pip, venv); this takes about a minute."
+    say "building $STAND_IN from Debian $SUITE's ${PLATFORM:+$ARCH }packages ($STAND_IN_PACKAGES); this takes about a minute${PLATFORM:+, longer under emulation}."
     # Like the official image: `python` and `pip` exist, and pip may install outside a venv.
-    import_rootfs "$STAND_IN" python3,python3-venv,python3-pip,python-is-python3,ca-certificates \
+    import_rootfs "$STAND_IN" "$STAND_IN_PACKAGES" \
         --customize-hook='rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED'
 }
 
@@ -107,15 +137,22 @@ fi
 [ $# = 1 ] || { say "usage: $0 IMAGE | --rebuild | --from-prefix DIR TAG"; exit 2; }
 image=$1
 
-if "${DOCKER[@]}" image inspect "$image" >/dev/null 2>&1; then
+# Present, and for the platform asked for if there is one (a tag holds one platform's image).
+present() {
+    local platform
+    platform=$("${DOCKER[@]}" image inspect --format '{{.Os}}/{{.Architecture}}{{with .Variant}}/{{.}}{{end}}' "$1" 2>/dev/null) \
+        && { [ -z "$PLATFORM" ] || [ "$platform" = "$PLATFORM" ] || [ "${platform%/*}" = "$PLATFORM" ]; }
+}
+
+if present "$image"; then
     echo "$image"
     exit 0
 fi
-say "pulling $image."
+say "pulling $image${PLATFORM:+ for $PLATFORM}."
 pull_errors=$(mktemp)
 trap 'rm -f "$pull_errors"' EXIT
 status=0
-timeout 180 "${DOCKER[@]}" pull --quiet "$image" >/dev/null 2>"$pull_errors" || status=$?
+timeout 180 "${DOCKER[@]}" pull --quiet ${PLATFORM:+--platform "$PLATFORM"} "$image" >/dev/null 2>"$pull_errors" || status=$?
 if [ "$status" = 0 ]; then
     echo "$image"
     exit 0
@@ -126,7 +163,10 @@ if [ "$status" != 124 ] && ! registry_unreachable "$pull_errors"; then
     exit 1
 fi
 say "no registry answers ($(tail -n 1 "$pull_errors" 2>/dev/null || echo "the pull timed out")); using the stand-in $STAND_IN instead of $image."
-if ! age=$(stand_in_age_days); then
+if ! present "$STAND_IN" || ! age=$(stand_in_age_days); then
+    build_debian_stand_in
+elif [ "$(stand_in_packages)" != "$STAND_IN_PACKAGES" ]; then
+    say "$STAND_IN was built with other packages than this script asks for; rebuilding it."
     build_debian_stand_in
 elif [ "$age" -ge "$MAX_AGE_DAYS" ]; then
     say "$STAND_IN is $age days old; rebuilding it with Debian's current packages."

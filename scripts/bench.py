@@ -6,7 +6,7 @@ Usage: python3 scripts/bench.py --base IMAGE --memory M --cpus N --pids-limit N 
 proxy CA bundle if there is one.
 
 For each variant it measures the cold build (base image present, no build cache) and the warm
-rebuild after a one-line change to app.py; then, with the three containers running within the
+rebuild after a one-line change to src/app.py; then, with the three containers running within the
 limits, the time from `docker run` to the first 200 on /healthz and the idle memory, throughput
 and latency under wrk at 1, 16 and 64 connections, latency at a fixed rate (open loop, see
 clients.py), /healthz under 256 slow-header clients, and 1,000 keep-alive connections at once.
@@ -17,7 +17,6 @@ README, and removes every image and container it made, also when it fails.
 """
 
 import argparse
-import http.client
 import json
 import os
 import platform
@@ -32,12 +31,14 @@ import uuid
 from pathlib import Path
 
 import clients
-from compare import DOCKER, MB, docker, replace_between_markers, run
+import docker_tools
+from compare import replace_between_markers
+from docker_tools import DOCKER, MB, CommandFailed, docker, run, variants
 
-VARIANTS = {"naive": "Dockerfile.naive", "production": "Dockerfile", "secure": "Dockerfile.multistage"}
-# How `make run-VARIANT` runs each image, besides the limits.
-LOCKDOWN = ["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
-RUN_FLAGS = {"naive": [], "production": LOCKDOWN, "secure": [*LOCKDOWN, "--read-only", "--tmpfs", "/tmp"]}
+# Each variant's Dockerfile, and how `make run-VARIANT` hardens it besides the limits: the Makefile's table.
+TABLE = variants()
+VARIANTS = {name: row["dockerfile"] for name, row in TABLE.items()}
+HARDENING = {name: row["hardening"] for name, row in TABLE.items()}
 CONNECTIONS = [1, 16, 64]
 # The slow-client run also measures production as it was served before gevent, for comparison:
 # gunicorn's threaded worker, two processes of four threads.
@@ -77,21 +78,15 @@ def change_one_line(app: Path, round_number: int) -> None:
     """Edit the greeting, as a developer changing code would."""
     text = app.read_text()
     changed = re.sub(r'message="[^"]*"', f'message="Hello from flask-app! (edit {round_number})"', text, count=1)
-    assert changed != text, "the greeting line of app.py was not found"
+    assert changed != text, "the greeting line of src/app.py was not found"
     app.write_text(changed)
 
 
 def first_200(port: int, deadline: float) -> bool:
+    """Ask /healthz every 10 ms until it answers 200 (True) or the deadline passes (False)."""
     while time.monotonic() < deadline:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-        try:
-            connection.request("GET", "/healthz")
-            if connection.getresponse().status == 200:
-                return True
-        except (OSError, http.client.HTTPException):
-            pass
-        finally:
-            connection.close()
+        if docker_tools.serving(port):
+            return True
         time.sleep(0.01)
     return False
 
@@ -105,7 +100,7 @@ def memory_bytes(container: str) -> int:
 
 def start(tag: str, variant: str, name: str, limits: list[str], extra: tuple[str, ...] = ()) -> int:
     """Run the image detached on a free port of 127.0.0.1, within the limits; return that port."""
-    flags = [*limits, *RUN_FLAGS[variant], *extra]
+    flags = [*limits, *HARDENING[variant], *extra]
     docker("run", "--detach", "--name", name, "--publish", "127.0.0.1::8080", *flags, tag)
     return int(docker("port", name, "8080/tcp").split()[0].rsplit(":", 1)[1])
 
@@ -389,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
                     "idle_memory": {"runs": []},
                 }
             for round_number in range(3):
-                change_one_line(context / "app.py", round_number)
+                change_one_line(context / "src" / "app.py", round_number)
                 for variant, dockerfile in VARIANTS.items():
                     progress(f"{variant}: warm rebuild {round_number + 1} of 3 after a one-line change")
                     warm = timed_build(context, dockerfile, tags[variant], args.base, args.ca_bundle, cold=False)
@@ -432,4 +427,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except CommandFailed as error:
+        sys.exit(f"bench: {error}")

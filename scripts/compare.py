@@ -1,57 +1,36 @@
-"""Compare images side by side, statically: sizes, layers, user, health check, contents, lint.
+"""Compare images side by side, statically: platform, sizes, layers, user, health check, contents, lint.
 
 Usage: python3 scripts/compare.py [--hadolint PATH] [--out DIR] [--readme FILE] IMAGE=DOCKERFILE ...
 
 Prints a table, writes it as DIR/compare.md and the sizes as a bar chart, DIR/sizes.svg, and puts
 the table between the compare markers of the README. What an image contains is read from its
-exported filesystem, so the check needs no shell in it. `make compare` passes the three variants.
+exported filesystem, so the check needs no shell in it. `make compare` passes the three variants,
+each for the engine's own platform and for linux/arm64.
 """
 
 import argparse
 import gzip
 import json
-import os
 import re
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
-DOCKER = os.environ.get("DOCKER", "docker").split()
+from docker_tools import DOCKER, MB, CommandFailed, docker, walk_image
+
 SHELLS = {"sh", "bash", "dash", "ash", "busybox"}
-MB = 1_000_000  # as `docker images` counts
-
-
-def run(*command: str, timeout: float = 900) -> str:
-    """Run a command and return its output; stop with the command and its error if it fails."""
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0:
-        sys.exit(f"`{' '.join(command)}` failed:\n{(result.stderr or result.stdout)[-3000:]}")
-    return result.stdout
-
-
-def docker(*args: str, timeout: float = 900) -> str:
-    return run(*DOCKER, *args, timeout=timeout)
 
 
 def contents(image: str) -> dict:
     """Count the files of an image's filesystem and look for a shell and for pip among them."""
-    container = docker("create", image).strip()
     files, shell, pip = 0, False, False
-    try:
-        with (
-            subprocess.Popen([*DOCKER, "export", container], stdout=subprocess.PIPE) as export,
-            tarfile.open(fileobj=export.stdout, mode="r|") as archive,
-        ):
-            for member in archive:
-                if member.isdir():
-                    continue
-                files += 1
-                directory, _, name = member.name.rpartition("/")
-                shell = shell or (directory.endswith("bin") and name in SHELLS)
-                pip = pip or re.search(r"/(site|dist)-packages/pip/", member.name) is not None
-    finally:
-        docker("rm", "--force", container)
+    for member, _ in walk_image(image):
+        if member.isdir():
+            continue
+        files += 1
+        directory, _, name = member.name.rpartition("/")
+        shell = shell or (directory.endswith("bin") and name in SHELLS)
+        pip = pip or re.search(r"/(site|dist)-packages/pip/", member.name) is not None
     return {"files": files, "shell": shell, "pip": pip}
 
 
@@ -94,6 +73,7 @@ def describe(image: str, dockerfile: str, hadolint: str) -> dict:
     return {
         "image": image,
         "dockerfile": dockerfile,
+        "platform": f"{info['Os']}/{info['Architecture']}",
         "size_bytes": info["Size"],
         "compressed_bytes": compressed_size(image),
         "layers": len(info["RootFS"]["Layers"]),
@@ -108,6 +88,7 @@ def cells(row: dict) -> dict:
     """One image's facts as the table shows them."""
     return {
         "image": row["image"],
+        "platform": row["platform"],
         "size": f"{row['size_bytes'] / MB:.1f} MB",
         "compressed": f"{row['compressed_bytes'] / MB:.1f} MB",
         "layers": str(row["layers"]),
@@ -141,7 +122,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 def svg_chart(rows: list[dict]) -> str:
     """A horizontal bar chart of uncompressed and compressed sizes, as plain SVG."""
-    label_width, bar_width, bar_height, gap = 170, 440, 16, 14
+    label_width, bar_width, bar_height, gap = 210, 440, 16, 14
     largest = max(row["size_bytes"] for row in rows)
     height = 40 + len(rows) * (2 * bar_height + gap) + 24
     parts = [
@@ -189,7 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     pairs = [pair.split("=", 1) for pair in args.images]
     if any(len(pair) != 2 for pair in pairs):
         parser.error("give each image as IMAGE=DOCKERFILE")
-    rows = [describe(image, dockerfile, args.hadolint) for image, dockerfile in pairs]
+    try:
+        rows = [describe(image, dockerfile, args.hadolint) for image, dockerfile in pairs]
+    except CommandFailed as error:
+        sys.exit(str(error))
     print(text_table(rows))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "compare.md").write_text(markdown_table(rows))

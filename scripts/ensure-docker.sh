@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Make sure a Docker engine with BuildKit (buildx) and Compose answers, installing them from Debian's
-# packages if not.
+# packages if not; with PLATFORM set to another architecture's (linux/arm64 on an amd64 machine),
+# make sure the engine can run that architecture's programs under QEMU emulation too.
 #
-# Where all three already work this does nothing. On a Debian 12 machine with only the docker
+# Where all of it already works this does nothing. On a Debian 12 machine with only the docker
 # client (a CI runner image, a fresh VM), it installs Docker Engine, buildx and Compose v2 from
-# Debian's packages and starts the daemon. Anywhere else it says what to do and fails.
+# Debian's packages and starts the daemon, and QEMU when a foreign platform is asked for. Anywhere
+# else it says what to do and fails.
 set -euo pipefail
 
 # DOCKER may hold arguments too ("sudo docker", "docker --context remote"): split it into words.
 read -r -a DOCKER <<<"${DOCKER:-docker}"
+PLATFORM=${PLATFORM:-}
 say() { printf 'flask-app: %s\n' "$*" >&2; }
 
 engine_answers() { "${DOCKER[@]}" info >/dev/null 2>&1; }
@@ -16,9 +19,47 @@ buildx_present() { "${DOCKER[@]}" buildx version >/dev/null 2>&1; }
 compose_present() { "${DOCKER[@]}" compose version >/dev/null 2>&1; }
 plugins_present() { buildx_present && compose_present; }
 
-if engine_answers && plugins_present; then
-    exit 0
-fi
+# Another architecture's programs run under QEMU: binfmt_misc hands them to qemu-user, registered
+# with the fix-binary flag (F), so the kernel finds QEMU inside containers and builds too.
+emulation_works() {
+    local handler=/proc/sys/fs/binfmt_misc/qemu-$1
+    grep -qx enabled "$handler" 2>/dev/null && grep -q '^flags:.*F' "$handler"
+}
+
+ensure_emulation() {
+    [ -n "$PLATFORM" ] || return 0
+    local arch native qemu_arch
+    arch=$(cut -d/ -f2 <<<"$PLATFORM")
+    native=$("${DOCKER[@]}" version --format '{{.Server.Arch}}')
+    [ "$arch" != "$native" ] || return 0
+    case $arch in
+        amd64) qemu_arch=x86_64 ;;
+        arm64) qemu_arch=aarch64 ;;
+        386) qemu_arch=i386 ;;
+        loong64) qemu_arch=loongarch64 ;;
+        mips64le) qemu_arch=mips64el ;;
+        *) qemu_arch=$arch ;;
+    esac
+    # Docker Desktop runs its engine in a VM of its own, which emulates amd64 and arm64 already.
+    if [ "$("${DOCKER[@]}" info --format '{{.OperatingSystem}}')" = "Docker Desktop" ] || emulation_works "$qemu_arch"; then
+        return 0
+    fi
+    # shellcheck source=/dev/null
+    . /etc/os-release 2>/dev/null || true
+    if [ "$(id -u)" = 0 ] && [ "${ID:-}" = debian ] && command -v apt-get >/dev/null; then
+        say "setting up QEMU emulation to run $PLATFORM on this $native machine (qemu-user-static, binfmt-support)."
+        # Where no init system has mounted binfmt_misc (a container, a minimal VM), mount it first.
+        [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || true
+        export DEBIAN_FRONTEND=noninteractive
+        { apt-get update -qq && apt-get install -y -qq --no-install-recommends qemu-user-static binfmt-support; } \
+            >/dev/null || true
+        update-binfmts --enable "qemu-$qemu_arch" 2>/dev/null || true
+    fi
+    if ! emulation_works "$qemu_arch"; then
+        say "this $native machine cannot run $PLATFORM programs: install QEMU's binfmt handlers (Debian/Ubuntu: apt-get install qemu-user-static binfmt-support; elsewhere: docker run --privileged --rm tonistiigi/binfmt --install $arch) and try again."
+        exit 1
+    fi
+}
 
 start_dockerd() {
     say "starting dockerd (log: /var/log/dockerd.log)."
@@ -31,9 +72,15 @@ start_dockerd() {
     exit 1
 }
 
+if engine_answers && plugins_present; then
+    ensure_emulation
+    exit 0
+fi
+
 # Installed but not running, as on a machine that has just booted without an init system.
 if [ "$(id -u)" = 0 ] && command -v dockerd >/dev/null && plugins_present; then
     engine_answers || start_dockerd
+    ensure_emulation
     exit 0
 fi
 
@@ -84,3 +131,4 @@ if ! plugins_present; then
     exit 1
 fi
 say "Docker $("${DOCKER[@]}" version --format '{{.Server.Version}}') is running with buildx and $("${DOCKER[@]}" compose version --short 2>/dev/null | sed 's/^/Compose /')."
+ensure_emulation

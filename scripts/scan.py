@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from compare import docker
+from docker_tools import CommandFailed, docker
 
 GATING = {"HIGH", "CRITICAL"}
 
@@ -205,4 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except CommandFailed as error:
+        sys.exit(f"scan: {error}")

@@ -1,4 +1,4 @@
-"""Shared set-up: the project and its scripts on sys.path, a Docker engine, the three images built once."""
+"""Shared set-up: a Docker engine, the three images built once, and what the root tests need."""
 
 import glob
 import os
@@ -10,9 +10,6 @@ from pathlib import Path
 
 import pytest
 from containers import DOCKER, ROOT, VARIANTS, build, docker
-
-# Tests import the app as gunicorn does, and the scripts as modules.
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 
 @pytest.fixture(scope="session")

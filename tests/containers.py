@@ -6,7 +6,6 @@ Every container started here is removed when its `with` block ends, whether the 
 import contextlib
 import http.client
 import json
-import os
 import re
 import subprocess
 import tarfile
@@ -14,14 +13,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
+import docker_tools
 import pytest
+from docker_tools import DOCKER, ROOT, CommandFailed, docker_result, variants, walk_image
 
-ROOT = Path(__file__).resolve().parent.parent
-DOCKER = os.environ.get("DOCKER", "docker").split()
-VARIANTS = ("naive", "production", "secure")
-MB = 1_000_000  # as `docker images` counts
+# The variants, and the README's lockdown line, which is how secure runs: the Makefile's table.
+TABLE = variants()
+VARIANTS = tuple(TABLE)
 # The security headers with the values the README promises, on every response; HSTS over HTTPS only.
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -30,18 +29,17 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 HSTS = "max-age=31536000; includeSubDomains"
-# The hardening flags the secure image is built to run under.
-LOCKDOWN = ("--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges")
+LOCKDOWN = tuple(TABLE["secure"]["hardening"])
 # The limits `make run` and compose.yaml give every container (test_deploy.py holds the three together).
 LIMITS = ("--memory", "256m", "--cpus", "1", "--pids-limit", "128")
 
 
 def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run one docker command; on failure, fail the test with the command and what it printed."""
-    result = subprocess.run([*DOCKER, *args], capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        pytest.fail(f"`docker {' '.join(args)}` failed: {result.stderr.strip() or result.stdout.strip()}")
-    return result
+    try:
+        return docker_result(*args, check=check, timeout=timeout)
+    except CommandFailed as error:
+        pytest.fail(str(error))
 
 
 def build(variant: str, image: str, *make_args: str) -> None:
@@ -111,17 +109,19 @@ class Container:
         return result.stdout + result.stderr
 
 
+def assert_serves(container: "Container") -> None:
+    """What every app built on this template answers, whatever else it does: / and the health route."""
+    assert container.get("/").status == 200
+    health = container.get("/healthz")
+    assert (health.status, health.json()) == (200, {"status": "ok"})
+
+
 def wait_until_serving(container: Container, timeout: float = 30) -> None:
-    """Poll /healthz until it answers 200; fail with the container's log if it never does."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            if container.get("/healthz").status == 200:
-                return
-        if inspect(container.id)["State"]["Status"] == "exited":
-            break
-        time.sleep(0.2)
-    pytest.fail(f"the container did not serve /healthz within {timeout:.0f} s; its log:\n{container.logs()}")
+    """Poll /healthz until it answers 200; fail with the container's log if it stops or never does."""
+    try:
+        docker_tools.wait_until_serving(container.port, container.id, timeout)
+    except CommandFailed as error:
+        pytest.fail(str(error))
 
 
 def wait_until_healthy(container: Container, timeout: float = 60) -> None:
@@ -164,19 +164,32 @@ def process_uids(container: Container) -> list[int]:
 
 def image_files(image: str, needles: tuple[bytes, ...] = ()) -> tuple[dict[str, tarfile.TarInfo], set[str]]:
     """Every path in an image's filesystem with its metadata, and the files that contain any needle."""
-    name = docker("create", image).stdout.strip()
-    try:
-        paths, matches = {}, set()
-        with (
-            subprocess.Popen([*DOCKER, "export", name], stdout=subprocess.PIPE) as export,
-            tarfile.open(fileobj=export.stdout, mode="r|") as archive,
-        ):
-            for member in archive:
-                paths[member.name.rstrip("/")] = member
-                if needles and member.isfile():
-                    content = archive.extractfile(member).read()
-                    if any(needle in content for needle in needles):
-                        matches.add(member.name)
-        return paths, matches
-    finally:
-        docker("rm", "--force", name, check=False)
+    paths, matches = {}, set()
+    for member, read in walk_image(image):
+        paths[member.name.rstrip("/")] = member
+        if needles and member.isfile():
+            content = read()
+            if any(needle in content for needle in needles):
+                matches.add(member.name)
+    return paths, matches
+
+
+# ELF's e_machine numbers for the architectures an image is built for.
+ELF_MACHINES = {3: "i386", 40: "arm", 62: "x86-64", 183: "aarch64", 243: "riscv"}
+
+
+def elf_machine(header: bytes) -> str | None:
+    """The architecture an ELF file is built for, from its first 20 bytes; None if it is not ELF."""
+    if len(header) < 20 or header[:4] != b"\x7fELF":
+        return None
+    machine = int.from_bytes(header[18:20], "little" if header[5] == 1 else "big")
+    return ELF_MACHINES.get(machine, f"machine {machine}")
+
+
+def image_elf_files(image: str) -> dict[str, str]:
+    """Every ELF file in an image's filesystem, with the architecture it is built for."""
+    machines = {}
+    for member, read in walk_image(image):
+        if member.isfile() and (machine := elf_machine(read()[:20])):
+            machines[member.name] = machine
+    return machines

@@ -1,4 +1,7 @@
-"""The app's behaviour through Flask's test client: routes, errors, limits and headers."""
+"""What an app built on this template keeps, through Flask's test client: the health route, JSON
+errors, the body limit, security headers, debug off and settings from the environment.
+
+The sample app's own routes are tested in test_sample_app.py."""
 
 import importlib
 
@@ -17,20 +20,10 @@ def client():
     return app_module.app.test_client()
 
 
-def test_root_greets(client):
-    response = client.get("/")
-    assert response.status_code == 200
-    assert response.get_json() == {"message": "Hello from flask-app!"}
-
-
 def test_healthz_answers_ok_in_json(client):
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.get_json() == {"status": "ok"}
-
-
-def test_echo_counts_the_body(client):
-    assert client.post("/echo", data=b"x" * 1000).get_json() == {"received_bytes": 1000}
 
 
 def test_debug_mode_is_off():
@@ -39,7 +32,7 @@ def test_debug_mode_is_off():
 
 @pytest.mark.parametrize(
     ("method", "path", "status", "name"),
-    [("GET", "/missing", 404, "Not Found"), ("POST", "/", 405, "Method Not Allowed")],
+    [("GET", "/missing", 404, "Not Found"), ("POST", "/healthz", 405, "Method Not Allowed")],
 )
 def test_http_errors_are_json_without_traceback(client, method, path, status, name):
     response = client.open(path, method=method)
@@ -56,7 +49,7 @@ def test_body_over_the_limit_is_refused_with_413(client):
 
 def test_declared_length_over_the_limit_is_refused_on_any_route(client):
     declared = {"CONTENT_LENGTH": str(settings.MAX_CONTENT_LENGTH + 1)}
-    response = client.get("/", environ_overrides=declared)
+    response = client.get("/healthz", environ_overrides=declared)
     assert response.status_code == 413
 
 
@@ -64,8 +57,8 @@ def test_unhandled_exception_becomes_json_500_without_traceback(client, monkeypa
     def broken():
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setitem(app_module.app.view_functions, "index", broken)
-    response = client.get("/")
+    monkeypatch.setitem(app_module.app.view_functions, "healthz", broken)
+    response = client.get("/healthz")
     assert response.status_code == 500
     assert response.get_json() == {"error": "Internal Server Error", "status": 500}
     assert b"secret internal detail" not in response.data

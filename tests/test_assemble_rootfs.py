@@ -8,12 +8,16 @@ libpython under its own prefix (/usr/local in the official images).
 """
 
 import glob
+import hashlib
 import os
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import assemble_rootfs
 import pytest
+from containers import ROOT
 
 LDD_OUTPUT = """\
 \tlinux-vdso.so.1 (0x00007ffd5a5f2000)
@@ -168,9 +172,32 @@ def assembled(request, tmp_path_factory, root_user, source_built_python):
     (site / "hello-1.0.dist-info" / "METADATA").write_text("Name: hello\nVersion: 1.0\n")
     (site / "pip").mkdir()
     (site / "pip" / "__init__.py").touch()
+    # A real wheel whose extension finds the libraries it bundles (pyzmq.libs/) through RPATH $ORIGIN.
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            venv / "bin" / "python",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--require-hashes",
+            "--requirement",
+            ROOT / "tests" / "native-wheel.txt",
+        ],
+        check=True,
+    )
     root = tmp_path / "root"
-    summary = assemble_rootfs.assemble(venv, root, "app", 10001)
+    summary = assemble_rootfs.assemble(venv, root, "app", 10001, extras=["libzstd1", dlopened_library()])
     return root, venv, summary
+
+
+def dlopened_library() -> str:
+    """A library no Python module links to, as a program would load it with dlopen: libcap's."""
+    listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=True).stdout
+    return re.search(r"\slibcap\.so\.2 \(.*\) => (\S+)", listing).group(1)
 
 
 def run_in(root: Path, venv: Path, code: str) -> str:
@@ -221,3 +248,50 @@ def test_assembled_root_keeps_what_scanners_read(assembled):
     assert (root / "var" / "lib" / "dpkg" / "status.d" / "libc6").read_text().startswith("Package: libc6\n")
     assert next((root / venv.relative_to("/")).glob("lib/python3.*/site-packages/hello-1.0.dist-info/METADATA"))
     assert "libc6" in summary["packages"]
+
+
+@pytest.mark.root
+def test_assembled_root_loads_a_wheels_bundled_libraries(assembled):
+    root, venv, _ = assembled
+    assert re.fullmatch(r"\d+\.\d+\.\d+", run_in(root, venv, "import zmq; print(zmq.zmq_version())"))
+
+
+@pytest.mark.root
+def test_assembled_root_holds_no_file_twice_and_nothing_of_the_build_root(assembled):
+    root, _, _ = assembled
+    seen = {}
+    for path in root.rglob("*"):
+        assert str(root).lstrip("/") not in path.relative_to(root).as_posix(), f"{path} is under a copy of the root"
+        if path.is_file() and not path.is_symlink() and path.stat().st_size > 4096:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            assert digest not in seen, f"{path} is a copy of {seen[digest]}"
+            seen[digest] = path
+    for loader_file in ("etc/ld.so.conf", "etc/ld.so.cache"):
+        assert str(root).encode() not in (root / loader_file).read_bytes()
+
+
+@pytest.mark.root
+def test_assembled_root_has_what_a_service_needs_at_run_time(assembled):
+    root, venv, summary = assembled
+    code = (
+        "import locale, socket, ssl, zoneinfo;"
+        "print(ssl.create_default_context().cert_store_stats()['x509_ca'] > 100,"
+        " zoneinfo.ZoneInfo('Europe/Paris').key, locale.setlocale(locale.LC_ALL, 'C.UTF-8'),"
+        " socket.getservbyname('https'), socket.getprotobyname('tcp'))"
+    )
+    assert run_in(root, venv, code) == "True Europe/Paris C.UTF-8 443 6"
+    assert "hosts: files dns" in (root / "etc" / "nsswitch.conf").read_text()
+    assert {"ca-certificates", "tzdata", "netbase", "libc-bin"} <= set(summary["packages"])
+
+
+@pytest.mark.root
+def test_assembled_root_brings_the_extras_it_is_given(assembled):
+    root, venv, _ = assembled
+    library = dlopened_library()
+    assert (root / library.lstrip("/")).exists()
+    assert (
+        run_in(root, venv, "import ctypes; ctypes.CDLL('libcap.so.2'); ctypes.CDLL('libzstd.so.1'); print('ok')")
+        == "ok"
+    )
+    assert (root / "var" / "lib" / "dpkg" / "status.d" / "libzstd1").exists()
+    assert not (root / "usr" / "share" / "doc" / "libzstd1").exists()

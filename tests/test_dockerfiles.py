@@ -6,7 +6,8 @@ from pathlib import Path
 
 import compare
 import pytest
-from containers import ROOT
+import yaml
+from containers import ROOT, TABLE
 
 pytestmark = pytest.mark.unit
 
@@ -79,3 +80,11 @@ def test_no_run_only_updates_package_lists(dockerfile):
     for line in instructions(dockerfile):
         if re.match(r"RUN\b.*\b(apt-get|apt|apk) update\b", line):
             assert re.search(r"\b(apt-get|apt|apk) (install|add)\b", line), line
+
+
+def test_ci_builds_each_variant_from_the_dockerfile_the_makefile_names():
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    builds = workflow["jobs"]["image"]["strategy"]["matrix"]["include"]
+    table = {name: row["dockerfile"] for name, row in TABLE.items()}
+    assert {row["variant"]: row["dockerfile"] for row in builds} == table
+    assert all(table[row["variant"]] == row["dockerfile"] for row in builds)

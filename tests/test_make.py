@@ -3,6 +3,7 @@ on an image, how they treat port 8080 and containers they did not start, and a D
 """
 
 import os
+import re
 import stat
 import subprocess
 import time
@@ -56,7 +57,10 @@ STUB_DOCKER = """#!/usr/bin/env bash
 # A docker command that has only the stand-in base image, and whose pulls fail with $STUB_PULL_ERROR.
 if [ "$1 $2" = "image inspect" ]; then
     [ "${*: -1}" = "$STAND_IN" ] || exit 1
-    [ "$3" = --format ] && echo "$STUB_CREATED"
+    case "$4" in
+    *Created*) echo "$STUB_CREATED" ;;
+    *packages*) echo "$STUB_PACKAGES" ;;
+    esac
     exit 0
 fi
 if [ "$1" = pull ]; then
@@ -70,6 +74,7 @@ exit 2
 
 def base_image(tmp_path: Path, pull_error: str, age_days: int = 2) -> subprocess.CompletedProcess:
     """Run scripts/base-image.sh with a docker whose pull fails so, and a stand-in this old."""
+    script = ROOT / "scripts" / "base-image.sh"
     stub = tmp_path / "docker"
     stub.write_text(STUB_DOCKER)
     stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
@@ -80,9 +85,11 @@ def base_image(tmp_path: Path, pull_error: str, age_days: int = 2) -> subprocess
         "STAND_IN": "flask-app-base:debian12",
         "STUB_CREATED": created,
         "STUB_PULL_ERROR": pull_error,
+        # The packages the script asks for, so that the stand-in is current.
+        "STUB_PACKAGES": re.search(r"^STAND_IN_PACKAGES=(\S+)$", script.read_text(), re.MULTILINE).group(1),
     }
     return subprocess.run(
-        [ROOT / "scripts" / "base-image.sh", "python:3.12.15-slim-bookworm"],
+        [script, "python:3.12.15-slim-bookworm"],
         env=environment,
         capture_output=True,
         text=True,
@@ -133,7 +140,7 @@ def test_a_docker_command_with_arguments_works_for_the_engine_and_a_build(docker
         assert engine.returncode == 0, engine.stdout + engine.stderr
         build = make("build-naive", f"IMAGE={image}", docker_command=two_words)
         assert build.returncode == 0, build.stdout[-3000:] + build.stderr
-        assert inspect(f"{image}:naive")["Config"]["Cmd"] == ["python", "app.py"]
+        assert inspect(f"{image}:naive")["Config"]["Cmd"] == ["python", "src/app.py"]
     finally:
         docker("image", "rm", "--force", f"{image}:naive", check=False)
 

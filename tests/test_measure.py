@@ -135,9 +135,10 @@ def test_bench_markdown_shows_every_variant_ratio_range_and_goal(report):
     assert "no, missed by 0.20 x" in text
 
 
-def image_row(image, size_mb, compressed_mb, layers, user, healthcheck, files, shell, findings):
+def image_row(image, size_mb, compressed_mb, layers, user, healthcheck, files, shell, findings, platform="linux/amd64"):
     return {
         "image": image,
+        "platform": platform,
         "size_bytes": size_mb * compare.MB,
         "compressed_bytes": compressed_mb * compare.MB,
         "layers": layers,
@@ -153,13 +154,16 @@ def image_row(image, size_mb, compressed_mb, layers, user, healthcheck, files, s
 ROWS = [
     image_row("a:naive", 200, 80, 4, "root (unset)", "none", 12000, True, ["DL3042", "DL3057"]),
     image_row("a:secure", 34, 14, 3, "10001:10001", "exec form", 900, False, []),
+    image_row("a:secure-arm64", 33, 13, 3, "10001:10001", "exec form", 890, False, [], platform="linux/arm64"),
 ]
 
 
-def test_compare_tables_show_sizes_and_findings():
-    assert "| `a:secure` | 34.0 MB | 14.0 MB | 3 | 10001:10001 | exec form | 900 | no | no | none |" in (
-        compare.markdown_table(ROWS)
+def test_compare_tables_show_platforms_sizes_and_findings():
+    table = compare.markdown_table(ROWS)
+    assert (
+        "| `a:secure` | linux/amd64 | 34.0 MB | 14.0 MB | 3 | 10001:10001 | exec form | 900 | no | no | none |" in table
     )
+    assert "| `a:secure-arm64` | linux/arm64 | 33.0 MB | 13.0 MB |" in table
     assert "DL3042, DL3057" in compare.text_table(ROWS)
 
 

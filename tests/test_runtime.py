@@ -21,7 +21,6 @@ from containers import (
     HSTS,
     LIMITS,
     LOCKDOWN,
-    MB,
     SECURITY_HEADERS,
     docker,
     inspect,
@@ -29,6 +28,7 @@ from containers import (
     running,
     wait_until_healthy,
 )
+from docker_tools import MB
 
 import settings
 

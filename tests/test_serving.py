@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def gunicorn_settings():
     """The names gunicorn.conf.py defines, as gunicorn would read them."""
-    names = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    names = runpy.run_path(str(ROOT / "src" / "gunicorn.conf.py"))
     return {name: value for name, value in names.items() if not name.startswith("__") and name != "settings"}
 
 

@@ -1,6 +1,6 @@
 """The Flask application: a greeting, a health check and production-grade defaults.
 
-`python app.py` runs Flask's development server (what the naive image does); the production
+`python src/app.py` runs Flask's development server (what the naive image does); the production
 and secure images serve the same `app` object with gunicorn (see gunicorn.conf.py).
 """
 

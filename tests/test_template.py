@@ -1,0 +1,144 @@
+"""The repository as a template: a copy with a user's own changes, built and run as the README says.
+
+Each test copies the project to a folder of its own, changes it the way the README's "Using it as
+a template" tells a user to, and builds and runs it with the copy's own Makefile.
+"""
+
+import re
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from containers import DOCKER, LOCKDOWN, ROOT, docker, running
+
+pytestmark = pytest.mark.integration
+
+# A package of the user's: routes that need a wheel with bundled native libraries, time zones, the
+# public CA certificates and the C.UTF-8 locale.
+USER_PACKAGE = '''"""Routes of my service that need more than the sample does."""
+
+import datetime
+import locale
+import ssl
+import zoneinfo
+
+import zmq
+from flask import Blueprint, jsonify
+
+routes = Blueprint("myservice", __name__)
+
+
+@routes.get("/native")
+def native():
+    return jsonify(zmq=zmq.zmq_version())
+
+
+@routes.get("/paris")
+def paris():
+    summer = datetime.datetime(2026, 7, 1, 12, tzinfo=zoneinfo.ZoneInfo("Europe/Paris"))
+    return jsonify(offset=str(summer.utcoffset()))
+
+
+@routes.get("/tls")
+def tls():
+    return jsonify(certificates=ssl.create_default_context().cert_store_stats()["x509_ca"])
+
+
+@routes.get("/locale")
+def current_locale():
+    return jsonify(locale=locale.setlocale(locale.LC_ALL, ""))
+'''
+
+
+def copy_project(destination: Path) -> Path:
+    """The files git knows of, tracked or new and not ignored, as a fresh clone would have them."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            (destination / name).write_bytes(source.read_bytes())
+            (destination / name).chmod(source.stat().st_mode)
+    return destination
+
+
+def make(project: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """The copy's own Makefile; the lock uses the test environment so nothing is installed twice."""
+    command = ["make", "--no-print-directory", *args, f"DOCKER={' '.join(DOCKER)}", f"VENV={ROOT / '.venv'}"]
+    return subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=timeout)
+
+
+def must(result: subprocess.CompletedProcess, what: str) -> None:
+    output = (result.stdout + result.stderr).strip().splitlines()
+    assert result.returncode == 0, f"{what} failed; the end of its output:\n" + "\n".join(output[-40:])
+
+
+@pytest.fixture
+def project(tmp_path, docker_engine):
+    """A copy of the project and an image name of its own; the image is removed afterwards."""
+    name = f"flask-app-trial-{uuid.uuid4().hex[:8]}"
+    try:
+        yield copy_project(tmp_path / "my-service"), name
+    finally:
+        for variant in ("secure", "production"):
+            docker("image", "rm", "--force", f"{name}:{variant}", check=False)
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now."""
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return probe.getsockname()[1]
+
+
+def test_a_copy_with_a_package_a_native_dependency_and_its_own_greeting_serves_locked_down(project):
+    copy, name = project
+    app = copy / "src" / "app.py"
+    app.write_text(
+        app.read_text().replace("Hello from flask-app!", "Hello from my-service!")
+        + "\n\nfrom myservice import routes  # noqa: E402\n\napp.register_blueprint(routes)\n"
+    )
+    (copy / "src" / "myservice").mkdir()
+    (copy / "src" / "myservice" / "__init__.py").write_text(USER_PACKAGE)
+    with (copy / "requirements.in").open("a") as requirements:
+        requirements.write("pyzmq==26.4.0\n")
+    must(make(copy, "lock"), "make lock")
+    assert re.search(r"^pyzmq==26\.4\.0 \\\n    --hash=sha256:", (copy / "requirements.txt").read_text(), re.MULTILINE)
+    must(make(copy, "build-secure", f"IMAGE={name}"), "make build-secure")
+
+    with running(f"{name}:secure", *LOCKDOWN, "--user", "12345:0") as container:
+        answers = {path: container.get(path) for path in ("/", "/native", "/paris", "/tls", "/locale")}
+    assert {path: answer.status for path, answer in answers.items()} == dict.fromkeys(answers, 200)
+    assert answers["/"].json() == {"message": "Hello from my-service!"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", answers["/native"].json()["zmq"])
+    assert answers["/paris"].json() == {"offset": "2:00:00"}
+    assert answers["/tls"].json()["certificates"] > 100
+    assert answers["/locale"].json() == {"locale": "C.UTF-8"}
+
+
+def test_make_run_reports_at_once_a_container_that_exits_as_it_starts(project, unused_port):
+    copy, name = project
+    app = copy / "src" / "app.py"
+    app.write_text("import myservice  # a package that was never added to src/\n" + app.read_text())
+    must(make(copy, "build-production", f"IMAGE={name}"), "make build-production")
+    container = f"{name}-run"
+    started = time.monotonic()
+    try:
+        result = make(copy, "run-production", f"IMAGE={name}", f"CONTAINER={container}", f"PORT={unused_port}")
+        elapsed = time.monotonic() - started
+    finally:
+        docker("rm", "--force", container, check=False)
+    assert result.returncode != 0
+    assert f"{container} exited with" in result.stderr
+    assert "ModuleNotFoundError: No module named 'myservice'" in result.stderr
+    # The build is cached by then; without the check, make would wait out its whole 30 s.
+    assert elapsed < 15, f"make run took {elapsed:.1f} s to report it"
