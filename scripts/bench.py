@@ -207,7 +207,9 @@ def serving(tags: dict, limits: list[str], seconds: int, repeats: int) -> dict:
             results[variant]["load"][count] = {
                 **{key: statistics.median(step[key] for step in runs) for key in runs[0] if key != "errors"},
                 "errors": sum(step["errors"] for step in runs),
-                "spread": {key: spread([step[key] for step in runs]) for key in ("requests_per_second", "p99_ms")},
+                "spread": {
+                    key: spread([step[key] for step in runs]) for key in ("requests_per_second", "p50_ms", "p99_ms")
+                },
                 "runs": runs,
             }
         runs = results[variant]["fixed_rate"]

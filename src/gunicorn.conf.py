@@ -23,10 +23,11 @@ worker_tmp_dir = "/dev/shm"
 # and it cannot be created on a read-only root.
 control_socket_disable = True
 
-# Restart each worker after about ten thousand requests, staggered, so a slow leak cannot grow
-# forever. Much lower costs throughput: at a thousand, a busy worker re-imports the app every second.
-max_requests = 10000
-max_requests_jitter = 1000
+# Restart each worker after about a hundred thousand requests, so a slow leak cannot grow forever.
+# With one worker, nothing answers while its successor starts, so restarts must be rare: at ten
+# thousand, a busy worker restarted every few seconds and the slowest requests waited for it.
+max_requests = 100000
+max_requests_jitter = 10000
 
 # Logs go to stdout and stderr, where `docker logs` and every log collector look.
 accesslog = "-"
