@@ -278,8 +278,8 @@ def test_ten_thousand_requests_neither_kill_it_nor_grow_its_memory(images, varia
         samples = []
         deadline = time.monotonic() + 240
         with ThreadPoolExecutor(max_workers=8) as pool:
-            # 4 rounds of 2,504 requests from 8 clients. Workers restart only after about ten
-            # thousand requests each, so none does here, and every request must succeed.
+            # 4 rounds of 2,504 requests from 8 clients. The worker restarts only after about a
+            # hundred thousand requests, so not here, and every request must succeed.
             for _ in range(4):
                 answered = sum(pool.map(hammer, [313] * 8, [deadline] * 8))
                 assert answered == 2504, f"only {answered} of 2,504 requests answered 200"
