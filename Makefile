@@ -53,7 +53,8 @@ PLATFORM_FLAG := $(if $(PLATFORM),--platform $(PLATFORM))
 # and the tests remove only those.
 RUN_LABEL = make-run.project=$(CURDIR)
 SECRET := $(if $(CA_BUNDLE),--secret id=ca-bundle$(comma)src=$(CA_BUNDLE))
-LABELS = --label org.opencontainers.image.source=$(SOURCE_URL) \
+# What every build is stamped with: its OCI labels, and the last commit's time for its history.
+STAMP = --label org.opencontainers.image.source=$(SOURCE_URL) \
 	--label org.opencontainers.image.version=$(VERSION) \
 	--label org.opencontainers.image.revision=$(REVISION) \
 	--label org.opencontainers.image.created=$(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ) \
@@ -103,7 +104,7 @@ $(BUILDS): build-%: engine
 	@base=$$(DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
 	echo "Building $(IMAGE):$*$(ARCH_TAG) from $(DOCKERFILE_$*) on $$base$(if $(PLATFORM), for $(PLATFORM))"; \
 	$(DOCKER) build $(PLATFORM_FLAG) $(BUILD_FLAGS) --file $(DOCKERFILE_$*) --tag $(IMAGE):$*$(ARCH_TAG) \
-		--build-arg BASE_IMAGE=$$base $(SECRET) $(LABELS) . \
+		--build-arg BASE_IMAGE=$$base $(SECRET) $(STAMP) . \
 	|| { echo "make: building $(IMAGE):$*$(ARCH_TAG) failed; the step marked ERROR above is the one that failed." >&2; exit 1; }
 
 run: run-secure ## Run the secure image on http://localhost:$(PORT)
