@@ -2,12 +2,14 @@
 on an image, how they treat port 8080 and containers they did not start, and a DOCKER with arguments.
 """
 
+import contextlib
 import os
 import re
 import stat
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -145,45 +147,41 @@ def test_a_docker_command_with_arguments_works_for_the_engine_and_a_build(docker
         docker("image", "rm", "--force", f"{image}:naive", check=False)
 
 
-def start_on_8080(image: str, *labels: str) -> str:
-    """A container of image that holds 127.0.0.1:8080 and does nothing else for a minute."""
+@contextlib.contextmanager
+def holding_8080(image: str, *labels: str) -> Iterator[str]:
+    """A container of image that holds 127.0.0.1:8080 and does nothing else; removed afterwards,
+    also when it could not start."""
     name = f"flask-app-port-{uuid.uuid4().hex[:8]}"
     flags = [argument for label in labels for argument in ("--label", label)]
-    docker("run", "--detach", "--name", name, *flags, "--publish", "127.0.0.1:8080:8080", image, "sleep", "60")
-    return name
+    try:
+        docker("run", "--detach", "--name", name, *flags, "--publish", "127.0.0.1:8080:8080", image, "sleep", "60")
+        yield name
+    finally:
+        docker("rm", "--force", name, check=False)
 
 
 @pytest.mark.integration
 def test_the_tests_stop_a_container_make_run_left_on_8080(images):
-    name = start_on_8080(images["naive"], f"make-run.project={ROOT}")
-    try:
+    with holding_8080(images["naive"], f"make-run.project={ROOT}") as name:
         result = make("free-8080")
         assert result.returncode == 0, result.stderr
         assert f"stopping {name}, the container make run left on port 8080" in result.stdout
         assert docker("ps", "--all", "--quiet", "--filter", f"name=^/{name}$").stdout == ""
-    finally:
-        docker("rm", "--force", name, check=False)
 
 
 @pytest.mark.integration
 def test_the_tests_refuse_to_start_while_something_else_holds_8080(images):
-    name = start_on_8080(images["naive"])
-    try:
+    with holding_8080(images["naive"]) as name:
         result = make("free-8080")
         assert result.returncode != 0
         assert f"port 8080, which the tests serve on, is held by the container {name}" in result.stderr
         assert inspect(name)["State"]["Running"]
-    finally:
-        docker("rm", "--force", name, check=False)
 
 
 @pytest.mark.integration
 def test_make_stop_leaves_a_container_it_did_not_start_alone(images):
-    name = start_on_8080(images["naive"])
-    try:
+    with holding_8080(images["naive"]) as name:
         result = make("stop", f"CONTAINER={name}")
         assert result.returncode != 0
         assert f"a container named {name} exists that make run did not start" in result.stderr
         assert inspect(name)["State"]["Running"]
-    finally:
-        docker("rm", "--force", name, check=False)
