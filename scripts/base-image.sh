@@ -5,7 +5,8 @@
 #       IMAGE itself if it is present or can be pulled. Where no registry answers (an offline
 #       machine, a firewall), a stand-in built from Debian's packages with mmdebstrap instead:
 #       Debian 12 with its python3, pip and venv, named flask-app-base:debian12 (never python:*),
-#       rebuilt once it is a week old. A registry that answers with an error fails the script.
+#       rebuilt once it is a week old or when its package list here changes. A registry that
+#       answers with an error fails the script.
 #   scripts/base-image.sh --rebuild
 #       Build the stand-in now, from Debian's current packages.
 #   scripts/base-image.sh --from-prefix DIR TAG
