@@ -31,9 +31,8 @@ import uuid
 from pathlib import Path
 
 import clients
-import docker_tools
 from compare import replace_between_markers
-from docker_tools import DOCKER, MB, CommandFailed, docker, run, variants
+from docker_tools import MB, ROOT, docker, docker_result, exit_on_failure, run, variants, wait_until_serving
 
 # Each variant's Dockerfile, and how `make run-VARIANT` hardens it besides the limits: the Makefile's table.
 TABLE = variants()
@@ -65,13 +64,14 @@ def timed_build(context: Path, dockerfile: str, tag: str, base: str, ca_bundle: 
     return time.monotonic() - started
 
 
-def copy_context(destination: Path) -> None:
-    """Copy the files git knows of (tracked, or new and not ignored), as a clone would have them."""
-    listed = run("git", "ls-files", "--cached", "--others", "--exclude-standard", "-z").split("\0")
-    for name in filter(None, listed):
-        if Path(name).is_file():
+def copy_context(destination: Path) -> Path:
+    """Copy the project's files git knows of (tracked, or new and not ignored), as a clone has them."""
+    listed = run("git", "-C", str(ROOT), "ls-files", "--cached", "--others", "--exclude-standard", "-z")
+    for name in filter(None, listed.split("\0")):
+        if (ROOT / name).is_file():
             (destination / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(name, destination / name)
+            shutil.copy2(ROOT / name, destination / name)
+    return destination
 
 
 def change_one_line(app: Path, round_number: int) -> None:
@@ -80,15 +80,6 @@ def change_one_line(app: Path, round_number: int) -> None:
     changed = re.sub(r'message="[^"]*"', f'message="Hello from flask-app! (edit {round_number})"', text, count=1)
     assert changed != text, "the greeting line of src/app.py was not found"
     app.write_text(changed)
-
-
-def first_200(port: int, deadline: float) -> bool:
-    """Ask /healthz every 10 ms until it answers 200 (True) or the deadline passes (False)."""
-    while time.monotonic() < deadline:
-        if docker_tools.serving(port):
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def memory_bytes(container: str) -> int:
@@ -106,7 +97,7 @@ def start(tag: str, variant: str, name: str, limits: list[str], extra: tuple[str
 
 
 def remove(*names: str) -> None:
-    subprocess.run([*DOCKER, "rm", "--force", *names], capture_output=True)
+    docker_result("rm", "--force", *names, check=False)
 
 
 def startup_and_memory(tag: str, variant: str, limits: list[str]) -> tuple[float, int]:
@@ -115,8 +106,7 @@ def startup_and_memory(tag: str, variant: str, limits: list[str]) -> tuple[float
     try:
         started = time.monotonic()
         port = start(tag, variant, name, limits)
-        if not first_200(port, started + 30):
-            raise SystemExit(f"bench: {tag} did not answer /healthz within 30 s")
+        wait_until_serving(port, name, timeout=30, poll=0.01)
         seconds = time.monotonic() - started
         time.sleep(3)  # idle: workers booted, no requests
         return seconds, memory_bytes(name)
@@ -165,8 +155,7 @@ def serving(tags: dict, limits: list[str], seconds: int, repeats: int) -> dict:
         try:
             ports = {variant: start(tag, variant, names[variant], limits) for variant, tag in tags.items()}
             for variant, port in ports.items():
-                if not first_200(port, time.monotonic() + 30):
-                    raise SystemExit(f"bench: {tags[variant]} did not answer /healthz within 30 s")
+                wait_until_serving(port, names[variant], timeout=30)
                 run("wrk", "-t1", "-c4", "-d2s", f"http://127.0.0.1:{port}/", timeout=30)
             for variant, port in ports.items():
                 progress(f"{label}: {variant}")
@@ -191,8 +180,7 @@ def serving(tags: dict, limits: list[str], seconds: int, repeats: int) -> dict:
     try:
         progress("256 slow-header clients for 20 s: production with the gthread worker")
         port = start(tags["production"], "production", name, limits, tuple(THREADED))
-        if not first_200(port, time.monotonic() + 30):
-            raise SystemExit(f"bench: {tags['production']} with gthread did not answer /healthz within 30 s")
+        wait_until_serving(port, name, timeout=30)
         results["production"]["slow_clients_gthread"] = clients.slow_header_attack(port, clients=256, seconds=20)
     finally:
         remove(name)
@@ -398,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             for variant, measured in serving(tags, limits, args.seconds, args.load_runs).items():
                 variants[variant].update(measured)
         finally:
-            subprocess.run([*DOCKER, "image", "rm", "--force", *tags.values()], capture_output=True)
+            docker_result("image", "rm", "--force", *tags.values(), check=False)
     for measured in variants.values():
         build, startup, memory = measured["build"], measured["startup"], measured["idle_memory"]
         build.update(warm_seconds=statistics.median(build["warm_runs"]), warm=spread(build["warm_runs"]))
@@ -427,7 +415,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except CommandFailed as error:
-        sys.exit(f"bench: {error}")
+    sys.exit(exit_on_failure(main, "bench"))

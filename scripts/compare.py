@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from docker_tools import DOCKER, MB, CommandFailed, docker, walk_image
+from docker_tools import DOCKER, MB, docker, exit_on_failure, walk_image
 
 SHELLS = {"sh", "bash", "dash", "ash", "busybox"}
 
@@ -170,10 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs = [pair.split("=", 1) for pair in args.images]
     if any(len(pair) != 2 for pair in pairs):
         parser.error("give each image as IMAGE=DOCKERFILE")
-    try:
-        rows = [describe(image, dockerfile, args.hadolint) for image, dockerfile in pairs]
-    except CommandFailed as error:
-        sys.exit(str(error))
+    rows = [describe(image, dockerfile, args.hadolint) for image, dockerfile in pairs]
     print(text_table(rows))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "compare.md").write_text(markdown_table(rows))
@@ -188,4 +185,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_on_failure(main, "compare"))

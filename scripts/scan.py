@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from docker_tools import CommandFailed, docker
+from docker_tools import docker, exit_on_failure
 
 GATING = {"HIGH", "CRITICAL"}
 
@@ -208,7 +208,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except CommandFailed as error:
-        sys.exit(f"scan: {error}")
+    sys.exit(exit_on_failure(main, "scan"))

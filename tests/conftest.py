@@ -1,15 +1,31 @@
-"""Shared set-up: a Docker engine, the three images built once, and what the root tests need."""
+"""Shared set-up: the app on a local port, a Docker engine, the three images built once, and what the
+root tests need."""
 
 import glob
 import os
 import re
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
 import pytest
 from containers import DOCKER, ROOT, VARIANTS, build, docker
+from werkzeug.serving import make_server
+
+import app as app_module
+
+
+@pytest.fixture
+def local_server():
+    """The app on an ephemeral port of 127.0.0.1, served by Werkzeug in threads; its port."""
+    server = make_server("127.0.0.1", 0, app_module.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_port
+    server.shutdown()
+    thread.join()
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import docker_tools
 import pytest
@@ -42,24 +43,32 @@ def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
         pytest.fail(str(error))
 
 
-def build(variant: str, image: str, *make_args: str) -> None:
-    """Build one variant with the Makefile, as a user would; fail with the end of its output."""
-    result = subprocess.run(
-        [
-            "make",
-            "--no-print-directory",
-            f"build-{variant}",
-            f"IMAGE={image}",
-            f"DOCKER={' '.join(DOCKER)}",
-            *make_args,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+def make(*args: str, project: Path = ROOT, docker_command: str = " ".join(DOCKER)) -> subprocess.CompletedProcess:
+    """Run a target of a project's Makefile (this one's by default) as a user would."""
+    command = ["make", "--no-print-directory", *args, f"DOCKER={docker_command}"]
+    return subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=900)
+
+
+def must(result: subprocess.CompletedProcess, what: str) -> None:
+    """Fail the test with the end of a command's output unless it succeeded."""
     if result.returncode != 0:
         output = (result.stdout + result.stderr).strip().splitlines()
-        pytest.fail(f"`make build-{variant}` failed; the end of its output:\n" + "\n".join(output[-40:]))
+        pytest.fail(f"{what} failed; the end of its output:\n" + "\n".join(output[-40:]))
+
+
+def build(variant: str, image: str, *make_args: str) -> None:
+    """Build one variant with the Makefile, as a user would; fail with the end of its output."""
+    must(make(f"build-{variant}", f"IMAGE={image}", *make_args), f"`make build-{variant}`")
+
+
+def copy_from_image(image: str, path: str, destination: Path) -> Path:
+    """Copy a file or folder of an image out of a container that never starts; return where it went."""
+    container = docker("create", image).stdout.strip()
+    try:
+        docker("cp", "--follow-link", f"{container}:{path}", str(destination))
+    finally:
+        docker("rm", "--force", container, check=False)
+    return destination
 
 
 def inspect(target: str) -> dict:

@@ -20,6 +20,7 @@ from containers import (
     VARIANTS,
     assert_serves,
     build,
+    copy_from_image,
     docker,
     image_files,
     inspect,
@@ -94,21 +95,11 @@ def test_secure_image_keeps_what_vulnerability_scanners_read(images):
     assert [path for path in paths if path.endswith(".dist-info/METADATA") and "/flask-" in path]
 
 
-def read_file(image: str, path: str, destination: Path) -> bytes:
-    """The bytes of one file of an image, copied out of a container that never starts."""
-    container = docker("create", image).stdout.strip()
-    try:
-        docker("cp", "--follow-link", f"{container}:{path}", str(destination))
-    finally:
-        docker("rm", "--force", container, check=False)
-    return destination.read_bytes()
-
-
 def test_secure_image_has_the_base_images_public_ca_bundle(images, tmp_path):
     bundle = "/etc/ssl/certs/ca-certificates.crt"
-    secure = read_file(images["secure"], bundle, tmp_path / "secure.pem")
+    secure = copy_from_image(images["secure"], bundle, tmp_path / "secure.pem").read_bytes()
     assert secure.count(b"-----BEGIN CERTIFICATE-----") > 100
-    assert secure == read_file(images["production"], bundle, tmp_path / "production.pem")
+    assert secure == copy_from_image(images["production"], bundle, tmp_path / "production.pem").read_bytes()
 
 
 def test_secure_has_what_a_service_needs_at_run_time_as_production_does(images):

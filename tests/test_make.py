@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from containers import DOCKER, ROOT, docker, inspect
+from containers import DOCKER, ROOT, docker, inspect, make
 
 # What `docker pull` prints when it fails, as Docker Engine words it, and whether it means that no
 # registry could be reached (then, and only then, the stand-in base is used).
@@ -121,16 +121,6 @@ def test_the_image_source_label_drops_credentials_from_the_remote(tmp_path):
     dry_run = subprocess.run(["make", "-n", "build-naive"], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert "org.opencontainers.image.source=https://git.example.com/team/flask-app.git" in dry_run.stdout
     assert "s3cret" not in dry_run.stdout and "builder" not in dry_run.stdout
-
-
-def make(*args: str, docker_command: str = " ".join(DOCKER)) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["make", "--no-print-directory", *args, f"DOCKER={docker_command}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
 
 
 @pytest.mark.integration

@@ -1,16 +1,12 @@
 """The measuring scripts' own logic, on fixed inputs and a local server: parsing wrk, judging goals,
 writing reports, sending load."""
 
-import threading
 import xml.etree.ElementTree as ElementTree
 
 import bench
 import clients
 import compare
 import pytest
-from werkzeug.serving import make_server
-
-import app as app_module
 
 pytestmark = pytest.mark.unit
 
@@ -188,17 +184,6 @@ def test_percentile_is_the_nearest_rank():
     assert clients.percentile(values, 0.5) == 50
     assert clients.percentile(values, 0.99) == 99
     assert clients.percentile([7.0], 0.99) == 7
-
-
-@pytest.fixture
-def local_server():
-    """The app on an ephemeral port of 127.0.0.1, served by Werkzeug in threads."""
-    server = make_server("127.0.0.1", 0, app_module.app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_port
-    server.shutdown()
-    thread.join()
 
 
 def test_fixed_rate_sends_every_request_it_is_asked_for(local_server):

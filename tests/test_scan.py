@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import scan
-from containers import ROOT, build, docker, inspect
+from containers import ROOT, build, copy_from_image, docker, inspect
 
 # The one time every file of the secure image carries (Dockerfile.multistage says why).
 FILE_TIME = 315532800
@@ -48,13 +48,8 @@ def operating_system(sbom: dict) -> tuple[str, str | None]:
 
 def dpkg_status_entries(image: str, destination: Path) -> dict[str, str]:
     """Package and version of every dpkg status entry in an image, read from its filesystem."""
-    container = docker("create", image).stdout.strip()
-    try:
-        docker("cp", f"{container}:/var/lib/dpkg/status.d", str(destination))
-    finally:
-        docker("rm", "--force", container, check=False)
     entries = {}
-    for entry in (destination / "status.d").iterdir():
+    for entry in copy_from_image(image, "/var/lib/dpkg/status.d", destination / "status.d").iterdir():
         fields = dict(re.findall(r"^(Package|Version): (.+)$", entry.read_text(), re.MULTILINE))
         entries[fields["Package"]] = fields["Version"]
     return entries

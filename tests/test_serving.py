@@ -2,14 +2,11 @@
 
 import runpy
 import socket
-import threading
 from pathlib import Path
 
 import pytest
 from gunicorn.config import Config
-from werkzeug.serving import make_server
 
-import app as app_module
 import healthcheck
 
 pytestmark = pytest.mark.unit
@@ -44,17 +41,6 @@ def test_gunicorn_logs_to_stdout_and_recycles_workers(gunicorn_settings):
     assert gunicorn_settings["accesslog"] == "-"
     assert gunicorn_settings["max_requests"] > 0 < gunicorn_settings["max_requests_jitter"]
     assert 0 < gunicorn_settings["graceful_timeout"] <= gunicorn_settings["timeout"]
-
-
-@pytest.fixture
-def local_server():
-    """The app on an ephemeral port of 127.0.0.1, served by Werkzeug in a thread."""
-    server = make_server("127.0.0.1", 0, app_module.app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_port
-    server.shutdown()
-    thread.join()
 
 
 def test_healthcheck_passes_when_healthz_answers(local_server):

@@ -12,7 +12,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from containers import DOCKER, LOCKDOWN, ROOT, docker, running
+from bench import copy_context
+from containers import LOCKDOWN, ROOT, docker, make, must, running
 
 pytestmark = pytest.mark.integration
 
@@ -53,33 +54,9 @@ def current_locale():
 '''
 
 
-def copy_project(destination: Path) -> Path:
-    """The files git knows of, tracked or new and not ignored, as a fresh clone would have them."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    for name in filter(None, listed.split("\0")):
-        source = ROOT / name
-        if source.is_file():
-            (destination / name).parent.mkdir(parents=True, exist_ok=True)
-            (destination / name).write_bytes(source.read_bytes())
-            (destination / name).chmod(source.stat().st_mode)
-    return destination
-
-
-def make(project: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    """The copy's own Makefile; the lock uses the test environment so nothing is installed twice."""
-    command = ["make", "--no-print-directory", *args, f"DOCKER={' '.join(DOCKER)}", f"VENV={ROOT / '.venv'}"]
-    return subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=timeout)
-
-
-def must(result: subprocess.CompletedProcess, what: str) -> None:
-    output = (result.stdout + result.stderr).strip().splitlines()
-    assert result.returncode == 0, f"{what} failed; the end of its output:\n" + "\n".join(output[-40:])
+def make_in(copy: Path, *args: str) -> subprocess.CompletedProcess:
+    """The copy's own Makefile; the lock uses the test environment, so nothing is installed twice."""
+    return make(*args, f"VENV={ROOT / '.venv'}", project=copy)
 
 
 @pytest.fixture
@@ -87,7 +64,7 @@ def project(tmp_path, docker_engine):
     """A copy of the project and an image name of its own; the image is removed afterwards."""
     name = f"flask-app-trial-{uuid.uuid4().hex[:8]}"
     try:
-        yield copy_project(tmp_path / "my-service"), name
+        yield copy_context(tmp_path / "my-service"), name
     finally:
         for variant in ("secure", "production"):
             docker("image", "rm", "--force", f"{name}:{variant}", check=False)
@@ -111,9 +88,9 @@ def test_a_copy_with_a_package_a_native_dependency_and_its_own_greeting_serves_l
     (copy / "src" / "myservice" / "__init__.py").write_text(USER_PACKAGE)
     with (copy / "requirements.in").open("a") as requirements:
         requirements.write("pyzmq==26.4.0\n")
-    must(make(copy, "lock"), "make lock")
+    must(make_in(copy, "lock"), "make lock")
     assert re.search(r"^pyzmq==26\.4\.0 \\\n    --hash=sha256:", (copy / "requirements.txt").read_text(), re.MULTILINE)
-    must(make(copy, "build-secure", f"IMAGE={name}"), "make build-secure")
+    must(make_in(copy, "build-secure", f"IMAGE={name}"), "make build-secure")
 
     with running(f"{name}:secure", *LOCKDOWN, "--user", "12345:0") as container:
         answers = {path: container.get(path) for path in ("/", "/native", "/paris", "/tls", "/locale")}
@@ -129,11 +106,11 @@ def test_make_run_reports_at_once_a_container_that_exits_as_it_starts(project, u
     copy, name = project
     app = copy / "src" / "app.py"
     app.write_text("import myservice  # a package that was never added to src/\n" + app.read_text())
-    must(make(copy, "build-production", f"IMAGE={name}"), "make build-production")
+    must(make_in(copy, "build-production", f"IMAGE={name}"), "make build-production")
     container = f"{name}-run"
     started = time.monotonic()
     try:
-        result = make(copy, "run-production", f"IMAGE={name}", f"CONTAINER={container}", f"PORT={unused_port}")
+        result = make_in(copy, "run-production", f"IMAGE={name}", f"CONTAINER={container}", f"PORT={unused_port}")
         elapsed = time.monotonic() - started
     finally:
         docker("rm", "--force", container, check=False)
