@@ -49,6 +49,10 @@ STDLIB_DROP = {
     "__phello__",
     "site-packages",
     "dist-packages",
+    # Pure-Python twins of C modules the interpreter has; imported only when those are missing.
+    "_pydecimal.py",
+    "_pydatetime.py",
+    "_pyio.py",
 }
 # Directory names dropped anywhere: test suites nested in packages, and stale bytecode.
 TREE_DROP = {"test", "tests", "idle_test", "__pycache__"}
@@ -64,6 +68,11 @@ VENV_BIN_DROP = re.compile(r"^(pip[\d.]*|wheel|activate.*|Activate\.ps1)$")
 # C and C++ sources and headers that packages with extension modules ship beside them (gevent,
 # greenlet): nothing compiles at run time, and there is no compiler to do it.
 SOURCE_DROP = re.compile(r"\.(c|cc|cpp|h|hpp|pyx|pxd)$")
+# Parts of the dependencies the server never loads, as paths under site-packages. gevent ships
+# three event loops and two resolvers, and gunicorn's gevent worker uses one of each: libev through
+# its C extension, and a thread pool to resolve names. (GEVENT_LOOP=libuv or GEVENT_RESOLVER=ares
+# would need theirs back.) gevent.testing is its test harness.
+PACKAGE_DROP = re.compile(r"^gevent/((libuv|_ffi|testing)\b|libev/(_?corecffi|watcher)\b|resolver/c?ares\b)")
 # How scanners tell which distribution, and so which advisories, the packages belong to: Syft and
 # Grype read os-release, Trivy's Debian detector needs debian_version.
 OS_RELEASE_FILES = ("/etc/os-release", "/etc/debian_version")
@@ -78,6 +87,8 @@ RUNTIME_DATA = {
     "libc-bin": ("/usr/lib/locale/C.utf8",),
     "netbase": ("/etc/services", "/etc/protocols"),
 }
+# Left out of RUNTIME_DATA: the zones again, counting leap seconds, which no system clock does.
+RUNTIME_DATA_DROP = ("/usr/share/zoneinfo/right",)
 # Name lookups from files and DNS only: no NSS modules that the image does not hold.
 NSSWITCH = """\
 passwd: files
@@ -172,6 +183,10 @@ def keep_venv_entry(entry: Path) -> bool:
         return not VENV_BIN_DROP.match(entry.name)
     if entry.parent.name == "site-packages":
         return not VENV_DROP.match(entry.name)
+    if "site-packages" in entry.parts:
+        under_packages = "/".join(entry.parts[entry.parts.index("site-packages") + 1 :])
+        if PACKAGE_DROP.match(under_packages):
+            return False
     if entry.is_dir():
         # Test suites of dependencies too: gevent's holds TLS keys and certificates made for its tests.
         return entry.name not in TREE_DROP
@@ -296,10 +311,26 @@ def extra_paths(entries: list[str]) -> list[str]:
 def copy_any(path: str, root: Path) -> list[str]:
     """Copy a file, a link or a whole folder to the same place under root; return the files copied."""
     if os.path.isdir(path) and not os.path.islink(path):
-        copied = copy_tree(Path(path), root / path.lstrip("/"), lambda entry: True)
+        copied = copy_tree(Path(path), root / path.lstrip("/"), lambda entry: str(entry) not in RUNTIME_DATA_DROP)
         return ["/" + str(p.relative_to(root)) for p in copied]
     copy_path(path, root)
     return [os.path.realpath(path)]
+
+
+def strip_symbols(files: list[Path]) -> None:
+    """Take the symbol tables and debug data out of the dependencies' compiled files.
+
+    Debian strips its own libraries, but wheels often ship theirs unstripped: greenlet's module is
+    1.4 MB, of which 1.2 MB is debug data. The dynamic symbols, which the loader needs, stay.
+    """
+    if not files:
+        return
+    strip = shutil.which("strip")
+    if strip is None:
+        raise SystemExit(
+            "strip is missing from the build stage: install binutils there, as Dockerfile.multistage does."
+        )
+    subprocess.run([strip, "--strip-unneeded", *map(str, files)], check=True)
 
 
 def write_accounts(root: Path, user: str, uid: int) -> None:
@@ -342,7 +373,8 @@ def assemble(venv: Path, root: Path, user: str, uid: int, extras: list[str] = ()
     extras are Debian package names and absolute paths to bring along too (see read_extras).
     """
     facts = interpreter_facts(venv / "bin" / "python")
-    copied = copy_tree(venv, root / venv.relative_to("/"), keep_venv_entry)
+    venv_files = copy_tree(venv, root / venv.relative_to("/"), keep_venv_entry)
+    copied = list(venv_files)
     # The venv's python links to the base interpreter: bring the whole chain of links and the binary.
     for entry in (venv / "bin").iterdir():
         if entry.is_symlink():
@@ -367,6 +399,7 @@ def assemble(venv: Path, root: Path, user: str, uid: int, extras: list[str] = ()
         Path(path) for path in originals + extra_files if is_shared_object(Path(path))
     ]
     libraries = shared_library_closure(elf_files)
+    strip_symbols([path for path in venv_files if is_shared_object(path)])
     for library in sorted(libraries):
         copy_path(library, root)
     # The loader's search path: the system's library folders, not the ones a wheel bundles.

@@ -49,6 +49,9 @@ def test_parse_ldd_fails_naming_a_missing_library():
         ("json", True),
         ("asyncio", True),
         ("lib-dynload/_ssl.cpython-312-x86_64-linux-gnu.so", True),
+        ("decimal.py", True),
+        ("_pydecimal.py", False),
+        ("_pyio.py", False),
         ("test", False),
         ("idlelib", False),
         ("tkinter", False),
@@ -92,9 +95,17 @@ def test_stdlib_is_pruned_of_what_a_server_never_imports(tmp_path, relative, kep
         ("lib/python3.12/site-packages/greenlet/greenlet.h", False),
         ("lib/python3.12/site-packages/greenlet/TGreenlet.cpp", False),
         ("lib/python3.12/site-packages/gevent/monkey.py", True),
+        ("lib/python3.12/site-packages/gevent/resolver/thread.py", True),
+        ("lib/python3.12/site-packages/gevent/resolver/cares.cpython-312-x86_64-linux-gnu.so", False),
+        ("lib/python3.12/site-packages/gevent/resolver/ares.py", False),
+        ("lib/python3.12/site-packages/gevent/libev/_corecffi.abi3.so", False),
+        ("lib/python3.12/site-packages/gevent/libuv/", False),
+        ("lib/python3.12/site-packages/gevent/_ffi/", False),
+        ("lib/python3.12/site-packages/gevent/testing/", False),
+        ("lib/python3.12/site-packages/mypackage/testing/", True),
     ],
 )
-def test_venv_loses_its_installers_test_suites_and_c_sources(tmp_path, relative, kept):
+def test_venv_loses_its_installers_test_suites_c_sources_and_unused_backends(tmp_path, relative, kept):
     entry = tmp_path / relative
     if relative.endswith("/"):
         entry.mkdir(parents=True)
@@ -172,7 +183,8 @@ def assembled(request, tmp_path_factory, root_user, source_built_python):
     (site / "hello-1.0.dist-info" / "METADATA").write_text("Name: hello\nVersion: 1.0\n")
     (site / "pip").mkdir()
     (site / "pip" / "__init__.py").touch()
-    # A real wheel whose extension finds the libraries it bundles (pyzmq.libs/) through RPATH $ORIGIN.
+    # Real wheels: pyzmq's extension finds the libraries it bundles (pyzmq.libs/) through RPATH
+    # $ORIGIN, and greenlet's module carries debug data.
     subprocess.run(
         [
             sys.executable,
@@ -257,6 +269,21 @@ def test_assembled_root_loads_a_wheels_bundled_libraries(assembled):
 
 
 @pytest.mark.root
+def test_assembled_root_holds_the_wheels_compiled_files_without_symbols_or_debug_data(assembled):
+    root, venv, _ = assembled
+    compiled = [
+        path for path in (root / venv.relative_to("/")).rglob("*.so*") if assemble_rootfs.is_shared_object(path)
+    ]
+    # greenlet's wheel carries debug data; pyzmq's extension modules and libzmq were patched by auditwheel.
+    assert any("greenlet" in path.name for path in compiled) and any("libzmq" in path.name for path in compiled)
+    for path in compiled:
+        sections = subprocess.run(["readelf", "--section-headers", "--wide", path], capture_output=True, text=True)
+        assert sections.returncode == 0, sections.stderr
+        assert ".dynsym" in sections.stdout
+        assert not re.search(r"\] \.(symtab|debug_\w+) ", sections.stdout), f"{path} is not stripped"
+
+
+@pytest.mark.root
 def test_assembled_root_holds_no_file_twice_and_nothing_of_the_build_root(assembled):
     root, _, _ = assembled
     seen = {}
@@ -281,6 +308,7 @@ def test_assembled_root_has_what_a_service_needs_at_run_time(assembled):
     )
     assert run_in(root, venv, code) == "True Europe/Paris C.UTF-8 443 6"
     assert "hosts: files dns" in (root / "etc" / "nsswitch.conf").read_text()
+    assert not (root / "usr" / "share" / "zoneinfo" / "right").exists()
     assert {"ca-certificates", "tzdata", "netbase", "libc-bin"} <= set(summary["packages"])
 
 
