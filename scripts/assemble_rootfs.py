@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -317,20 +318,55 @@ def copy_any(path: str, root: Path) -> list[str]:
     return [os.path.realpath(path)]
 
 
-def strip_symbols(files: list[Path]) -> None:
-    """Take the symbol tables and debug data out of the dependencies' compiled files.
+def load_segments_aligned(path: Path) -> bool:
+    """Whether each LOAD segment of an ELF file sits at a file offset congruent to its address.
+
+    The loader maps segments page by page and refuses a file where they are not ("ELF load command
+    address/offset not page-aligned").
+    """
+    with path.open("rb") as handle:
+        header = handle.read(64)
+        is_64 = header[4] == 2
+        order = "<" if header[5] == 1 else ">"
+        # Where the program headers start, and their size and number (e_phoff, e_phentsize, e_phnum).
+        (phoff,) = struct.unpack_from(order + ("Q" if is_64 else "I"), header, 0x20 if is_64 else 0x1C)
+        phentsize, phnum = struct.unpack_from(order + "HH", header, 0x36 if is_64 else 0x2A)
+        for index in range(phnum):
+            handle.seek(phoff + index * phentsize)
+            entry = handle.read(phentsize)
+            if is_64:
+                kind, _, offset, address, _, _, _, align = struct.unpack_from(order + "IIQQQQQQ", entry)
+            else:
+                kind, offset, address, _, _, _, _, align = struct.unpack_from(order + "IIIIIIII", entry)
+            if kind == 1 and align > 1 and (address - offset) % align:
+                return False
+    return True
+
+
+def strip_symbols(files: list[Path]) -> list[Path]:
+    """Take the symbol tables and debug data out of the dependencies' compiled files; return those left as they were.
 
     Debian strips its own libraries, but wheels often ship theirs unstripped: greenlet's module is
-    1.4 MB, of which 1.2 MB is debug data. The dynamic symbols, which the loader needs, stay.
+    1.4 MB, of which 1.2 MB is debug data. The dynamic symbols, which the loader needs, stay. A
+    library that auditwheel's patchelf gave an extra segment (numpy.libs/ holds two) can come out
+    of strip with that segment misaligned, and would no longer load: such a file keeps its symbols.
     """
-    if not files:
-        return
     strip = shutil.which("strip")
-    if strip is None:
+    if files and strip is None:
         raise SystemExit(
             "strip is missing from the build stage: install binutils there, as Dockerfile.multistage does."
         )
-    subprocess.run([strip, "--strip-unneeded", *map(str, files)], check=True)
+    unstripped = []
+    for path in files:
+        stripped = path.with_name(path.name + ".stripped")
+        subprocess.run([strip, "--strip-unneeded", "-o", stripped, path], check=True)
+        if load_segments_aligned(stripped):
+            shutil.copymode(path, stripped)
+            stripped.replace(path)
+        else:
+            stripped.unlink()
+            unstripped.append(path)
+    return unstripped
 
 
 def write_accounts(root: Path, user: str, uid: int) -> None:
@@ -399,7 +435,7 @@ def assemble(venv: Path, root: Path, user: str, uid: int, extras: list[str] = ()
         Path(path) for path in originals + extra_files if is_shared_object(Path(path))
     ]
     libraries = shared_library_closure(elf_files)
-    strip_symbols([path for path in venv_files if is_shared_object(path)])
+    unstripped = strip_symbols([path for path in venv_files if is_shared_object(path)])
     for library in sorted(libraries):
         copy_path(library, root)
     # The loader's search path: the system's library folders, not the ones a wheel bundles.
@@ -428,7 +464,12 @@ def assemble(venv: Path, root: Path, user: str, uid: int, extras: list[str] = ()
     write_accounts(root, user, uid)
     for directory in (stdlib, venv):
         compile_bytecode(facts["executable"], root / directory.relative_to("/"), root)
-    return {"interpreter": facts["executable"], "libraries": sorted(libraries), "packages": sorted(packages)}
+    return {
+        "interpreter": facts["executable"],
+        "libraries": sorted(libraries),
+        "packages": sorted(packages),
+        "unstripped": ["/" + str(path.relative_to(root)) for path in unstripped],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -448,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"interpreter: {summary['interpreter']}")
     print(f"libraries ({len(summary['libraries'])}): {' '.join(summary['libraries'])}")
     print(f"dpkg status entries ({len(summary['packages'])}): {' '.join(summary['packages']) or 'none'}")
+    if summary["unstripped"]:
+        print(f"kept their symbols, as strip would misalign their segments: {' '.join(summary['unstripped'])}")
     return 0
 
 

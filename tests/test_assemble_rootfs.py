@@ -7,14 +7,18 @@ layouts a base image has: Debian's python3 under /usr, and CPython built from so
 libpython under its own prefix (/usr/local in the official images).
 """
 
+import ctypes
 import glob
 import hashlib
 import os
 import re
+import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
+import _ctypes
 import assemble_rootfs
 import pytest
 from containers import ROOT
@@ -110,6 +114,45 @@ def test_venv_loses_its_installers_test_suites_c_sources_and_unused_backends(tmp
     if relative.endswith("/"):
         entry.mkdir(parents=True)
     assert assemble_rootfs.keep_venv_entry(entry) is kept
+
+
+def misaligned_copy(source: Path, target: Path) -> None:
+    """Copy a 64-bit little-endian ELF file, moving its first LOAD segment's file offset by 8 bytes."""
+    data = bytearray(source.read_bytes())
+    (phoff,) = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    for at in range(phoff, phoff + phnum * phentsize, phentsize):
+        if struct.unpack_from("<I", data, at)[0] == 1:
+            struct.pack_into("<Q", data, at + 8, struct.unpack_from("<Q", data, at + 8)[0] + 8)
+            break
+    target.write_bytes(data)
+
+
+@pytest.mark.unit
+def test_load_segments_aligned_tells_a_loadable_library_from_a_misaligned_one(tmp_path):
+    library = Path(_ctypes.__file__)
+    misaligned_copy(library, tmp_path / "misaligned.so")
+    assert assemble_rootfs.load_segments_aligned(library)
+    assert not assemble_rootfs.load_segments_aligned(tmp_path / "misaligned.so")
+    with pytest.raises(OSError, match="aligned"):
+        ctypes.CDLL(str(tmp_path / "misaligned.so"))
+
+
+@pytest.mark.unit
+def test_a_file_that_strip_would_misalign_keeps_its_symbols(tmp_path, monkeypatch):
+    """As strip does to two of numpy's bundled libraries: the original is kept, and named."""
+    library = tmp_path / "libpatched.so"
+    shutil.copy2(_ctypes.__file__, library)
+    misaligned_copy(library, tmp_path / "what-strip-makes")
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "strip").write_text(f'#!/bin/sh\ncp "{tmp_path / "what-strip-makes"}" "$3"\n')
+    (tools / "strip").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    before = library.read_bytes()
+    assert assemble_rootfs.strip_symbols([library]) == [library]
+    assert library.read_bytes() == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["bin", "libpatched.so", "what-strip-makes"]
 
 
 @pytest.mark.unit
