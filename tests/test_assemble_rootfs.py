@@ -7,6 +7,7 @@ layouts a base image has: Debian's python3 under /usr, and CPython built from so
 libpython under its own prefix (/usr/local in the official images).
 """
 
+import _ctypes
 import ctypes
 import glob
 import hashlib
@@ -18,7 +19,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import _ctypes
 import assemble_rootfs
 import pytest
 from containers import ROOT
