@@ -1,9 +1,18 @@
-# flask-app: one Flask app, three Dockerfiles. `make` lists the targets.
+# One Flask app, three Dockerfiles. `make` lists the targets.
 
+# The project's name (PROJECT_NAME), from the one file that holds it.
+ifeq ($(wildcard project.env),)
+$(error project.env is missing: it names the project (PROJECT_NAME=...); restore it with git checkout project.env)
+endif
+include project.env
+PROJECT_NAME := $(strip $(PROJECT_NAME))
+ifeq ($(shell echo '$(PROJECT_NAME)' | grep -Ex '[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?'),)
+$(error project.env: PROJECT_NAME="$(PROJECT_NAME)" is not a name Docker and Kubernetes both accept: use lowercase letters, digits and hyphens, at most 63, starting and ending with a letter or digit)
+endif
 # The docker command; set DOCKER="sudo docker" or DOCKER=podman where that is what you use.
 DOCKER ?= docker
 # Image name; the variants are its tags: $(IMAGE):naive, $(IMAGE):production, $(IMAGE):secure.
-IMAGE ?= flask-app
+IMAGE ?= $(PROJECT_NAME)
 # The base image of all three Dockerfiles; by default the one they pin, read from Dockerfile.
 BASE_IMAGE ?= $(shell awk '/^FROM .* AS python-base$$/ {print $$2}' Dockerfile)
 # The platform to build and run for, such as linux/arm64; empty is the engine's own. Another
@@ -17,7 +26,7 @@ COMPARE_PLATFORM ?= linux/arm64
 # The host port `make run` publishes on 127.0.0.1.
 PORT ?= 8080
 # Name of the container `make run` starts.
-CONTAINER ?= flask-app
+CONTAINER ?= $(PROJECT_NAME)
 # What `make run` and `make bench` let a container use, as compose.yaml does: memory, CPUs, processes.
 MEMORY ?= 256m
 CPUS ?= 1
@@ -76,13 +85,14 @@ RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
 .PHONY: help engine base free-8080 variants images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
-	test test-unit test-integration test-arm64 lint lock clean
+	test test-unit test-integration test-arm64 test-kubernetes lint lock clean
 
 help: ## Show this help
 	@echo "Usage: make TARGET [VAR=value ...]"
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST) \
 		| sed 's/$$(IMAGE)/$(IMAGE)/; s/$$(PORT)/$(PORT)/; s/$$(VARIANT)/$(VARIANT)/'
-	@echo "Variables (make VAR=value): DOCKER=$(DOCKER) IMAGE=$(IMAGE) PORT=$(PORT) BASE_IMAGE=$(BASE_IMAGE)" \
+	@echo "Variables (make VAR=value): PROJECT_NAME=$(PROJECT_NAME) (from project.env) DOCKER=$(DOCKER)" \
+		"IMAGE=$(IMAGE) PORT=$(PORT) BASE_IMAGE=$(BASE_IMAGE)" \
 		"PLATFORM=$(PLATFORM)"
 	@echo "  MEMORY=$(MEMORY) CPUS=$(CPUS) PIDS=$(PIDS) (limits of make run and make bench)"
 	@echo "  CONTAINER=$(CONTAINER) VARIANT=$(VARIANT) BUILD_FLAGS=$(BUILD_FLAGS) CA_BUNDLE=$(CA_BUNDLE)"
@@ -125,11 +135,11 @@ $(RUNS): run-%: stop build-%
 	@echo "$(IMAGE):$*$(ARCH_TAG) is serving on http://localhost:$(PORT) (make logs, make stop)"
 
 up: build-$(VARIANT) ## Run $(IMAGE):$(VARIANT) with Docker Compose (compose.yaml) and wait until healthy
-	IMAGE=$(IMAGE) VARIANT=$(VARIANT) PORT=$(PORT) $(DOCKER) compose up --detach --wait
+	PROJECT_NAME=$(PROJECT_NAME) IMAGE=$(IMAGE) VARIANT=$(VARIANT) PORT=$(PORT) $(DOCKER) compose up --detach --wait
 	@echo "$(IMAGE):$(VARIANT) is serving on http://localhost:$(PORT) (make down to stop)"
 
 down: ## Stop and remove what `make up` started
-	IMAGE=$(IMAGE) VARIANT=$(VARIANT) PORT=$(PORT) $(DOCKER) compose down --remove-orphans
+	PROJECT_NAME=$(PROJECT_NAME) IMAGE=$(IMAGE) VARIANT=$(VARIANT) PORT=$(PORT) $(DOCKER) compose down --remove-orphans
 
 stop: ## Stop and remove the container `make run` started
 	@for id in $$($(DOCKER) ps --all --quiet --filter name='^/$(CONTAINER)$$' --filter "label=$(RUN_LABEL)" 2>/dev/null); do \
@@ -196,7 +206,7 @@ $(VENV)/bin/pytest: requirements.txt requirements-dev.txt
 	@touch $@
 
 test: free-8080 $(VENV)/bin/pytest ## Run every test: unit, integration against real containers, arm64 under emulation
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -m "not kubernetes"
 
 test-unit: $(VENV)/bin/pytest ## Run the unit tests (no Docker, no root needed)
 	$(VENV)/bin/pytest -m unit
@@ -208,6 +218,9 @@ test-integration: free-8080 $(VENV)/bin/pytest ## Build the images and test them
 test-arm64: PLATFORM = linux/arm64
 test-arm64: engine $(VENV)/bin/pytest ## Build the secure image for linux/arm64 and test it under emulation
 	$(VENV)/bin/pytest -m arm64
+
+test-kubernetes: $(VENV)/bin/pytest ## Render the Kubernetes manifests with kubectl's kustomize and check them (needs kubectl)
+	$(VENV)/bin/pytest -m kubernetes
 
 lint: $(VENV)/bin/pytest ## Run every lint check (pre-commit: ruff, hadolint, shellcheck, schemas, zizmor)
 	$(VENV)/bin/pre-commit run --all-files --show-diff-on-failure

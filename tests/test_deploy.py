@@ -1,14 +1,17 @@
 """make run, compose.yaml and deploy/kubernetes/: valid, hardened and limited, and in step with the image.
 
 The Kubernetes manifests are validated offline against the API schemas that kubernetes-validate
-ships. The compose test runs `docker compose up --wait` for real and tears everything down.
+ships; the tests marked kubernetes render them with kubectl's kustomize (make test-kubernetes). The
+compose test runs `docker compose up --wait` for real and tears everything down.
 """
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import uuid
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
@@ -20,11 +23,22 @@ import settings
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 KUBERNETES_VERSION = "1.37"
-MANIFESTS = sorted(path.name for path in KUBERNETES.glob("*.yaml") if path.name != "kustomization.yaml")
+MANIFESTS = sorted(path.name for path in KUBERNETES.glob("*.yaml"))
+# What the manifests hold in the place of the project's name, which kustomization.yaml puts there.
+PLACEHOLDER = "PROJECT_NAME"
 
 
 def manifest(name: str) -> dict:
     return yaml.safe_load((KUBERNETES / name).read_text())
+
+
+def kustomization() -> dict:
+    return yaml.safe_load((ROOT / "kustomization.yaml").read_text())
+
+
+def project_name(project: Path = ROOT) -> str:
+    """PROJECT_NAME, as project.env sets it."""
+    return re.search(r"^PROJECT_NAME=(\S+)$", (project / "project.env").read_text(), re.MULTILINE).group(1)
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +73,20 @@ def test_the_validation_rejects_a_field_kubernetes_does_not_know():
 
 
 @pytest.mark.unit
-def test_kustomization_lists_every_manifest_and_sets_the_secure_image():
-    kustomization = manifest("kustomization.yaml")
-    assert sorted(kustomization["resources"]) == MANIFESTS
-    assert kustomization["images"] == [{"name": "flask-app", "newTag": "secure"}]
+def test_kustomization_lists_every_manifest_and_the_pod_runs_the_secure_image():
+    assert sorted(kustomization()["resources"]) == [f"deploy/kubernetes/{name}" for name in MANIFESTS]
+    (container,) = manifest("deployment.yaml")["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"{PLACEHOLDER}:secure"
+
+
+@pytest.mark.unit
+def test_only_project_env_spells_the_projects_name():
+    """The Makefile, compose.yaml, the manifests and the workflow take it from there."""
+    name = project_name()
+    readers = ["Makefile", "compose.yaml", "kustomization.yaml", ".github/workflows/ci.yml"]
+    for path in [ROOT / reader for reader in readers] + sorted(KUBERNETES.glob("*.yaml")):
+        assert not re.search(rf"(?<![\w-]){re.escape(name)}(?![\w])", path.read_text()), f"{path} spells {name}"
+    assert (KUBERNETES / "namespace.yaml").read_text().count(PLACEHOLDER) == 2, "in a comment, and as the name"
 
 
 @pytest.mark.unit
@@ -126,8 +150,7 @@ def test_rollouts_and_disruptions_keep_pods_serving():
 def test_everything_goes_into_a_namespace_that_enforces_the_restricted_profile():
     namespace = manifest("namespace.yaml")
     assert namespace["kind"] == "Namespace"
-    assert namespace["metadata"]["name"] != "default"
-    assert manifest("kustomization.yaml")["namespace"] == namespace["metadata"]["name"]
+    assert namespace["metadata"]["name"] == PLACEHOLDER
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
@@ -142,6 +165,81 @@ def test_network_policy_admits_only_the_http_port_and_denies_all_egress(web):
     assert rule["ports"] == [{"protocol": "TCP", "port": "http"}]
     assert {port["name"]: port["containerPort"] for port in web["ports"]}["http"] == settings.PORT
     assert not policy["spec"].get("egress")
+
+
+# Kubernetes, rendered with kubectl's kustomize (make test-kubernetes)
+
+
+def kustomize(folder: Path) -> list[dict]:
+    """The resources `kubectl apply -k FOLDER` would apply."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail(
+            "kubectl renders the kustomization and is not installed: see https://kubernetes.io/docs/tasks/tools/"
+        )
+    result = subprocess.run([kubectl, "kustomize", folder], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return list(yaml.safe_load_all(result.stdout))
+
+
+def renamed_copy(folder: Path, name: str) -> Path:
+    """What kustomize reads of the project, with project.env naming it name."""
+    copy = folder / name
+    shutil.copytree(KUBERNETES, copy / "deploy" / "kubernetes")
+    shutil.copy2(ROOT / "kustomization.yaml", copy)
+    (copy / "project.env").write_text(
+        (ROOT / "project.env").read_text().replace(f"PROJECT_NAME={project_name()}", f"PROJECT_NAME={name}")
+    )
+    return copy
+
+
+def assert_named(resources: list[dict], name: str) -> None:
+    """Everything is in the namespace name, labelled with it, and the pods run name:secure."""
+    assert sorted(resource["kind"] for resource in resources) == sorted(manifest(m)["kind"] for m in MANIFESTS)
+    for resource in resources:
+        kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
+        metadata = resource["metadata"]
+        assert metadata["labels"]["app.kubernetes.io/name"] == name
+        if resource["kind"] == "Namespace":
+            assert metadata["name"] == name
+        else:
+            assert metadata["namespace"] == name
+        if resource["kind"] == "Deployment":
+            pod = resource["spec"]["template"]
+            assert pod["metadata"]["labels"]["app.kubernetes.io/name"] == name
+            assert [container["image"] for container in pod["spec"]["containers"]] == [f"{name}:secure"]
+    assert PLACEHOLDER not in yaml.safe_dump_all(resources)
+
+
+@pytest.mark.kubernetes
+def test_kustomize_names_everything_after_project_env():
+    assert_named(kustomize(ROOT), project_name())
+
+
+@pytest.mark.kubernetes
+def test_a_new_name_in_project_env_renames_the_namespace_labels_and_image(tmp_path):
+    resources = kustomize(renamed_copy(tmp_path, "my-service"))
+    assert_named(resources, "my-service")
+    assert project_name() not in yaml.safe_dump_all(resources)
+
+
+@pytest.mark.kubernetes
+def test_an_overlay_beside_the_project_points_the_pods_at_a_registry(tmp_path):
+    """The README's way to deploy an image from a registry."""
+    renamed_copy(tmp_path, "my-service")
+    overlay = tmp_path / "my-service-production"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        "resources: [../my-service]\n"
+        "images:\n"
+        "  - name: my-service\n"
+        "    newName: registry.example.com/my-service\n"
+        "    newTag: 1.0.0\n"
+    )
+    (deployment,) = [resource for resource in kustomize(overlay) if resource["kind"] == "Deployment"]
+    assert deployment["metadata"]["namespace"] == "my-service"
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "registry.example.com/my-service:1.0.0"
 
 
 # Kubernetes against the built image
@@ -173,7 +271,7 @@ def compose_project(images):
     """compose.yaml brought up with `docker compose up --wait` on port 8080, and always down again."""
     project = f"flask-app-test-{uuid.uuid4().hex[:8]}"
     name, _ = images["secure"].split(":")
-    environment = {"IMAGE": name, "VARIANT": "secure", "PORT": "8080"}
+    environment = {"PROJECT_NAME": project_name(), "IMAGE": name, "VARIANT": "secure", "PORT": "8080"}
     command = [*DOCKER, "compose", "--project-name", project, "--file", str(ROOT / "compose.yaml")]
     env = {**os.environ, **environment}
     try:

@@ -114,13 +114,44 @@ def test_the_stand_in_base_is_used_only_when_no_registry_answers(tmp_path, error
 
 @pytest.mark.unit
 def test_the_image_source_label_drops_credentials_from_the_remote(tmp_path):
-    (tmp_path / "Makefile").write_bytes((ROOT / "Makefile").read_bytes())
+    for name in ("Makefile", "project.env"):
+        (tmp_path / name).write_bytes((ROOT / name).read_bytes())
     remote = "https://builder:ghp_s3cretToken@git.example.com/team/flask-app.git"
     subprocess.run(["git", "init", "--quiet", tmp_path], check=True)
     subprocess.run(["git", "-C", tmp_path, "remote", "add", "origin", remote], check=True)
     dry_run = subprocess.run(["make", "-n", "build-naive"], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert "org.opencontainers.image.source=https://git.example.com/team/flask-app.git" in dry_run.stdout
     assert "s3cret" not in dry_run.stdout and "builder" not in dry_run.stdout
+
+
+@pytest.mark.unit
+def test_project_env_names_the_images_the_container_and_the_compose_project(tmp_path):
+    (tmp_path / "Makefile").write_bytes((ROOT / "Makefile").read_bytes())
+    (tmp_path / "project.env").write_text("# renamed\nPROJECT_NAME=my-service\n")
+    run = subprocess.run(["make", "-n", "run-secure"], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert "--tag my-service:secure" in run.stdout
+    assert "--name my-service " in run.stdout and "no-new-privileges my-service:secure " in run.stdout
+    up = subprocess.run(["make", "-n", "up"], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert "PROJECT_NAME=my-service IMAGE=my-service VARIANT=secure" in up.stdout
+    assert "flask-app" not in run.stdout + up.stdout
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("content", ["PROJECT_NAME=My_Service\n", "PROJECT_NAME=-service\n", "PROJECT_NAME=\n"])
+def test_make_refuses_a_project_name_docker_or_kubernetes_would_refuse(tmp_path, content):
+    (tmp_path / "Makefile").write_bytes((ROOT / "Makefile").read_bytes())
+    (tmp_path / "project.env").write_text(content)
+    result = subprocess.run(["make", "help"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "is not a name Docker and Kubernetes both accept" in result.stderr
+
+
+@pytest.mark.unit
+def test_make_says_what_to_do_without_project_env(tmp_path):
+    (tmp_path / "Makefile").write_bytes((ROOT / "Makefile").read_bytes())
+    result = subprocess.run(["make", "help"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "project.env is missing" in result.stderr
 
 
 @pytest.mark.integration

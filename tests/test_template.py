@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from bench import copy_context
-from containers import LOCKDOWN, ROOT, docker, make, must, running
+from containers import LOCKDOWN, ROOT, docker, inspect, make, must, request, running
 
 pytestmark = pytest.mark.integration
 
@@ -119,3 +119,26 @@ def test_make_run_reports_at_once_a_container_that_exits_as_it_starts(project, u
     assert "ModuleNotFoundError: No module named 'myservice'" in result.stderr
     # The build is cached by then; without the check, make would wait out its whole 30 s.
     assert elapsed < 15, f"make run took {elapsed:.1f} s to report it"
+
+
+def test_a_copy_renamed_in_project_env_runs_and_composes_under_its_new_name(project, unused_port):
+    """make run, make stop, make up and make down, after a change to project.env alone."""
+    copy, name = project
+    env = copy / "project.env"
+    env.write_text(re.sub(r"^PROJECT_NAME=.*$", f"PROJECT_NAME={name}", env.read_text(), flags=re.MULTILINE))
+    try:
+        must(make_in(copy, "run-secure", f"PORT={unused_port}"), "make run-secure")
+        (container,) = docker("ps", "--quiet", "--filter", f"name=^/{name}$").stdout.split()
+        assert inspect(container)["Config"]["Image"] == f"{name}:secure"
+        must(make_in(copy, "stop"), "make stop")
+        assert not docker("ps", "--all", "--quiet", "--filter", f"name=^/{name}$").stdout.strip()
+
+        must(make_in(copy, "up", f"PORT={unused_port}"), "make up")
+        (service,) = docker("ps", "--quiet", "--filter", f"label=com.docker.compose.project={name}").stdout.split()
+        assert inspect(service)["Config"]["Image"] == f"{name}:secure"
+        assert request(unused_port, "/").status == 200
+    finally:
+        make_in(copy, "down")
+        make_in(copy, "stop")
+    assert not docker("ps", "--all", "--quiet", "--filter", f"label=com.docker.compose.project={name}").stdout.strip()
+    assert not docker("network", "ls", "--quiet", "--filter", f"name={name}").stdout.strip()
