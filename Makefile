@@ -4,10 +4,14 @@
 ifeq ($(wildcard project.env),)
 $(error project.env is missing: it names the project (PROJECT_NAME=...); restore it with git checkout project.env)
 endif
+# Compose and Kustomize read the file too, each its own way: the line must hold the name alone.
+NAME_PATTERN := [a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?
+ifeq ($(shell grep -Ex 'PROJECT_NAME=$(NAME_PATTERN)' project.env),)
+$(error project.env needs one line PROJECT_NAME=name, with nothing else on it (no quotes, spaces or comment): a name Docker and Kubernetes both accept, of lowercase letters, digits and hyphens, at most 63, starting and ending with a letter or digit)
+endif
 include project.env
-PROJECT_NAME := $(strip $(PROJECT_NAME))
-ifeq ($(shell echo '$(PROJECT_NAME)' | grep -Ex '[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?'),)
-$(error project.env: PROJECT_NAME="$(PROJECT_NAME)" is not a name Docker and Kubernetes both accept: use lowercase letters, digits and hyphens, at most 63, starting and ending with a letter or digit)
+ifeq ($(shell echo '$(PROJECT_NAME)' | grep -Ex '$(NAME_PATTERN)'),)
+$(error PROJECT_NAME="$(PROJECT_NAME)" is not a name Docker and Kubernetes both accept: lowercase letters, digits and hyphens, at most 63, starting and ending with a letter or digit)
 endif
 # The docker command; set DOCKER="sudo docker" or DOCKER=podman where that is what you use.
 DOCKER ?= docker

@@ -38,7 +38,7 @@ MIRRORS=(
     "deb http://deb.debian.org/debian $SUITE-updates main"
     "deb http://deb.debian.org/debian-security $SUITE-security main"
 )
-say() { printf 'flask-app: %s\n' "$*" >&2; }
+say() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
 
 need_mmdebstrap() {
     command -v mmdebstrap >/dev/null && return

@@ -32,7 +32,17 @@ from pathlib import Path
 
 import clients
 from compare import replace_between_markers
-from docker_tools import MB, ROOT, docker, docker_result, exit_on_failure, run, variants, wait_until_serving
+from docker_tools import (
+    MB,
+    PROJECT_NAME,
+    ROOT,
+    docker,
+    docker_result,
+    exit_on_failure,
+    run,
+    variants,
+    wait_until_serving,
+)
 
 # Each variant's Dockerfile, and how `make run-VARIANT` hardens it besides the limits: the Makefile's table.
 TABLE = variants()
@@ -102,7 +112,7 @@ def remove(*names: str) -> None:
 
 def startup_and_memory(tag: str, variant: str, limits: list[str]) -> tuple[float, int]:
     """Seconds from `docker run` to the first 200 on /healthz, and memory once idle."""
-    name = f"flask-app-bench-{uuid.uuid4().hex[:8]}"
+    name = f"{PROJECT_NAME}-bench-{uuid.uuid4().hex[:8]}"
     try:
         started = time.monotonic()
         port = start(tag, variant, name, limits)
@@ -151,7 +161,7 @@ def serving(tags: dict, limits: list[str], seconds: int, repeats: int) -> dict:
     results = {variant: {"load": {str(c): [] for c in CONNECTIONS}, "fixed_rate": []} for variant in tags}
 
     def containers(label: str, measure) -> None:
-        names = {variant: f"flask-app-bench-{uuid.uuid4().hex[:8]}" for variant in tags}
+        names = {variant: f"{PROJECT_NAME}-bench-{uuid.uuid4().hex[:8]}" for variant in tags}
         try:
             ports = {variant: start(tag, variant, names[variant], limits) for variant, tag in tags.items()}
             for variant, port in ports.items():
@@ -176,7 +186,7 @@ def serving(tags: dict, limits: list[str], seconds: int, repeats: int) -> dict:
         results[variant]["slow_clients"] = clients.slow_header_attack(port, clients=256, seconds=20)
 
     containers("256 slow-header clients for 20 s", slow)
-    name = f"flask-app-bench-{uuid.uuid4().hex[:8]}"
+    name = f"{PROJECT_NAME}-bench-{uuid.uuid4().hex[:8]}"
     try:
         progress("256 slow-header clients for 20 s: production with the gthread worker")
         port = start(tags["production"], "production", name, limits, tuple(THREADED))
@@ -355,10 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     if not shutil.which("wrk"):
         raise SystemExit("bench: wrk is not installed (Debian: apt-get install wrk; `make bench` installs it)")
     limits = ["--memory", args.memory, "--cpus", args.cpus, "--pids-limit", args.pids_limit]
-    prefix = f"flask-app-bench-{uuid.uuid4().hex[:8]}"
+    prefix = f"{PROJECT_NAME}-bench-{uuid.uuid4().hex[:8]}"
     tags = {variant: f"{prefix}:{variant}" for variant in VARIANTS}
     variants: dict = {}
-    with tempfile.TemporaryDirectory(prefix="flask-app-bench-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=f"{PROJECT_NAME}-bench-") as scratch:
         context = Path(scratch)
         copy_context(context)
         try:

@@ -11,6 +11,7 @@
 
 import http.client
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -19,6 +20,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The project's name, from project.env: the throwaway images and containers of the tests and the
+# bench are named after it too.
+PROJECT_NAME = re.search(r"^PROJECT_NAME=(\S+)$", (ROOT / "project.env").read_text(), re.MULTILINE).group(1)
 DOCKER = os.environ.get("DOCKER", "docker").split()
 MB = 1_000_000  # as `docker images` counts
 

@@ -12,7 +12,7 @@ set -euo pipefail
 # DOCKER may hold arguments too ("sudo docker", "docker --context remote"): split it into words.
 read -r -a DOCKER <<<"${DOCKER:-docker}"
 PLATFORM=${PLATFORM:-}
-say() { printf 'flask-app: %s\n' "$*" >&2; }
+say() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
 
 engine_answers() { "${DOCKER[@]}" info >/dev/null 2>&1; }
 buildx_present() { "${DOCKER[@]}" buildx version >/dev/null 2>&1; }

@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from containers import DOCKER, ROOT, VARIANTS, build, docker
+from containers import DOCKER, PROJECT_NAME, ROOT, VARIANTS, build, docker
 from werkzeug.serving import make_server
 
 import app as app_module
@@ -55,7 +55,7 @@ def images(docker_engine):
     they are (CI builds them once and tests exactly those) and leave them in place.
     """
     prebuilt = os.environ.get("FLASK_APP_TEST_IMAGE")
-    name = prebuilt or f"flask-app-test-{uuid.uuid4().hex[:8]}"
+    name = prebuilt or f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
     tags = {variant: f"{name}:{variant}" for variant in VARIANTS}
     if prebuilt:
         missing = [tag for tag in tags.values() if docker("image", "inspect", tag, check=False).returncode != 0]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import docker_tools
 import pytest
-from docker_tools import DOCKER, ROOT, CommandFailed, docker_result, variants, walk_image
+from docker_tools import DOCKER, PROJECT_NAME, ROOT, CommandFailed, docker_result, variants, walk_image
 
 # The variants, and the README's lockdown line, which is how secure runs: the Makefile's table.
 TABLE = variants()
@@ -148,7 +148,7 @@ def running(image: str, *flags: str, host_port: int | None = None, wait: bool = 
 
     host_port None picks a free port, so tests never collide with each other or with `make run`.
     """
-    name = f"flask-app-test-{uuid.uuid4().hex[:8]}"
+    name = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
     publish = f"127.0.0.1:{host_port or ''}:8080"
     result = docker("run", "--detach", "--name", name, "--publish", publish, *flags, image, check=False)
     try:

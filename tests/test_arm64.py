@@ -13,6 +13,7 @@ import uuid
 import pytest
 from containers import (
     LOCKDOWN,
+    PROJECT_NAME,
     assert_serves,
     build,
     docker,
@@ -33,7 +34,7 @@ def arm64_secure(docker_engine):
     With FLASK_APP_TEST_IMAGE=NAME, NAME:secure-arm64 as it is, left in place (CI builds it).
     """
     prebuilt = os.environ.get("FLASK_APP_TEST_IMAGE")
-    name = prebuilt or f"flask-app-test-{uuid.uuid4().hex[:8]}"
+    name = prebuilt or f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
     tag = f"{name}:secure-arm64"
     if prebuilt:
         if docker("image", "inspect", tag, check=False).returncode != 0:

@@ -16,7 +16,19 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from containers import DOCKER, LIMITS, ROOT, VARIANTS, Container, docker, inspect, request, running, wait_until_serving
+from containers import (
+    DOCKER,
+    LIMITS,
+    PROJECT_NAME,
+    ROOT,
+    VARIANTS,
+    Container,
+    docker,
+    inspect,
+    request,
+    running,
+    wait_until_serving,
+)
 
 import app as app_module
 import settings
@@ -34,11 +46,6 @@ def manifest(name: str) -> dict:
 
 def kustomization() -> dict:
     return yaml.safe_load((ROOT / "kustomization.yaml").read_text())
-
-
-def project_name(project: Path = ROOT) -> str:
-    """PROJECT_NAME, as project.env sets it."""
-    return re.search(r"^PROJECT_NAME=(\S+)$", (project / "project.env").read_text(), re.MULTILINE).group(1)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +89,7 @@ def test_kustomization_lists_every_manifest_and_the_pod_runs_the_secure_image():
 @pytest.mark.unit
 def test_only_project_env_spells_the_projects_name():
     """The Makefile, compose.yaml, the manifests and the workflow take it from there."""
-    name = project_name()
+    name = PROJECT_NAME
     readers = ["Makefile", "compose.yaml", "kustomization.yaml", ".github/workflows/ci.yml"]
     for path in [ROOT / reader for reader in readers] + sorted(KUBERNETES.glob("*.yaml")):
         assert not re.search(rf"(?<![\w-]){re.escape(name)}(?![\w])", path.read_text()), f"{path} spells {name}"
@@ -183,12 +190,12 @@ def kustomize(folder: Path) -> list[dict]:
 
 
 def renamed_copy(folder: Path, name: str) -> Path:
-    """What kustomize reads of the project, with project.env naming it name."""
-    copy = folder / name
+    """What kustomize reads of the project, in folder/checkout, with project.env naming it name."""
+    copy = folder / "checkout"
     shutil.copytree(KUBERNETES, copy / "deploy" / "kubernetes")
     shutil.copy2(ROOT / "kustomization.yaml", copy)
     (copy / "project.env").write_text(
-        (ROOT / "project.env").read_text().replace(f"PROJECT_NAME={project_name()}", f"PROJECT_NAME={name}")
+        (ROOT / "project.env").read_text().replace(f"PROJECT_NAME={PROJECT_NAME}", f"PROJECT_NAME={name}")
     )
     return copy
 
@@ -213,24 +220,24 @@ def assert_named(resources: list[dict], name: str) -> None:
 
 @pytest.mark.kubernetes
 def test_kustomize_names_everything_after_project_env():
-    assert_named(kustomize(ROOT), project_name())
+    assert_named(kustomize(ROOT), PROJECT_NAME)
 
 
 @pytest.mark.kubernetes
 def test_a_new_name_in_project_env_renames_the_namespace_labels_and_image(tmp_path):
     resources = kustomize(renamed_copy(tmp_path, "my-service"))
     assert_named(resources, "my-service")
-    assert project_name() not in yaml.safe_dump_all(resources)
+    assert PROJECT_NAME not in yaml.safe_dump_all(resources)
 
 
 @pytest.mark.kubernetes
 def test_an_overlay_beside_the_project_points_the_pods_at_a_registry(tmp_path):
-    """The README's way to deploy an image from a registry."""
+    """The README's way to deploy an image from a registry; the folder is named otherwise than the project."""
     renamed_copy(tmp_path, "my-service")
-    overlay = tmp_path / "my-service-production"
+    overlay = tmp_path / "checkout-production"
     overlay.mkdir()
     (overlay / "kustomization.yaml").write_text(
-        "resources: [../my-service]\n"
+        "resources: [../checkout]\n"
         "images:\n"
         "  - name: my-service\n"
         "    newName: registry.example.com/my-service\n"
@@ -269,9 +276,9 @@ def test_image_serves_the_probes_as_the_pod_would_run_it(images, web, pod):
 @pytest.fixture
 def compose_project(images):
     """compose.yaml brought up with `docker compose up --wait` on port 8080, and always down again."""
-    project = f"flask-app-test-{uuid.uuid4().hex[:8]}"
+    project = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
     name, _ = images["secure"].split(":")
-    environment = {"PROJECT_NAME": project_name(), "IMAGE": name, "VARIANT": "secure", "PORT": "8080"}
+    environment = {"PROJECT_NAME": PROJECT_NAME, "IMAGE": name, "VARIANT": "secure", "PORT": "8080"}
     command = [*DOCKER, "compose", "--project-name", project, "--file", str(ROOT / "compose.yaml")]
     env = {**os.environ, **environment}
     try:
@@ -315,12 +322,14 @@ def makefile_default(name: str) -> str:
 
 
 @pytest.mark.unit
-def test_make_run_compose_and_the_tests_set_the_same_limits():
-    web = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["web"]
+def test_make_run_compose_kubernetes_and_the_tests_set_the_same_limits(web):
+    service = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["web"]
     make = {"memory": makefile_default("MEMORY"), "cpus": makefile_default("CPUS"), "pids": makefile_default("PIDS")}
-    assert make["memory"] == web["mem_limit"]
-    assert float(make["cpus"]) == float(web["cpus"])
-    assert int(make["pids"]) == web["pids_limit"]
+    assert make["memory"] == service["mem_limit"]
+    # Docker's m and Kubernetes' Mi are both 2**20 bytes.
+    assert web["resources"]["limits"]["memory"] == make["memory"].removesuffix("m") + "Mi"
+    assert float(make["cpus"]) == float(service["cpus"])
+    assert int(make["pids"]) == service["pids_limit"]
     assert ("--memory", make["memory"], "--cpus", make["cpus"], "--pids-limit", make["pids"]) == LIMITS
 
 
@@ -336,7 +345,7 @@ def free_port() -> int:
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_make_run_limits_memory_cpu_and_processes(images, variant, free_port):
     name, _ = images[variant].split(":")
-    container = f"flask-app-test-{uuid.uuid4().hex[:8]}"
+    container = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
     make = ["make", "--no-print-directory", f"IMAGE={name}", f"CONTAINER={container}", f"PORT={free_port}"]
     try:
         # -o: take the image as built; the test runs exactly the image under test.

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from containers import (
     LOCKDOWN,
+    PROJECT_NAME,
     ROOT,
     VARIANTS,
     assert_serves,
@@ -167,7 +168,7 @@ def test_build_time_proxy_cas_stay_out_of_every_image(throwaway_ca_bundle):
         middle_line(Path(path).read_bytes())
         for path in glob.glob("/usr/local/share/ca-certificates/**/*.crt", recursive=True)
     ]
-    name = f"flask-app-ca-{uuid.uuid4().hex[:8]}"
+    name = f"{PROJECT_NAME}-ca-{uuid.uuid4().hex[:8]}"
     try:
         for variant in VARIANTS:
             build(variant, name, f"CA_BUNDLE={bundle}", "BUILD_FLAGS=--no-cache")
@@ -233,7 +234,7 @@ def test_secure_build_works_on_a_source_built_python_in_usr_local(images, reques
     if libpython_in_usr_local(images["secure"]):
         return
     source_built_python = request.getfixturevalue("source_built_python")
-    tag = f"flask-app-test-{uuid.uuid4().hex[:8]}"
+    tag = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
     base, image = f"{tag}-base:cpython", f"{tag}:secure"
     try:
         subprocess.run(

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from containers import DOCKER, ROOT, docker, inspect, make
+from containers import DOCKER, PROJECT_NAME, ROOT, docker, inspect, make
 
 # What `docker pull` prints when it fails, as Docker Engine words it, and whether it means that no
 # registry could be reached (then, and only then, the stand-in base is used).
@@ -137,13 +137,30 @@ def test_project_env_names_the_images_the_container_and_the_compose_project(tmp_
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("content", ["PROJECT_NAME=My_Service\n", "PROJECT_NAME=-service\n", "PROJECT_NAME=\n"])
-def test_make_refuses_a_project_name_docker_or_kubernetes_would_refuse(tmp_path, content):
+@pytest.mark.parametrize(
+    "line",
+    [
+        "PROJECT_NAME=My_Service",
+        "PROJECT_NAME=-service",
+        "PROJECT_NAME=",
+        'PROJECT_NAME="my-service"',
+        "PROJECT_NAME=my-service # Compose drops this comment, Kustomize keeps it",
+        "PROJECT_NAME=my-service ",
+    ],
+)
+def test_make_refuses_a_project_env_that_docker_compose_or_kustomize_would_misread(tmp_path, line):
     (tmp_path / "Makefile").write_bytes((ROOT / "Makefile").read_bytes())
-    (tmp_path / "project.env").write_text(content)
+    (tmp_path / "project.env").write_text(f"# renamed\n{line}\n")
     result = subprocess.run(["make", "help"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode != 0
-    assert "is not a name Docker and Kubernetes both accept" in result.stderr
+    assert "project.env needs one line PROJECT_NAME=name, with nothing else on it" in result.stderr
+
+
+@pytest.mark.unit
+def test_make_refuses_a_bad_project_name_given_on_its_command_line():
+    result = subprocess.run(["make", "help", "PROJECT_NAME=My_Service"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert 'PROJECT_NAME="My_Service" is not a name Docker and Kubernetes both accept' in result.stderr
 
 
 @pytest.mark.unit
@@ -157,7 +174,7 @@ def test_make_says_what_to_do_without_project_env(tmp_path):
 @pytest.mark.integration
 def test_a_docker_command_with_arguments_works_for_the_engine_and_a_build(docker_engine):
     two_words = f"{' '.join(DOCKER)} --log-level=error"
-    image = f"flask-app-two-words-{uuid.uuid4().hex[:8]}"
+    image = f"{PROJECT_NAME}-two-words-{uuid.uuid4().hex[:8]}"
     try:
         engine = make("engine", docker_command=two_words)
         assert engine.returncode == 0, engine.stdout + engine.stderr
@@ -172,7 +189,7 @@ def test_a_docker_command_with_arguments_works_for_the_engine_and_a_build(docker
 def holding_8080(image: str, *labels: str) -> Iterator[str]:
     """A container of image that holds 127.0.0.1:8080 and does nothing else; removed afterwards,
     also when it could not start."""
-    name = f"flask-app-port-{uuid.uuid4().hex[:8]}"
+    name = f"{PROJECT_NAME}-port-{uuid.uuid4().hex[:8]}"
     flags = [argument for label in labels for argument in ("--label", label)]
     try:
         docker("run", "--detach", "--name", name, *flags, "--publish", "127.0.0.1:8080:8080", image, "sleep", "60")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import scan
-from containers import ROOT, build, copy_from_image, docker, inspect
+from containers import PROJECT_NAME, ROOT, build, copy_from_image, docker, inspect
 
 # The one time every file of the secure image carries (Dockerfile.multistage says why).
 FILE_TIME = 315532800
@@ -102,7 +102,7 @@ def build_id(variant: str, name: str, *make_args: str) -> str:
 
 @pytest.mark.integration
 def test_secure_builds_to_the_same_image_id_twice_from_a_clean_cache():
-    names = [f"flask-app-repro-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    names = [f"{PROJECT_NAME}-repro-{uuid.uuid4().hex[:8]}" for _ in range(2)]
     try:
         ids = [build_id("secure", name, "BUILD_FLAGS=--no-cache") for name in names]
         assert ids[0] == ids[1]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from bench import copy_context
-from containers import LOCKDOWN, ROOT, docker, inspect, make, must, request, running
+from containers import LOCKDOWN, PROJECT_NAME, ROOT, docker, inspect, make, must, request, running
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,7 @@ def make_in(copy: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture
 def project(tmp_path, docker_engine):
     """A copy of the project and an image name of its own; the image is removed afterwards."""
-    name = f"flask-app-trial-{uuid.uuid4().hex[:8]}"
+    name = f"{PROJECT_NAME}-trial-{uuid.uuid4().hex[:8]}"
     try:
         yield copy_context(tmp_path / "my-service"), name
     finally:
