@@ -8,7 +8,8 @@ final `FROM scratch` stage takes whole:
 - the standard library without what a server never imports (test suites, IDLE, tkinter, ...),
   as bytecode only, because the running container's root filesystem is read-only;
 - the virtual environment without pip, setuptools and wheel, the dependencies' test suites and
-  C sources, as bytecode too;
+  C sources, and the gevent backends the server never loads, as bytecode too, with its compiled
+  files stripped of symbols and debug data;
 - the metadata a vulnerability scanner reads: Python dist-info stays in place, and the Debian
   packages the copied files come from get their dpkg status entries (/var/lib/dpkg/status.d,
   as distroless does), with /etc/os-release and /etc/debian_version;
@@ -344,7 +345,7 @@ def load_segments_aligned(path: Path) -> bool:
 
 
 def strip_symbols(files: list[Path]) -> list[Path]:
-    """Take the symbol tables and debug data out of the dependencies' compiled files; return those left as they were.
+    """Strip the dependencies' compiled files of symbols and debug data; return those left as they were.
 
     Debian strips its own libraries, but wheels often ship theirs unstripped: greenlet's module is
     1.4 MB, of which 1.2 MB is debug data. The dynamic symbols, which the loader needs, stay. A
