@@ -33,6 +33,8 @@ HSTS = "max-age=31536000; includeSubDomains"
 LOCKDOWN = tuple(TABLE["secure"]["hardening"])
 # The limits `make run` and compose.yaml give every container (test_deploy.py holds the three together).
 LIMITS = ("--memory", "256m", "--cpus", "1", "--pids-limit", "128")
+# The Kubernetes pods' memory limit, within which the runtime tests hold the hardened images.
+POD_MEMORY = "128m"
 
 
 def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -21,6 +21,7 @@ from containers import (
     HSTS,
     LIMITS,
     LOCKDOWN,
+    POD_MEMORY,
     SECURITY_HEADERS,
     docker,
     inspect,
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.integration
 HARDENED = ("production", "secure")
 # The README's full lockdown: no capabilities, no new privileges, read-only root, bounded resources,
 # and a UID that exists nowhere in the image.
-FULL_LOCKDOWN = (*LOCKDOWN, "--pids-limit", "64", "--memory", "128m", "--cpus", "1")
+FULL_LOCKDOWN = (*LOCKDOWN, "--pids-limit", "64", "--memory", POD_MEMORY, "--cpus", "1")
 # How far memory may rise above its idle figure over 10,000 requests: measured at 3 to 7 MB (thread
 # stacks, allocator arenas); a leak of 1.5 KB a request would pass it.
 IDLE_GROWTH_MB = 15
