@@ -93,7 +93,7 @@ def test_only_project_env_spells_the_projects_name():
     name = PROJECT_NAME
     readers = ["Makefile", "compose.yaml", "kustomization.yaml", ".github/workflows/ci.yml"]
     for path in [ROOT / reader for reader in readers] + sorted(KUBERNETES.glob("*.yaml")):
-        assert not re.search(rf"(?<![\w-]){re.escape(name)}(?![\w])", path.read_text()), f"{path} spells {name}"
+        assert not re.search(rf"(?<!\w){re.escape(name)}(?!\w)", path.read_text()), f"{path} spells {name}"
     assert (KUBERNETES / "namespace.yaml").read_text().count(PLACEHOLDER) == 2, "in a comment, and as the name"
 
 
