@@ -310,10 +310,11 @@ def extra_paths(entries: list[str]) -> list[str]:
     return paths
 
 
-def copy_any(path: str, root: Path) -> list[str]:
-    """Copy a file, a link or a whole folder to the same place under root; return the files copied."""
+def copy_any(path: str, root: Path, keep=lambda entry: True) -> list[str]:
+    """Copy a file, a link or a whole folder (its entries for which keep is true) to the same place
+    under root; return the files copied."""
     if os.path.isdir(path) and not os.path.islink(path):
-        copied = copy_tree(Path(path), root / path.lstrip("/"), lambda entry: str(entry) not in RUNTIME_DATA_DROP)
+        copied = copy_tree(Path(path), root / path.lstrip("/"), keep)
         return ["/" + str(p.relative_to(root)) for p in copied]
     copy_path(path, root)
     return [os.path.realpath(path)]
@@ -425,7 +426,12 @@ def assemble(venv: Path, root: Path, user: str, uid: int, extras: list[str] = ()
         )
 
     data = runtime_data(facts["cafile"])
-    data_files = [file for paths in data.values() for path in paths for file in copy_any(path, root)]
+    data_files = [
+        file
+        for paths in data.values()
+        for path in paths
+        for file in copy_any(path, root, lambda entry: str(entry) not in RUNTIME_DATA_DROP)
+    ]
     extra_files = [file for path in extra_paths(list(extras)) for file in copy_any(path, root)]
 
     # ldd runs on the originals, never on the copies: a wheel's bundled libraries (numpy.libs/ and

@@ -37,6 +37,12 @@ LIMITS = ("--memory", "256m", "--cpus", "1", "--pids-limit", "128")
 POD_MEMORY = "128m"
 
 
+def rename_project(project: Path, name: str) -> None:
+    """Name a copy of the project otherwise, as a user does: the PROJECT_NAME line of its project.env."""
+    env = project / "project.env"
+    env.write_text(re.sub(r"^PROJECT_NAME=.*$", f"PROJECT_NAME={name}", env.read_text(), flags=re.MULTILINE))
+
+
 def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run one docker command; on failure, fail the test with the command and what it printed."""
     try:

@@ -26,6 +26,7 @@ from containers import (
     Container,
     docker,
     inspect,
+    rename_project,
     request,
     running,
     wait_until_serving,
@@ -196,9 +197,8 @@ def renamed_copy(folder: Path, name: str) -> Path:
     copy = folder / "checkout"
     shutil.copytree(KUBERNETES, copy / "deploy" / "kubernetes")
     shutil.copy2(ROOT / "kustomization.yaml", copy)
-    (copy / "project.env").write_text(
-        (ROOT / "project.env").read_text().replace(f"PROJECT_NAME={PROJECT_NAME}", f"PROJECT_NAME={name}")
-    )
+    shutil.copy2(ROOT / "project.env", copy)
+    rename_project(copy, name)
     return copy
 
 

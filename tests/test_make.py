@@ -112,10 +112,16 @@ def test_the_stand_in_base_is_used_only_when_no_registry_answers(tmp_path, error
         assert "no stand-in is used" in result.stderr
 
 
+def makefile_alone(folder: Path, project_env: str | None = None) -> None:
+    """The Makefile in a folder of its own, beside a project.env of the given text (none if None)."""
+    (folder / "Makefile").write_bytes((ROOT / "Makefile").read_bytes())
+    if project_env is not None:
+        (folder / "project.env").write_text(project_env)
+
+
 @pytest.mark.unit
 def test_the_image_source_label_drops_credentials_from_the_remote(tmp_path):
-    for name in ("Makefile", "project.env"):
-        (tmp_path / name).write_bytes((ROOT / name).read_bytes())
+    makefile_alone(tmp_path, (ROOT / "project.env").read_text())
     remote = "https://builder:ghp_s3cretToken@git.example.com/team/flask-app.git"
     subprocess.run(["git", "init", "--quiet", tmp_path], check=True)
     subprocess.run(["git", "-C", tmp_path, "remote", "add", "origin", remote], check=True)
@@ -126,8 +132,7 @@ def test_the_image_source_label_drops_credentials_from_the_remote(tmp_path):
 
 @pytest.mark.unit
 def test_project_env_names_the_images_the_container_and_the_compose_project(tmp_path):
-    (tmp_path / "Makefile").write_bytes((ROOT / "Makefile").read_bytes())
-    (tmp_path / "project.env").write_text("# renamed\nPROJECT_NAME=my-service\n")
+    makefile_alone(tmp_path, "# renamed\nPROJECT_NAME=my-service\n")
     run = subprocess.run(["make", "-n", "run-secure"], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert "--tag my-service:secure" in run.stdout
     assert "--name my-service " in run.stdout and "no-new-privileges my-service:secure " in run.stdout
@@ -149,8 +154,7 @@ def test_project_env_names_the_images_the_container_and_the_compose_project(tmp_
     ],
 )
 def test_make_refuses_a_project_env_that_docker_compose_or_kustomize_would_misread(tmp_path, line):
-    (tmp_path / "Makefile").write_bytes((ROOT / "Makefile").read_bytes())
-    (tmp_path / "project.env").write_text(f"# renamed\n{line}\n")
+    makefile_alone(tmp_path, f"# renamed\n{line}\n")
     result = subprocess.run(["make", "help"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode != 0
     assert "project.env needs one line PROJECT_NAME=name, with nothing else on it" in result.stderr
@@ -165,7 +169,7 @@ def test_make_refuses_a_bad_project_name_given_on_its_command_line():
 
 @pytest.mark.unit
 def test_make_says_what_to_do_without_project_env(tmp_path):
-    (tmp_path / "Makefile").write_bytes((ROOT / "Makefile").read_bytes())
+    makefile_alone(tmp_path)
     result = subprocess.run(["make", "help"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode != 0
     assert "project.env is missing" in result.stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from bench import copy_context
-from containers import LOCKDOWN, PROJECT_NAME, ROOT, docker, inspect, make, must, request, running
+from containers import LOCKDOWN, PROJECT_NAME, ROOT, docker, inspect, make, must, rename_project, request, running
 
 pytestmark = pytest.mark.integration
 
@@ -124,8 +124,7 @@ def test_make_run_reports_at_once_a_container_that_exits_as_it_starts(project, u
 def test_a_copy_renamed_in_project_env_runs_and_composes_under_its_new_name(project, unused_port):
     """make run, make stop, make up and make down, after a change to project.env alone."""
     copy, name = project
-    env = copy / "project.env"
-    env.write_text(re.sub(r"^PROJECT_NAME=.*$", f"PROJECT_NAME={name}", env.read_text(), flags=re.MULTILINE))
+    rename_project(copy, name)
     try:
         must(make_in(copy, "run-secure", f"PORT={unused_port}"), "make run-secure")
         (container,) = docker("ps", "--quiet", "--filter", f"name=^/{name}$").stdout.split()
