@@ -138,12 +138,15 @@ $(RUNS): run-%: stop build-%
 	@$(PYTHON) -c 'import urllib.request; print(urllib.request.urlopen("http://localhost:$(PORT)/").read().decode(), end="")'
 	@echo "$(IMAGE):$*$(ARCH_TAG) is serving on http://localhost:$(PORT) (make logs, make stop)"
 
+# Docker Compose with what compose.yaml reads from the environment.
+COMPOSE = PROJECT_NAME=$(PROJECT_NAME) IMAGE=$(IMAGE) VARIANT=$(VARIANT) PORT=$(PORT) $(DOCKER) compose
+
 up: build-$(VARIANT) ## Run $(IMAGE):$(VARIANT) with Docker Compose (compose.yaml) and wait until healthy
-	PROJECT_NAME=$(PROJECT_NAME) IMAGE=$(IMAGE) VARIANT=$(VARIANT) PORT=$(PORT) $(DOCKER) compose up --detach --wait
+	$(COMPOSE) up --detach --wait
 	@echo "$(IMAGE):$(VARIANT) is serving on http://localhost:$(PORT) (make down to stop)"
 
 down: ## Stop and remove what `make up` started
-	PROJECT_NAME=$(PROJECT_NAME) IMAGE=$(IMAGE) VARIANT=$(VARIANT) PORT=$(PORT) $(DOCKER) compose down --remove-orphans
+	$(COMPOSE) down --remove-orphans
 
 stop: ## Stop and remove the container `make run` started
 	@for id in $$($(DOCKER) ps --all --quiet --filter name='^/$(CONTAINER)$$' --filter "label=$(RUN_LABEL)" 2>/dev/null); do \
@@ -209,7 +212,7 @@ $(VENV)/bin/pytest: requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --require-hashes -r requirements.txt -r requirements-dev.txt
 	@touch $@
 
-test: free-8080 $(VENV)/bin/pytest ## Run every test: unit, integration against real containers, arm64 under emulation
+test: free-8080 $(VENV)/bin/pytest ## Run every test but test-kubernetes: unit, integration against real containers, arm64
 	$(VENV)/bin/pytest -m "not kubernetes"
 
 test-unit: $(VENV)/bin/pytest ## Run the unit tests (no Docker, no root needed)

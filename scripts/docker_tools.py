@@ -1,5 +1,6 @@
 """The docker command as the scripts, the Makefile and the tests use it, and the table of variants.
 
+- PROJECT_NAME, from project.env, which names the tests' and the bench's throwaway images too;
 - DOCKER, the command, which may hold arguments ("sudo docker"): the DOCKER environment variable;
 - docker() and docker_result(): run it, and fail with the command and what it printed;
 - walk_image(): every file of an image, read without starting it;
@@ -20,8 +21,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# The project's name, from project.env: the throwaway images and containers of the tests and the
-# bench are named after it too.
 PROJECT_NAME = re.search(r"^PROJECT_NAME=(\S+)$", (ROOT / "project.env").read_text(), re.MULTILINE).group(1)
 DOCKER = os.environ.get("DOCKER", "docker").split()
 MB = 1_000_000  # as `docker images` counts
