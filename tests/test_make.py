@@ -34,7 +34,7 @@ PULL_ERRORS = {
         True,
     ),
     "a tag that does not exist": (
-        "Error response from daemon: manifest for python:3.12.99-slim-bookworm not found: manifest unknown: "
+        "Error response from daemon: manifest for python:3.13.99-slim-trixie not found: manifest unknown: "
         "manifest unknown",
         False,
     ),
@@ -44,7 +44,7 @@ PULL_ERRORS = {
         False,
     ),
     "wrong credentials": (
-        'Error response from daemon: Head "https://registry-1.docker.io/v2/library/python/manifests/3.12": '
+        'Error response from daemon: Head "https://registry-1.docker.io/v2/library/python/manifests/3.13": '
         "unauthorized: incorrect username or password",
         False,
     ),
@@ -84,14 +84,14 @@ def base_image(tmp_path: Path, pull_error: str, age_days: int = 2) -> subprocess
     environment = {
         **os.environ,
         "DOCKER": f"env {stub}",  # two words, as DOCKER="sudo docker" would be
-        "STAND_IN": "flask-app-base:debian12",
+        "STAND_IN": "flask-app-base:debian13",
         "STUB_CREATED": created,
         "STUB_PULL_ERROR": pull_error,
         # The packages the script asks for, so that the stand-in is current.
         "STUB_PACKAGES": re.search(r"^STAND_IN_PACKAGES=(\S+)$", script.read_text(), re.MULTILINE).group(1),
     }
     return subprocess.run(
-        [script, "python:3.12.15-slim-bookworm"],
+        [script, "python:3.13.17-slim-trixie"],
         env=environment,
         capture_output=True,
         text=True,
@@ -104,7 +104,7 @@ def base_image(tmp_path: Path, pull_error: str, age_days: int = 2) -> subprocess
 def test_the_stand_in_base_is_used_only_when_no_registry_answers(tmp_path, error, unreachable):
     result = base_image(tmp_path, error)
     if unreachable:
-        assert (result.returncode, result.stdout) == (0, "flask-app-base:debian12\n"), result.stderr
+        assert (result.returncode, result.stdout) == (0, "flask-app-base:debian13\n"), result.stderr
         assert "built 2 days ago" in result.stderr
     else:
         assert result.returncode == 1 and result.stdout == "", result.stderr
