@@ -4,7 +4,8 @@
 - DOCKER, the command, which may hold arguments ("sudo docker"): the DOCKER environment variable;
 - docker() and docker_result(): run it, and fail with the command and what it printed;
 - walk_image(): every file of an image, read without starting it;
-- wait_until_serving(): poll /healthz on a published port until it answers or the container exits;
+- free_port() and wait_until_serving(): a port nothing listens on, and polling /healthz on a published
+  port until it answers or the container exits;
 - variants(): each variant's Dockerfile and hardening flags, read from the Makefile, their one home.
 
 `python3 scripts/docker_tools.py wait PORT CONTAINER SECONDS` is the Makefile's wait for `make run`.
@@ -13,6 +14,7 @@
 import http.client
 import os
 import re
+import socket
 import subprocess
 import sys
 import tarfile
@@ -68,6 +70,13 @@ def walk_image(image: str) -> Iterator[tuple[tarfile.TarInfo, Callable[[], bytes
                 yield member, lambda member=member: archive.extractfile(member).read()
     finally:
         docker_result("rm", "--force", container, check=False)
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def serving(port: int, timeout: float = 1) -> bool:

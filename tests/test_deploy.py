@@ -8,11 +8,11 @@ compose test runs `docker compose up --wait` for real and tears everything down.
 import os
 import re
 import shutil
-import socket
 import subprocess
 import uuid
 from pathlib import Path
 
+import docker_tools
 import kubernetes_validate
 import pytest
 import yaml
@@ -336,9 +336,7 @@ def test_make_run_compose_and_the_tests_set_the_same_limits():
 @pytest.fixture
 def free_port() -> int:
     """A port of 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return docker_tools.free_port()
 
 
 @pytest.mark.integration
