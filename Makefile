@@ -53,6 +53,24 @@ REVISION ?= $(or $(shell git rev-parse HEAD 2>/dev/null),unknown)
 SOURCE_DATE_EPOCH ?= $(or $(shell git log -1 --format=%ct 2>/dev/null),0)
 # Extra flags for every `docker build`, such as --no-cache or --pull.
 BUILD_FLAGS ?=
+# Where `make push` publishes, as $(REGISTRY)/$(IMAGE): by default the registry `make registry`
+# runs on this machine, on REGISTRY_PORT; any registry you are logged in to works the same
+# (REGISTRY=ghcr.io/acme, after docker login ghcr.io).
+REGISTRY_PORT ?= 5000
+REGISTRY ?= 127.0.0.1:$(REGISTRY_PORT)
+# The variants `make push` publishes, each as one tag for the engine's platform and PUBLISH_PLATFORM.
+PUBLISH ?= production secure
+PUBLISH_PLATFORM ?= linux/arm64
+# The local registry's storage and log; the cosign key pair `make push` signs with (COSIGN_PASSWORD,
+# from the environment, protects the private key); the file of the digests `make push` published.
+REGISTRY_DIR ?= .registry
+KEYS_DIR ?= .keys
+PUBLISHED ?= published.json
+# Set to sign keyless (in CI, with the job's OIDC identity) instead of with the key; and the identity
+# `make verify` then expects: the workflow that signed, such as
+# https://github.com/acme/my-service/.github/workflows/ci.yml@refs/heads/main.
+KEYLESS ?=
+CERTIFICATE_IDENTITY ?=
 # Python that runs the tests, and the virtual environment they run in.
 PYTHON ?= python3
 VENV ?= .venv
@@ -72,6 +90,9 @@ STAMP = --label org.opencontainers.image.source=$(SOURCE_URL) \
 	--label org.opencontainers.image.revision=$(REVISION) \
 	--label org.opencontainers.image.created=$(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ) \
 	--build-arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH)
+# The base image's digest as pulled (name@sha256:...), or for a stand-in built here, its ID: every
+# image records its base in the OCI labels org.opencontainers.image.base.{name,digest}.
+BASE_DIGEST = {{if .RepoDigests}}{{index .RepoDigests 0}}{{else}}{{.Id}}{{end}}
 # The table of variants, which the scripts and the tests read too (make variants): each one's
 # Dockerfile, and the hardening it runs under. Production gets no capabilities and no way to gain
 # them; secure also a read-only root, the README's lockdown line. Every variant gets the same limits.
@@ -89,12 +110,13 @@ RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
 .PHONY: help engine base free-8080 variants images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
-	test test-unit test-integration test-arm64 test-kubernetes lint lock clean
+	registry registry-stop keys push verify test test-unit test-integration test-arm64 test-kubernetes lint lock clean
 
 help: ## Show this help
 	@echo "Usage: make TARGET [VAR=value ...]"
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST) \
-		| sed 's/$$(IMAGE)/$(IMAGE)/; s/$$(PORT)/$(PORT)/; s/$$(VARIANT)/$(VARIANT)/'
+		| sed -e 's/$$(IMAGE)/$(IMAGE)/; s/$$(PORT)/$(PORT)/; s/$$(VARIANT)/$(VARIANT)/; s/$$(REGISTRY_PORT)/$(REGISTRY_PORT)/' \
+			-e 's|$$(REGISTRY_DIR)|$(REGISTRY_DIR)|; s|$$(KEYS_DIR)|$(KEYS_DIR)|; s|$$(REGISTRY)|$(REGISTRY)|'
 	@echo "Variables (make VAR=value): PROJECT_NAME=$(PROJECT_NAME) (from project.env) DOCKER=$(DOCKER)" \
 		"IMAGE=$(IMAGE) PORT=$(PORT) BASE_IMAGE=$(BASE_IMAGE)" \
 		"PLATFORM=$(PLATFORM)"
@@ -102,6 +124,9 @@ help: ## Show this help
 	@echo "  CONTAINER=$(CONTAINER) VARIANT=$(VARIANT) BUILD_FLAGS=$(BUILD_FLAGS) CA_BUNDLE=$(CA_BUNDLE)"
 	@echo "  COMPARE_PLATFORM=$(COMPARE_PLATFORM) SCAN_DIR=$(SCAN_DIR) SCAN_STRICT=$(SCAN_STRICT)" \
 		"SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) PYTHON=$(PYTHON) VENV=$(VENV)"
+	@echo "  REGISTRY=$(REGISTRY) REGISTRY_PORT=$(REGISTRY_PORT) PUBLISH=$(PUBLISH) PUBLISH_PLATFORM=$(PUBLISH_PLATFORM)" \
+		"REGISTRY_DIR=$(REGISTRY_DIR) KEYS_DIR=$(KEYS_DIR) PUBLISHED=$(PUBLISHED) KEYLESS=$(KEYLESS)" \
+		"CERTIFICATE_IDENTITY=$(CERTIFICATE_IDENTITY) (make push, make verify)"
 
 engine: ## Make sure Docker Engine with buildx and Compose runs, and can emulate PLATFORM (installs on Debian)
 	@DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" scripts/ensure-docker.sh
@@ -116,9 +141,11 @@ build-production: ## Build $(IMAGE):production from Dockerfile
 build-secure: ## Build $(IMAGE):secure from Dockerfile.multistage
 $(BUILDS): build-%: engine
 	@base=$$(DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
+	base_digest=$$($(DOCKER) image inspect --format '$(BASE_DIGEST)' $$base) || exit 1; \
 	echo "Building $(IMAGE):$*$(ARCH_TAG) from $(DOCKERFILE_$*) on $$base$(if $(PLATFORM), for $(PLATFORM))"; \
 	$(DOCKER) build $(PLATFORM_FLAG) $(BUILD_FLAGS) --file $(DOCKERFILE_$*) --tag $(IMAGE):$*$(ARCH_TAG) \
-		--build-arg BASE_IMAGE=$$base $(SECRET) $(STAMP) . \
+		--build-arg BASE_IMAGE=$$base $(SECRET) $(STAMP) \
+		--label org.opencontainers.image.base.name=$$base --label org.opencontainers.image.base.digest=$${base_digest#*@} . \
 	|| { echo "make: building $(IMAGE):$*$(ARCH_TAG) failed; the step marked ERROR above is the one that failed." >&2; exit 1; }
 
 run: run-secure ## Run the secure image on http://localhost:$(PORT)
@@ -201,6 +228,30 @@ bench: engine $(VENV)/bin/pytest ## Measure the images in one run: builds, start
 	@base=$$(DOCKER="$(DOCKER)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
 	DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/bench.py --base "$$base" --readme README.md \
 		--memory $(MEMORY) --cpus $(CPUS) --pids-limit $(PIDS) $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
+
+registry: ## Start a registry for make push on 127.0.0.1:$(REGISTRY_PORT), its storage in $(REGISTRY_DIR) (installs it on Debian)
+	@$(PYTHON) scripts/publish.py registry start $(REGISTRY_DIR) $(REGISTRY_PORT)
+
+registry-stop: ## Stop the registry make registry started; its storage stays
+	@$(PYTHON) scripts/publish.py registry stop $(REGISTRY_DIR)
+
+keys: ## Make the key pair make push signs with: $(KEYS_DIR)/cosign.key, protected by COSIGN_PASSWORD, and cosign.pub
+	@$(PYTHON) scripts/publish.py keys $(KEYS_DIR)
+
+# The images pushed are those in the engine's store, as `make build` made and the tests tested them;
+# one that is missing is built first. One built from another commit than the checkout's is refused.
+push: engine $(VENV)/bin/pytest $(if $(KEYLESS),,keys) ## Push production and secure to $(REGISTRY) as two-platform tags, signed, with SBOMs and provenance
+	@$(foreach v,$(PUBLISH),$(DOCKER) image inspect $(IMAGE):$(v) >/dev/null 2>&1 \
+		|| $(MAKE) --no-print-directory build-$(v) || exit 1;)
+	@$(foreach v,$(if $(PUBLISH_PLATFORM),$(PUBLISH)),$(DOCKER) image inspect $(IMAGE):$(v)$(call arch_tag,$(PUBLISH_PLATFORM)) \
+		>/dev/null 2>&1 || $(MAKE) --no-print-directory build-$(v) PLATFORM=$(PUBLISH_PLATFORM) || exit 1;)
+	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/publish.py push --repository $(REGISTRY)/$(IMAGE) \
+		--version $(VERSION) --published $(PUBLISHED) $(if $(KEYLESS),,--key $(KEYS_DIR)/cosign.key) \
+		$(foreach v,$(PUBLISH),$(v)=$(IMAGE):$(v)$(if $(PUBLISH_PLATFORM),$(comma)$(IMAGE):$(v)$(call arch_tag,$(PUBLISH_PLATFORM))))
+
+verify: $(VENV)/bin/pytest ## Verify what make push published: each tag, every signature, the SBOM and provenance attestations
+	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/publish.py verify --published $(PUBLISHED) \
+		$(if $(CERTIFICATE_IDENTITY),--identity $(CERTIFICATE_IDENTITY),--key $(KEYS_DIR)/cosign.pub)
 
 # The table of variants for the scripts and the tests: name, Dockerfile, hardening flags.
 variants:

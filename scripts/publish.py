@@ -1,0 +1,488 @@
+"""Publish images to a registry, signed, with their SBOM and provenance attached; verify them.
+
+Usage:
+  publish.py registry start DIR PORT  a registry on 127.0.0.1:PORT (the CNCF Distribution
+                                      registry, as a plain process), its storage in DIR
+  publish.py registry stop DIR
+  publish.py keys DIR                 a cosign key pair, DIR/cosign.key and DIR/cosign.pub
+  publish.py push --repository REGISTRY/NAME --version VERSION --published FILE [--key KEY]
+                  VARIANT=IMAGE[,IMAGE...] ...
+  publish.py verify --published FILE (--key PUBLIC_KEY | --identity ID --issuer URL)
+
+push publishes each variant's local images, one a platform (the images `make build` made, never
+built again), as one multi-platform tag REGISTRY/NAME:VARIANT, an OCI image index, and as
+REGISTRY/NAME:VARIANT-VERSION. It signs the index and each platform's image with cosign, attaches
+to each platform's image its CycloneDX SBOM (Trivy, as `make scan` writes it) and its SLSA
+provenance (v1), both as signed attestations, and writes the digests to FILE. Without --key it
+signs keyless, with the identity of the CI job it runs in.
+
+verify checks, for the digests in FILE, that each tag still names the index that was published,
+that every index and image carries a valid signature, and that each image has both attestations,
+valid and about that image's digest. It names the first check that fails.
+
+A signature made with a key never goes to the public transparency log (Rekor): the log is public
+and permanent, and a trial run of this project has no business in it. Keyless signatures do go to
+the log, which is how a consumer checks them without a key.
+"""
+
+import argparse
+import base64
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import scan
+from docker_tools import ROOT, docker, exit_on_failure, run, run_command, variants
+
+# The tools, from Debian's packages: the version each is pinned to. cosign comes from trixie, which
+# `make engine` adds as a source on Debian 12. Bump one by changing its version here, after
+# `apt-cache policy NAME` shows the new one; a tool already on PATH is used as it is.
+DEBIAN_PACKAGES = {
+    "cosign": ("cosign", "2.5.0-2+b5"),
+    "skopeo": ("skopeo", "1.9.3+ds1-1+b10"),
+    "docker-registry": ("docker-registry", "2.8.2+ds1-1"),
+}
+# The predicate types cosign gives the two attestations (--type cyclonedx and slsaprovenance1).
+SBOM_TYPE = "https://cyclonedx.org/bom"
+PROVENANCE_TYPE = "https://slsa.dev/provenance/v1"
+# BuildKit's own build type for SLSA provenance v1: the build ran on BuildKit's Dockerfile frontend.
+BUILD_TYPE = "https://mobyproject.org/buildkit@v1"
+# Where the CI job's keyless certificates come from.
+GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
+# The registry's configuration: 127.0.0.1 only, no authentication, deleting allowed (so a test
+# can take an attestation away), and its log kept short.
+REGISTRY_CONFIG = """\
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {storage}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{port}
+"""
+
+
+class Failed(Exception):
+    """A check or a step failed; the message says which, in a sentence."""
+
+
+def say(message: str) -> None:
+    print(f"publish: {message}", flush=True)
+
+
+def tool(name: str) -> str:
+    """The command of a tool this script runs, installed from Debian's packages if it is missing."""
+    found = shutil.which(name)
+    if found:
+        return found
+    package, version = DEBIAN_PACKAGES[name]
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise Failed(f"{name} is not installed: install it (Debian: apt-get install {package}) and try again.")
+    say(f"installing {package} {version} from Debian's packages.")
+    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    result = subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", f"{package}={version}"],
+        capture_output=True,
+        text=True,
+        env=environment,
+    )
+    if result.returncode != 0:
+        raise Failed(
+            f"installing {package}={version} failed ({scan.last_line(result.stderr)}); run `make engine` first, "
+            "which adds Debian's trixie source on Debian 12, or install it yourself."
+        )
+    if package == "docker-registry" and shutil.which("systemctl"):
+        # Debian's package starts a registry of its own on :5000, all interfaces, wanting passwords.
+        subprocess.run(["systemctl", "disable", "--now", "docker-registry"], capture_output=True)
+    return shutil.which(name) or name
+
+
+# --- the local registry ---
+
+
+def registry_answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def pid_of(folder: Path) -> int | None:
+    """The registry process this folder's pid file names, if it still runs."""
+    try:
+        pid = int((folder / "registry.pid").read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def registry_start(folder: Path, port: int) -> None:
+    folder = folder.resolve()
+    if pid_of(folder) and registry_answers(port):
+        say(f"the registry on 127.0.0.1:{port} is already running (storage {folder}).")
+        return
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            raise Failed(f"port {port} on 127.0.0.1 is in use by another program; choose another: REGISTRY_PORT=5001.")
+    registry = tool("docker-registry")
+    (folder / "storage").mkdir(parents=True, exist_ok=True)
+    config = folder / "config.yml"
+    config.write_text(REGISTRY_CONFIG.format(storage=folder / "storage", port=port))
+    with (folder / "registry.log").open("ab") as log:
+        process = subprocess.Popen(
+            [registry, "serve", str(config)], stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    (folder / "registry.pid").write_text(f"{process.pid}\n")
+    deadline = time.monotonic() + 15
+    while not registry_answers(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            log_tail = (folder / "registry.log").read_text(errors="replace").strip().splitlines()[-5:]
+            raise Failed(f"the registry did not start; the end of {folder}/registry.log:\n" + "\n".join(log_tail))
+        time.sleep(0.2)
+    say(f"a registry is serving on 127.0.0.1:{port}, its storage in {folder}/storage (stop it: make registry-stop).")
+
+
+def registry_stop(folder: Path) -> None:
+    pid = pid_of(folder)
+    if pid is None:
+        say(f"no registry of {folder} is running.")
+        return
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(50):
+        if pid_of(folder) is None:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    (folder / "registry.pid").unlink(missing_ok=True)
+    say(f"the registry is stopped; its storage stays in {folder}/storage.")
+
+
+# --- keys ---
+
+
+def keys(folder: Path) -> None:
+    private, public = folder / "cosign.key", folder / "cosign.pub"
+    if private.exists() and public.exists():
+        say(f"the signing key is {private}, its public key {public}.")
+        return
+    if "COSIGN_PASSWORD" not in os.environ:
+        raise Failed(
+            "set COSIGN_PASSWORD to the password that protects the signing key (export COSIGN_PASSWORD=...), "
+            "or, for a local trial only, make keys COSIGN_PASSWORD= for a key without one."
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    run(tool("cosign"), "generate-key-pair", "--output-key-prefix", str(folder / "cosign"))
+    protection = "protected by COSIGN_PASSWORD" if os.environ["COSIGN_PASSWORD"] else "WITHOUT a password"
+    say(f"made the signing key {private}, {protection}, and its public key {public}: give that one to consumers.")
+
+
+# --- push ---
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def is_local(repository: str) -> bool:
+    """A registry on this machine, which speaks plain HTTP."""
+    host = repository.split("/", 1)[0]
+    return host.split(":")[0] in ("127.0.0.1", "localhost")
+
+
+def manifest_digest(reference: str) -> str:
+    """The digest of what a tag names now, from the registry's own bytes."""
+    raw = run_command(*docker_command(), "buildx", "imagetools", "inspect", "--raw", reference, timeout=120)
+    return digest_of(raw.stdout.encode())
+
+
+def docker_command() -> list[str]:
+    return os.environ.get("DOCKER", "docker").split()
+
+
+def platform_of(image: str) -> str:
+    return docker("image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", image).strip()
+
+
+def labels_of(image: str) -> dict[str, str]:
+    return json.loads(docker("image", "inspect", "--format", "{{json .Config.Labels}}", image)) or {}
+
+
+def push_image(image: str, target: str, work: Path) -> str:
+    """Push one local image as an OCI image to target; return the digest the registry holds it under.
+
+    skopeo reads `docker save`'s archive: the engine's own push would write Docker's manifest type,
+    and an OCI index can hold only OCI manifests.
+    """
+    archive, digest_file = work / "image.tar", work / "digest"
+    docker("save", "--output", str(archive), image)
+    command = [tool("skopeo"), "copy", "--quiet", "--format", "oci", "--digestfile", str(digest_file)]
+    if is_local(target):
+        command.append("--dest-tls-verify=false")
+    try:
+        run(*command, f"docker-archive:{archive}", f"docker://{target}", timeout=900)
+    finally:
+        archive.unlink(missing_ok=True)
+    return digest_file.read_text().strip()
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def provenance(image: str, platform: str, variant: str, dockerfile: str) -> dict:
+    """SLSA provenance v1 of one image, from what the Makefile stamped on it at build time."""
+    labels = labels_of(image)
+    source, revision, base, base_digest = (
+        labels.get(f"org.opencontainers.image.{key}") for key in ("source", "revision", "base.name", "base.digest")
+    )
+    if not (source and revision and base and base_digest):
+        raise Failed(f"{image} lacks the labels `make build` stamps (source, revision, base): build it with make.")
+    # The commit's time, which the Makefile passes as SOURCE_DATE_EPOCH and stamps as `created`.
+    created = datetime.datetime.fromisoformat(labels["org.opencontainers.image.created"].replace("Z", "+00:00"))
+    base_dependency = {"uri": f"docker-image://{base}", "digest": {"sha256": base_digest.removeprefix("sha256:")}}
+    if base != pinned_base():
+        base_dependency["annotations"] = {
+            "stand-in": f"built from Debian's packages by scripts/base-image.sh in place of {pinned_base()}"
+        }
+    engine = json.loads(docker("version", "--format", "{{json .Server}}"))
+    return {
+        "buildDefinition": {
+            "buildType": BUILD_TYPE,
+            "externalParameters": {
+                "configSource": {"uri": source, "digest": {"gitCommit": revision}, "path": dockerfile},
+                "request": {
+                    "frontend": "dockerfile.v0",
+                    "args": {
+                        "build-arg:BASE_IMAGE": base,
+                        "build-arg:SOURCE_DATE_EPOCH": str(int(created.timestamp())),
+                    },
+                    "platform": platform,
+                },
+            },
+            "resolvedDependencies": [
+                {"uri": source, "digest": {"gitCommit": revision}},
+                base_dependency,
+                {"uri": "requirements.txt", "digest": {"sha256": sha256_file(ROOT / "requirements.txt")}},
+            ],
+        },
+        "runDetails": {
+            "builder": {
+                "id": f"{source}/Makefile",
+                "version": {"docker-engine": engine.get("Version", ""), "os": engine.get("Os", "")},
+            },
+            "metadata": {"invocationId": f"{variant}@{revision}"},
+        },
+    }
+
+
+def pinned_base() -> str:
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("FROM ") and line.endswith(" AS python-base"):
+            return line.split()[1]
+    raise Failed("Dockerfile has no `FROM ... AS python-base` line naming the base.")
+
+
+def head_revision() -> str:
+    return run("git", "-C", str(ROOT), "rev-parse", "HEAD").strip()
+
+
+def check_built_from_head(image: str) -> None:
+    """Provenance names the commit and requirements.txt: both must be what the image was built from."""
+    revision = labels_of(image).get("org.opencontainers.image.revision")
+    head = head_revision()
+    if revision != head:
+        raise Failed(f"{image} was built from commit {revision}, but the checkout is at {head}: run make build first.")
+    changed = run_command("git", "-C", str(ROOT), "diff", "--quiet", "HEAD", "--", "requirements.txt", check=False)
+    if changed.returncode != 0:
+        raise Failed("requirements.txt differs from the commit's: commit it, then build and push again.")
+
+
+def cosign_sign_args(key: Path | None) -> list[str]:
+    """Sign with the key and never upload to the public log; without a key, keyless and logged."""
+    return ["--key", str(key), "--tlog-upload=false"] if key else []
+
+
+def attest(key: Path | None, reference: str, predicate_type: str, predicate: Path) -> None:
+    signing = cosign_sign_args(key)
+    run(tool("cosign"), "attest", "--yes", *signing, "--type", predicate_type, "--predicate", str(predicate), reference)
+
+
+def push(args: argparse.Namespace) -> None:
+    repository, published = args.repository, {"repository": args.repository, "variants": {}}
+    trivy = scan.trivy_command()
+    dockerfiles = {name: entry["dockerfile"] for name, entry in variants().items()}
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="publish-") as folder:
+        work = Path(folder)
+        for entry in args.images:
+            variant, images = entry.split("=", 1)
+            platforms = {}
+            for image in images.split(","):
+                check_built_from_head(image)
+                platform = platform_of(image)
+                digest = push_image(image, f"{repository}:{variant}-{platform.replace('/', '-')}", work)
+                platforms[platform] = {"image": image, "digest": digest}
+                say(f"pushed {image} ({platform}) as {repository}@{digest}")
+            tags = [f"{repository}:{variant}", f"{repository}:{variant}-{args.version}"]
+            sources = [f"{repository}@{entry['digest']}" for entry in platforms.values()]
+            run(*docker_command(), "buildx", "imagetools", "create", "--progress", "plain",
+                *[part for tag in tags for part in ("--tag", tag)], *sources, timeout=300)  # fmt: skip
+            index = manifest_digest(tags[0])
+            say(f"{', '.join(tags)}: index {repository}@{index} of {', '.join(platforms)}")
+            run(tool("cosign"), "sign", "--yes", "--recursive", *cosign_sign_args(args.key), f"{repository}@{index}")
+            for platform, entry in platforms.items():
+                reference = f"{repository}@{entry['digest']}"
+                report = scan.trivy_report(trivy, entry["image"], work, vulnerabilities=False)
+                (work / "report.json").write_text(json.dumps(report))
+                scan.convert(trivy, work / "report.json", "cyclonedx", work / "sbom.cdx.json")
+                attest(args.key, reference, "cyclonedx", work / "sbom.cdx.json")
+                (work / "provenance.json").write_text(
+                    json.dumps(provenance(entry["image"], platform, variant, dockerfiles[variant]))
+                )
+                attest(args.key, reference, "slsaprovenance1", work / "provenance.json")
+            published["variants"][variant] = {
+                "tags": tags,
+                "index": index,
+                "platforms": {platform: entry["digest"] for platform, entry in platforms.items()},
+            }
+            say(f"signed {repository}@{index} and its {len(platforms)} images; attached their SBOMs and provenance.")
+    args.published.write_text(json.dumps(published, indent=2) + "\n")
+    say(f"published in {time.monotonic() - started:.0f} s; the digests are in {args.published}.")
+    digests = [d for entry in published["variants"].values() for d in (entry["index"], *entry["platforms"].values())]
+    say(f"the signatures and attestations take {supply_chain_bytes(repository, digests):,} bytes in the registry.")
+
+
+def supply_chain_bytes(repository: str, digests: list[str]) -> int:
+    """The bytes of the signature and attestation manifests cosign attached to these digests, with
+    their blobs: what signing adds to the registry beside the images."""
+    total = 0
+    for digest in digests:
+        for suffix in ("sig", "att"):
+            reference = f"{repository}:{digest.replace(':', '-')}.{suffix}"
+            result = run_command(*docker_command(), "buildx", "imagetools", "inspect", "--raw", reference, check=False)
+            if result.returncode != 0:
+                continue
+            manifest = json.loads(result.stdout)
+            total += len(result.stdout.encode()) + manifest["config"]["size"]
+            total += sum(layer["size"] for layer in manifest["layers"])
+    return total
+
+
+# --- verify ---
+
+
+def cosign_verify_args(args: argparse.Namespace) -> list[str]:
+    if args.key:
+        return ["--key", str(args.key), "--insecure-ignore-tlog=true"]
+    return ["--certificate-identity", args.identity, "--certificate-oidc-issuer", args.issuer]
+
+
+def verify_signature(args: argparse.Namespace, reference: str) -> None:
+    result = run_command(tool("cosign"), "verify", *cosign_verify_args(args), reference, check=False)
+    if result.returncode != 0:
+        signer = f"the key {args.key}" if args.key else f"{args.identity} ({args.issuer})"
+        raise Failed(f"{reference} carries no valid signature by {signer}: {scan.last_line(result.stderr)}")
+
+
+def verify_attestation(args: argparse.Namespace, reference: str, predicate_type: str, kind: str) -> dict:
+    """Check one attestation's signature and subject; return its predicate."""
+    command = [tool("cosign"), "verify-attestation", *cosign_verify_args(args), "--type", kind, reference]
+    result = run_command(*command, check=False)
+    if result.returncode != 0:
+        raise Failed(f"{reference} has no valid {kind} attestation: {scan.last_line(result.stderr)}")
+    digest = reference.rsplit("@sha256:", 1)[1]
+    for line in result.stdout.splitlines():
+        statement = json.loads(base64.b64decode(json.loads(line)["payload"]))
+        if statement["predicateType"] != predicate_type:
+            continue
+        subjects = [subject["digest"].get("sha256") for subject in statement["subject"]]
+        if subjects != [digest]:
+            raise Failed(f"the {kind} attestation of {reference} is about {subjects}, not this image.")
+        return statement["predicate"]
+    raise Failed(f"{reference} has no {kind} attestation of type {predicate_type}.")
+
+
+def verify(args: argparse.Namespace) -> None:
+    if not args.published.exists():
+        raise Failed(f"{args.published} does not exist: run make push first, which writes it.")
+    if not args.key and not (args.identity and args.issuer):
+        raise Failed("give the public key (--key), or the signer's certificate identity and issuer.")
+    published = json.loads(args.published.read_text())
+    repository = published["repository"]
+    for variant, entry in published["variants"].items():
+        index = entry["index"]
+        for tag in entry["tags"]:
+            now = manifest_digest(tag)
+            if now != index:
+                raise Failed(
+                    f"{tag} now names {now}, not {index}, which was published and signed: "
+                    "something was pushed over the tag."
+                )
+        verify_signature(args, f"{repository}@{index}")
+        for platform, digest in entry["platforms"].items():
+            reference = f"{repository}@{digest}"
+            verify_signature(args, reference)
+            sbom = verify_attestation(args, reference, SBOM_TYPE, "cyclonedx")
+            if not sbom.get("components"):
+                raise Failed(f"the SBOM attestation of {reference} lists no components.")
+            verify_attestation(args, reference, PROVENANCE_TYPE, "slsaprovenance1")
+            say(f"{variant} {platform}: {reference} signed, with its SBOM and provenance")
+        say(f"{', '.join(entry['tags'])}: {repository}@{index} signed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    registry = commands.add_parser("registry", help="start or stop the local registry")
+    registry.add_argument("action", choices=["start", "stop"])
+    registry.add_argument("folder", type=Path)
+    registry.add_argument("port", type=int, nargs="?", default=5000)
+    keys_command = commands.add_parser("keys", help="make a cosign key pair")
+    keys_command.add_argument("folder", type=Path)
+    push_command = commands.add_parser("push", help="push, sign and attest")
+    push_command.add_argument("--repository", required=True)
+    push_command.add_argument("--version", required=True)
+    push_command.add_argument("--published", type=Path, required=True)
+    push_command.add_argument("--key", type=Path, help="cosign's private key; keyless without")
+    push_command.add_argument("images", nargs="+", metavar="VARIANT=IMAGE[,IMAGE...]")
+    verify_command = commands.add_parser("verify", help="verify what push published")
+    verify_command.add_argument("--published", type=Path, required=True)
+    verify_command.add_argument("--key", type=Path, help="cosign's public key")
+    verify_command.add_argument("--identity", help="the keyless signer's certificate identity")
+    verify_command.add_argument("--issuer", default=GITHUB_ISSUER, help="the keyless signer's OIDC issuer")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "registry":
+            registry_start(args.folder, args.port) if args.action == "start" else registry_stop(args.folder)
+        elif args.command == "keys":
+            keys(args.folder)
+        elif args.command == "push":
+            push(args)
+        else:
+            verify(args)
+    except Failed as error:
+        print(f"publish: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(exit_on_failure(main, "publish"))

@@ -1,0 +1,261 @@
+"""Publishing: `make registry`, `make push` and `make verify` against a registry on this machine.
+
+The module starts a registry of its own on a free port, its storage in a temporary folder, and
+publishes the secure image under test for both platforms, signed with a key made for the module.
+Each way a published image can be tampered with is then made real in a repository of its own, and
+`make verify` must fail on it, saying which check failed.
+"""
+
+import base64
+import json
+import re
+import resource
+import subprocess
+import urllib.request
+import uuid
+from pathlib import Path
+
+import publish
+import pytest
+from containers import LOCKDOWN, PROJECT_NAME, ROOT, docker, make, must
+from docker_tools import free_port
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "a password for this test"
+
+
+def make_env(**variables: str) -> list[str]:
+    return [f"{name}={value}" for name, value in variables.items()]
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory) -> str:
+    """A registry on a free port of 127.0.0.1, started with `make registry`; stopped at the end."""
+    folder = tmp_path_factory.mktemp("registry")
+    port = free_port()
+    settings = make_env(REGISTRY_PORT=str(port), REGISTRY_DIR=str(folder))
+    must(make("registry", *settings), "`make registry`")
+    yield f"127.0.0.1:{port}"
+    must(make("registry-stop", *settings), "`make registry-stop`")
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory) -> Path:
+    """The signing key pair, made by `make keys` and protected by a password."""
+    folder = tmp_path_factory.mktemp("keys") / "keys"
+    must(make("keys", f"KEYS_DIR={folder}", f"COSIGN_PASSWORD={PASSWORD}"), "`make keys`")
+    return folder
+
+
+def push(images: dict, repository: str, keys: Path, published: Path, *settings: str) -> dict:
+    """`make push` of the secure image under test to REGISTRY; what it published."""
+    name = images["secure"].split(":")[0]
+    arguments = make_env(
+        IMAGE=name, REGISTRY=repository, KEYS_DIR=str(keys), PUBLISHED=str(published), COSIGN_PASSWORD=PASSWORD
+    )
+    must(make("push", "PUBLISH=secure", *arguments, *settings), "`make push`")
+    return json.loads(published.read_text())
+
+
+def verify(published: Path, keys: Path) -> subprocess.CompletedProcess:
+    return make("verify", f"PUBLISHED={published}", f"KEYS_DIR={keys}")
+
+
+@pytest.fixture(scope="module")
+def published(images, registry, keys, tmp_path_factory) -> dict:
+    """The secure image published for both platforms; the arm64 build `make push` makes is removed."""
+    path = tmp_path_factory.mktemp("published") / "published.json"
+    try:
+        yield push(images, registry, keys, path) | {"file": path}
+    finally:
+        docker("image", "rm", "--force", images["secure"] + "-arm64", check=False)
+
+
+@pytest.fixture
+def single(images, registry, keys, tmp_path) -> dict:
+    """The secure image published for this machine's platform alone, in a repository of its own,
+    for a test to tamper with."""
+    repository = f"{registry}/{tmp_path.name.lower()}"
+    return push(images, repository, keys, tmp_path / "published.json", "PUBLISH_PLATFORM=") | {
+        "file": tmp_path / "published.json"
+    }
+
+
+def raw_manifest(reference: str) -> bytes:
+    return subprocess.run(
+        ["docker", "buildx", "imagetools", "inspect", "--raw", reference], capture_output=True, check=True
+    ).stdout
+
+
+def registry_request(method: str, url: str, accept: str = "") -> urllib.request.addinfourl:
+    request = urllib.request.Request(url, method=method, headers={"Accept": accept} if accept else {})
+    return urllib.request.urlopen(request, timeout=30)
+
+
+def delete_tag(repository: str, tag: str) -> None:
+    """Delete the manifest a tag names, as someone with write access to the registry can."""
+    host, name = repository.split("/", 1)
+    accept = "application/vnd.oci.image.manifest.v1+json"
+    with registry_request("HEAD", f"http://{host}/v2/{name}/manifests/{tag}", accept) as response:
+        digest = response.headers["Docker-Content-Digest"]
+    registry_request("DELETE", f"http://{host}/v2/{name}/manifests/{digest}").close()
+
+
+def cosign(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([publish.tool("cosign"), *args], capture_output=True, text=True, timeout=120)
+
+
+def attestation(keys: Path, reference: str, kind: str) -> dict:
+    """The statement of an attestation, checked by cosign itself, as a consumer reads it."""
+    public_key = ["--key", str(keys / "cosign.pub"), "--insecure-ignore-tlog"]
+    result = cosign("verify-attestation", *public_key, "--type", kind, reference)
+    assert result.returncode == 0, result.stderr
+    return json.loads(base64.b64decode(json.loads(result.stdout.splitlines()[0])["payload"]))
+
+
+def test_push_publishes_one_two_platform_oci_index_under_the_variant_and_the_version_tags(published):
+    entry = published["variants"]["secure"]
+    index = json.loads(raw_manifest(entry["tags"][0]))
+    assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    platforms = {f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"] for m in index["manifests"]}
+    assert platforms == entry["platforms"]
+    assert set(platforms) == {"linux/amd64", "linux/arm64"}
+    assert re.fullmatch(r".+:secure-[0-9a-f]{7,}(-dirty)?", entry["tags"][1])
+    for tag in entry["tags"]:
+        assert publish.digest_of(raw_manifest(tag)) == entry["index"]
+
+
+def test_the_index_and_each_platforms_image_verify_on_their_own_with_the_public_key(published, keys):
+    """The plain cosign commands the README gives consumers, outside the Makefile."""
+    repository, entry = published["repository"], published["variants"]["secure"]
+    for digest in (entry["index"], *entry["platforms"].values()):
+        result = cosign("verify", "--key", str(keys / "cosign.pub"), "--insecure-ignore-tlog", f"{repository}@{digest}")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)[0]["critical"]["image"]["docker-manifest-digest"] == digest
+
+
+def test_make_verify_passes_on_what_make_push_published(published, keys):
+    result = verify(published["file"], keys)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("signed, with its SBOM and provenance") == 2
+
+
+def pinned(package: str) -> str:
+    return re.search(rf"^{package}==(\S+)", (ROOT / "requirements.txt").read_text(), re.MULTILINE).group(1)
+
+
+def test_the_sbom_attestation_lists_flask_and_gunicorn_at_the_pinned_versions(published, keys):
+    repository = published["repository"]
+    for digest in published["variants"]["secure"]["platforms"].values():
+        statement = attestation(keys, f"{repository}@{digest}", "cyclonedx")
+        assert statement["subject"][0]["digest"]["sha256"] == digest.removeprefix("sha256:")
+        components = {(c["name"].lower(), c.get("version")) for c in statement["predicate"]["components"]}
+        assert {("flask", pinned("flask")), ("gunicorn", pinned("gunicorn"))} <= components
+
+
+def test_the_provenance_names_the_commit_the_base_and_the_requirements(published, keys, images):
+    repository = published["repository"]
+    labels = docker("image", "inspect", "--format", "{{json .Config.Labels}}", images["secure"]).stdout
+    labels = json.loads(labels)
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    for platform, digest in published["variants"]["secure"]["platforms"].items():
+        statement = attestation(keys, f"{repository}@{digest}", "slsaprovenance1")
+        assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
+        definition = statement["predicate"]["buildDefinition"]
+        dependencies = {d["uri"]: d for d in definition["resolvedDependencies"]}
+        assert dependencies[labels["org.opencontainers.image.source"]]["digest"] == {"gitCommit": commit.strip()}
+        requirements = publish.sha256_file(ROOT / "requirements.txt")
+        assert dependencies["requirements.txt"]["digest"] == {"sha256": requirements}
+        assert definition["externalParameters"]["request"]["platform"] == platform
+        base = [uri for uri in dependencies if uri.startswith("docker-image://")]
+        assert len(base) == 1 and dependencies[base[0]]["digest"]["sha256"]
+        if platform == "linux/amd64":
+            assert base == [f"docker-image://{labels['org.opencontainers.image.base.name']}"]
+
+
+def test_an_image_pulled_by_digest_into_a_store_that_never_saw_it_serves_locked_down(published, tmp_path):
+    """Podman, with a store of its own in a temporary folder, pulls the index by digest and runs
+    this machine's image under the README's lockdown, without a network: the image's own Python
+    asks it for /healthz."""
+    store = ["--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "run"), "--storage-driver", "vfs"]
+    podman = [publish.tool("podman"), *store]
+    reference = f"{published['repository']}@{published['variants']['secure']['index']}"
+    # Podman's default open-files and process limits exceed what some machines allow a container.
+    limits = [f"--ulimit={name}={hard}:{hard}" for name, hard in (
+        ("nofile", resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
+        ("nproc", resource.getrlimit(resource.RLIMIT_NPROC)[1]),
+    )]  # fmt: skip
+    name = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
+    code = (
+        "import time, urllib.request\n"
+        "for _ in range(100):\n"
+        "    try: print(urllib.request.urlopen('http://127.0.0.1:8080/healthz').read().decode()); break\n"
+        "    except OSError: time.sleep(0.1)\n"
+    )
+    try:
+        pulled = subprocess.run([*podman, "pull", "--tls-verify=false", reference], capture_output=True, text=True)
+        assert pulled.returncode == 0, pulled.stderr
+        run = [*podman, "run", "--detach", "--name", name, "--network", "none", *limits, *LOCKDOWN, "--user", "12345:0"]
+        started = subprocess.run([*run, reference], capture_output=True, text=True)
+        assert started.returncode == 0, started.stderr
+        asked = subprocess.run(
+            [*podman, "exec", name, "/opt/venv/bin/python", "-c", code], capture_output=True, text=True, timeout=60
+        )
+        assert (asked.returncode, asked.stdout.strip()) == (0, '{"status":"ok"}'), asked.stderr
+    finally:
+        subprocess.run([*podman, "rm", "--force", "--time", "0", name], capture_output=True)
+        subprocess.run([*podman, "rmi", "--all", "--force"], capture_output=True)
+
+
+def test_verify_fails_when_another_image_is_pushed_over_the_tag(single, keys, images):
+    tag = single["variants"]["secure"]["tags"][0]
+    archive = Path(single["file"]).parent / "production.tar"
+    docker("save", "--output", str(archive), images["production"])
+    skopeo = publish.tool("skopeo")
+    subprocess.run([skopeo, "copy", "--quiet", "--format", "oci", "--dest-tls-verify=false",
+                    f"docker-archive:{archive}", f"docker://{tag}"], check=True)  # fmt: skip
+    result = verify(single["file"], keys)
+    assert result.returncode != 0
+    assert f"{tag} now names" in result.stderr and "something was pushed over the tag" in result.stderr
+
+
+def test_verify_fails_for_an_unsigned_image(single, keys):
+    repository, index = single["repository"], single["variants"]["secure"]["index"]
+    delete_tag(repository, index.replace(":", "-") + ".sig")
+    result = verify(single["file"], keys)
+    assert result.returncode != 0
+    assert f"{repository}@{index} carries no valid signature by the key" in result.stderr
+
+
+def test_verify_fails_for_an_image_signed_with_another_key(single, tmp_path):
+    other = tmp_path / "other-keys"
+    must(make("keys", f"KEYS_DIR={other}", "COSIGN_PASSWORD="), "`make keys` of another pair")
+    result = verify(single["file"], other)
+    assert result.returncode != 0
+    assert "carries no valid signature by the key" in result.stderr
+
+
+def test_verify_fails_when_an_attestation_is_deleted(single, keys):
+    repository = single["repository"]
+    digest = single["variants"]["secure"]["platforms"]["linux/amd64"]
+    delete_tag(repository, digest.replace(":", "-") + ".att")
+    result = verify(single["file"], keys)
+    assert result.returncode != 0
+    assert f"{repository}@{digest} has no valid cyclonedx attestation" in result.stderr
+
+
+def test_verify_fails_when_an_attestation_is_replaced_by_one_of_another_key(single, keys, tmp_path):
+    repository = single["repository"]
+    digest = single["variants"]["secure"]["platforms"]["linux/amd64"]
+    delete_tag(repository, digest.replace(":", "-") + ".att")
+    other = tmp_path / "other-keys"
+    must(make("keys", f"KEYS_DIR={other}", "COSIGN_PASSWORD="), "`make keys` of another pair")
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps({"bomFormat": "CycloneDX", "specVersion": "1.6", "components": [{"name": "x"}]}))
+    made = cosign("attest", "--yes", "--key", str(other / "cosign.key"), "--tlog-upload=false",
+                  "--type", "cyclonedx", "--predicate", str(forged), f"{repository}@{digest}")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    result = verify(single["file"], keys)
+    assert result.returncode != 0
+    assert f"{repository}@{digest} has no valid cyclonedx attestation" in result.stderr
