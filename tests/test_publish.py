@@ -8,9 +8,10 @@ Each way a published image can be tampered with is then made real in a repositor
 
 import base64
 import json
+import os
 import re
-import resource
 import subprocess
+import tempfile
 import urllib.request
 import uuid
 from pathlib import Path
@@ -23,6 +24,9 @@ from docker_tools import free_port
 pytestmark = pytest.mark.integration
 
 PASSWORD = "a password for this test"
+# The open files and processes a Podman container gets: more than gunicorn needs here, and within
+# the hard limits of the machines that run the tests.
+LIMIT = 4096
 
 
 def make_env(**variables: str) -> list[str]:
@@ -102,8 +106,10 @@ def delete_tag(repository: str, tag: str) -> None:
     registry_request("DELETE", f"http://{host}/v2/{name}/manifests/{digest}").close()
 
 
-def cosign(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([publish.tool("cosign"), *args], capture_output=True, text=True, timeout=120)
+def cosign(*args: str, password: str = "") -> subprocess.CompletedProcess:
+    """cosign, with the password of the private key it may read (the other keys here have none)."""
+    environment = {**os.environ, "COSIGN_PASSWORD": password}
+    return subprocess.run([publish.tool("cosign"), *args], capture_output=True, text=True, timeout=120, env=environment)
 
 
 def attestation(keys: Path, reference: str, kind: str) -> dict:
@@ -174,18 +180,24 @@ def test_the_provenance_names_the_commit_the_base_and_the_requirements(published
             assert base == [f"docker-image://{labels['org.opencontainers.image.base.name']}"]
 
 
-def test_an_image_pulled_by_digest_into_a_store_that_never_saw_it_serves_locked_down(published, tmp_path):
-    """Podman, with a store of its own in a temporary folder, pulls the index by digest and runs
-    this machine's image under the README's lockdown, without a network: the image's own Python
-    asks it for /healthz."""
-    store = ["--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "run"), "--storage-driver", "vfs"]
-    podman = [publish.tool("podman"), *store]
+@pytest.fixture
+def podman() -> list[str]:
+    """Podman with a store of its own in a temporary folder (whose path Podman wants short), removed
+    at the end with all it holds."""
+    with tempfile.TemporaryDirectory(prefix="podman-") as folder:
+        store = ["--root", f"{folder}/root", "--runroot", f"{folder}/run", "--storage-driver", "vfs"]
+        command = [publish.tool("podman"), *store]
+        yield command
+        subprocess.run([*command, "rm", "--all", "--force", "--time", "0"], capture_output=True)
+        subprocess.run([*command, "rmi", "--all", "--force"], capture_output=True)
+
+
+def test_an_image_pulled_by_digest_into_a_store_that_never_saw_it_serves_locked_down(published, podman):
+    """Podman pulls the index by digest into its empty store and runs this machine's image under
+    the README's lockdown, without a network: the image's own Python asks it for /healthz."""
     reference = f"{published['repository']}@{published['variants']['secure']['index']}"
     # Podman's default open-files and process limits exceed what some machines allow a container.
-    limits = [f"--ulimit={name}={hard}:{hard}" for name, hard in (
-        ("nofile", resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
-        ("nproc", resource.getrlimit(resource.RLIMIT_NPROC)[1]),
-    )]  # fmt: skip
+    limits = [f"--ulimit={name}={LIMIT}:{LIMIT}" for name in ("nofile", "nproc")]
     name = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
     code = (
         "import time, urllib.request\n"
@@ -193,19 +205,16 @@ def test_an_image_pulled_by_digest_into_a_store_that_never_saw_it_serves_locked_
         "    try: print(urllib.request.urlopen('http://127.0.0.1:8080/healthz').read().decode()); break\n"
         "    except OSError: time.sleep(0.1)\n"
     )
-    try:
-        pulled = subprocess.run([*podman, "pull", "--tls-verify=false", reference], capture_output=True, text=True)
-        assert pulled.returncode == 0, pulled.stderr
-        run = [*podman, "run", "--detach", "--name", name, "--network", "none", *limits, *LOCKDOWN, "--user", "12345:0"]
-        started = subprocess.run([*run, reference], capture_output=True, text=True)
-        assert started.returncode == 0, started.stderr
-        asked = subprocess.run(
-            [*podman, "exec", name, "/opt/venv/bin/python", "-c", code], capture_output=True, text=True, timeout=60
-        )
-        assert (asked.returncode, asked.stdout.strip()) == (0, '{"status":"ok"}'), asked.stderr
-    finally:
-        subprocess.run([*podman, "rm", "--force", "--time", "0", name], capture_output=True)
-        subprocess.run([*podman, "rmi", "--all", "--force"], capture_output=True)
+    assert subprocess.run([*podman, "image", "exists", reference]).returncode == 1
+    pulled = subprocess.run([*podman, "pull", "--tls-verify=false", reference], capture_output=True, text=True)
+    assert pulled.returncode == 0, pulled.stderr
+    run = [*podman, "run", "--detach", "--name", name, "--network", "none", *limits, *LOCKDOWN, "--user", "12345:0"]
+    started = subprocess.run([*run, reference], capture_output=True, text=True)
+    assert started.returncode == 0, started.stderr
+    asked = subprocess.run(
+        [*podman, "exec", name, "/opt/venv/bin/python", "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert (asked.returncode, asked.stdout.strip()) == (0, '{"status":"ok"}'), asked.stderr
 
 
 def test_verify_fails_when_another_image_is_pushed_over_the_tag(single, keys, images):
