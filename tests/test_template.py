@@ -1,12 +1,15 @@
 """The repository as a template: a copy with a user's own changes, built and run as the README says.
 
-Each test copies the project to a folder of its own, changes it the way the README's "Using it as
-a template" tells a user to, and builds and runs it with the copy's own Makefile.
+Each integration test copies the project's folder, changes it the way the README's "Using it as a
+template" tells a user to, and builds and runs it with the copy's own Makefile. The unit tests make
+copies with copier instead, then bring a later commit of the template into one with `copier update`.
 """
 
+import os
 import re
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -14,8 +17,6 @@ from pathlib import Path
 import pytest
 from bench import copy_context
 from containers import LOCKDOWN, PROJECT_NAME, ROOT, docker, inspect, make, must, rename_project, request, running
-
-pytestmark = pytest.mark.integration
 
 # A package of the user's: routes that need a wheel with bundled native libraries, time zones, the
 # public CA certificates and the C.UTF-8 locale.
@@ -77,6 +78,7 @@ def unused_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.integration
 def test_a_copy_with_a_package_a_native_dependency_and_its_own_greeting_serves_locked_down(project):
     copy, name = project
     app = copy / "src" / "app.py"
@@ -102,6 +104,7 @@ def test_a_copy_with_a_package_a_native_dependency_and_its_own_greeting_serves_l
     assert answers["/locale"].json() == {"locale": "C.UTF-8"}
 
 
+@pytest.mark.integration
 def test_make_run_reports_at_once_a_container_that_exits_as_it_starts(project, unused_port):
     copy, name = project
     app = copy / "src" / "app.py"
@@ -121,6 +124,7 @@ def test_make_run_reports_at_once_a_container_that_exits_as_it_starts(project, u
     assert elapsed < 15, f"make run took {elapsed:.1f} s to report it"
 
 
+@pytest.mark.integration
 def test_a_copy_renamed_in_project_env_runs_and_composes_under_its_new_name(project, unused_port):
     """make run, make stop, make up and make down, after a change to project.env alone."""
     copy, name = project
@@ -141,3 +145,195 @@ def test_a_copy_renamed_in_project_env_runs_and_composes_under_its_new_name(proj
         make_in(copy, "stop")
     assert not docker("ps", "--all", "--quiet", "--filter", f"label=com.docker.compose.project={name}").stdout.strip()
     assert not docker("network", "ls", "--quiet", "--filter", f"name={name}").stdout.strip()
+
+
+# What copier reads or renders and never copies as it is, and the template's tests of itself
+# (copier.yml's _exclude says why); every other file of the template reaches a copy byte for byte.
+TEMPLATE_ONLY = {"copier.yml", "project.env.jinja", "{{ _copier_conf.answers_file }}.jinja", "tests/test_template.py"}
+# The files the README calls the copy's own, which `copier update` must leave alone; written out
+# here, not read from copier.yml, so that a name dropped there fails the test.
+COPYS_OWN = ("project.env", "src/app.py", "tests/test_sample_app.py", "requirements.in", "requirements.txt")
+# Commits in the tests need an author, which a CI runner's git has not; copier commits in its own
+# scratch repositories too.
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Template Test",
+    "GIT_AUTHOR_EMAIL": "template-test@example.invalid",
+    "GIT_COMMITTER_NAME": "Template Test",
+    "GIT_COMMITTER_EMAIL": "template-test@example.invalid",
+}
+
+
+def git(*args: str, cwd: Path) -> str:
+    """One git command in a repository of the test's; its output, or the test fails with its error."""
+    result = subprocess.run(
+        ["git", "-c", "commit.gpgsign=false", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **GIT_IDENTITY},
+    )
+    must(result, f"git {' '.join(args)}")
+    return result.stdout
+
+
+def copier(*args: str, cwd: Path) -> None:
+    """copier, from the test environment, as a user runs it; the test fails with its output if it does."""
+    command = [sys.executable, "-m", "copier", *args]
+    env = {**os.environ, **GIT_IDENTITY}
+    must(subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300, env=env), f"copier {args[0]}")
+
+
+def copier_copy(template: Path, copy: Path) -> Path:
+    """A copy named my-service, without questions, as `copier copy` makes it."""
+    copier("copy", "--defaults", "--data", "project_name=my-service", str(template), str(copy), cwd=copy.parent)
+    return copy
+
+
+def commit_all(repository: Path, message: str) -> None:
+    """Commit every change in a repository of the test's."""
+    git("add", "--all", cwd=repository)
+    git("commit", "--quiet", "--message", message, cwd=repository)
+
+
+def files_in(folder: Path) -> set[str]:
+    """Every file under folder but a git repository's own, as paths relative to it."""
+    return {
+        path.relative_to(folder).as_posix()
+        for path in folder.rglob("*")
+        if path.is_file() and ".git" not in path.relative_to(folder).parts
+    }
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    """Replace a line's text in a file, failing if the text is not there."""
+    text = path.read_text()
+    assert old in text, f"{path.name} has no {old!r}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def described(template: Path) -> str:
+    """The name copier records for the template's last commit: its tag, or its short hash."""
+    return git("describe", "--tags", "--always", cwd=template).strip()
+
+
+def template_clone(destination: Path) -> Path:
+    """A clone of the repository whose last commit holds its files as they are now, so that
+    uncommitted changes are tested too; the repository itself is never committed to."""
+    git("clone", "--quiet", str(ROOT), str(destination), cwd=ROOT)
+    for name in git("ls-files", "-z", cwd=destination).split("\0"):
+        if name:
+            (destination / name).unlink()
+    copy_context(destination)
+    if git("status", "--porcelain", cwd=destination).strip():
+        commit_all(destination, "The working tree as it is now")
+    return destination
+
+
+@pytest.fixture
+def copied(tmp_path) -> tuple[Path, Path]:
+    """A throwaway clone of the template, and my-service, a copy copier made of it, committed to git."""
+    template = template_clone(tmp_path / "template")
+    copy = copier_copy(template, tmp_path / "my-service")
+    git("init", "--quiet", cwd=copy)
+    commit_all(copy, "my-service, from the template")
+    return template, copy
+
+
+@pytest.mark.unit
+def test_project_env_jinja_is_project_env_with_the_name_left_to_copier():
+    """The repository's own project.env is what `copier copy` writes for the name flask-app."""
+    rendered = (ROOT / "project.env.jinja").read_text().replace("{{ project_name }}", PROJECT_NAME)
+    assert rendered == (ROOT / "project.env").read_text()
+
+
+@pytest.mark.unit
+def test_copier_copy_writes_the_name_records_its_source_and_copies_every_other_file_verbatim(copied):
+    template, copy = copied
+    assert (copy / "project.env").read_text().splitlines()[-1] == "PROJECT_NAME=my-service"
+    answers = (copy / ".copier-answers.yml").read_text()
+    assert f"_src_path: {template}\n" in answers
+    assert f"_commit: {described(template)}\n" in answers
+    assert "project_name: my-service\n" in answers
+
+    tracked = set(filter(None, git("ls-files", "-z", cwd=template).split("\0")))
+    assert files_in(copy) == tracked - TEMPLATE_ONLY | {".copier-answers.yml"}
+    # The Makefile's $$ and {{.Name}}, and every other file but project.env, are not rendered.
+    unchanged = tracked - TEMPLATE_ONLY - {"project.env"}
+    assert [name for name in sorted(unchanged) if (copy / name).read_bytes() != (template / name).read_bytes()] == []
+
+
+@pytest.mark.unit
+def test_a_copy_of_a_plain_folder_leaves_out_what_running_the_template_made(tmp_path):
+    """Given a folder rather than a git repository, copier copies what is there: the virtual
+    environment, the scans and the caches must not come along."""
+    folder = copy_context(tmp_path / "template")
+    made = [
+        ".venv/bin/python",
+        "scans/sbom.json",
+        ".pytest_cache/README.md",
+        ".ruff_cache/TAG",
+        "src/__pycache__/app.pyc",
+    ]
+    for name in made:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("made by a run\n")
+    copy = copier_copy(folder, tmp_path / "my-service")
+    assert (copy / "Makefile").exists()
+    assert [name for name in made if (copy / name).exists()] == []
+
+
+@pytest.mark.unit
+def test_copier_update_brings_a_template_commit_into_a_copy_and_keeps_the_copys_app_tests_and_dependencies(copied):
+    template, copy = copied
+    # The copy makes the sample its own: a greeting, its test, a dependency, and a line of its own
+    # at the end of a template file.
+    edit(copy / "src" / "app.py", "Hello from flask-app!", "Hello from my-service!")
+    edit(copy / "tests" / "test_sample_app.py", "Hello from flask-app!", "Hello from my-service!")
+    with (copy / "requirements.in").open("a") as requirements:
+        requirements.write("pyzmq==26.4.0\n")
+    with (copy / ".dockerignore").open("a") as ignore:
+        ignore.write("notes/\n")
+    commit_all(copy, "my-service's greeting, its test and a dependency")
+    own = {name: (copy / name).read_bytes() for name in COPYS_OWN}
+
+    # Later, the template changes a file of its own, the first line of .dockerignore, and the
+    # sample's app, test and dependencies, which the copy must not take.
+    makefile_line = "# One Flask app, three Dockerfiles, kept current with copier update. `make` lists the targets."
+    edit(template / "Makefile", "# One Flask app, three Dockerfiles. `make` lists the targets.", makefile_line)
+    dockerignore = (template / ".dockerignore").read_text().splitlines()[0]
+    edit(template / ".dockerignore", dockerignore, dockerignore + " (the template's)")
+    edit(template / "src" / "app.py", "Hello from flask-app!", "Hello from the sample!")
+    edit(template / "tests" / "test_sample_app.py", "Hello from flask-app!", "Hello from the sample!")
+    with (template / "requirements.in").open("a") as requirements:
+        requirements.write("itsdangerous==2.2.0\n")
+    commit_all(template, "A change the copies should get, and one to the sample's own files")
+
+    copier("update", "--defaults", cwd=copy)
+
+    assert (copy / "Makefile").read_text().splitlines()[0] == makefile_line
+    assert (copy / ".dockerignore").read_text().splitlines()[0] == dockerignore + " (the template's)"
+    assert (copy / ".dockerignore").read_text().endswith("\nnotes/\n")
+    assert [name for name in COPYS_OWN if (copy / name).read_bytes() != own[name]] == [], "update replaced them"
+    assert git("ls-files", "--unmerged", cwd=copy) == ""
+    assert f"_commit: {described(template)}\n" in (copy / ".copier-answers.yml").read_text()
+    # The copy's Makefile with the environment running these tests, which it must not re-make.
+    test_unit = make("test-unit", f"VENV={sys.prefix}", f"--assume-old={sys.prefix}/bin/pytest", project=copy)
+    must(test_unit, "the copy's make test-unit")
+
+
+@pytest.mark.unit
+def test_copier_update_marks_a_conflict_where_the_copy_and_the_template_changed_the_same_line(copied):
+    template, copy = copied
+    edit(copy / "README.md", "# flask-app\n", "# my-service\n")
+    commit_all(copy, "my-service's title")
+    edit(template / "README.md", "# flask-app\n", "# flask-app, the template\n")
+    commit_all(template, "The template's new title")
+
+    copier("update", "--defaults", cwd=copy)
+
+    readme = (copy / "README.md").read_text()
+    assert readme.startswith(
+        "<<<<<<< before updating\n# my-service\n=======\n# flask-app, the template\n>>>>>>> after updating\n"
+    )
+    assert git("ls-files", "--unmerged", "README.md", cwd=copy).strip()
