@@ -115,7 +115,7 @@ build-naive: ## Build $(IMAGE):naive from Dockerfile.naive
 build-production: ## Build $(IMAGE):production from Dockerfile
 build-secure: ## Build $(IMAGE):secure from Dockerfile.multistage
 $(BUILDS): build-%: engine
-	@base=$$(DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
+	@base=$$(DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" PYTHON="$(PYTHON)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
 	echo "Building $(IMAGE):$*$(ARCH_TAG) from $(DOCKERFILE_$*) on $$base$(if $(PLATFORM), for $(PLATFORM))"; \
 	$(DOCKER) build $(PLATFORM_FLAG) $(BUILD_FLAGS) --file $(DOCKERFILE_$*) --tag $(IMAGE):$*$(ARCH_TAG) \
 		--build-arg BASE_IMAGE=$$base $(SECRET) $(STAMP) . \
@@ -198,7 +198,7 @@ bench: engine $(VENV)/bin/pytest ## Measure the images in one run: builds, start
 	@command -v wrk >/dev/null || { echo "Installing wrk, the load generator, from Debian's packages."; \
 		apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
 		|| { echo "make: bench needs wrk, the load generator (apt-get install wrk)." >&2; exit 1; }
-	@base=$$(DOCKER="$(DOCKER)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
+	@base=$$(DOCKER="$(DOCKER)" PYTHON="$(PYTHON)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
 	DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/bench.py --base "$$base" --readme README.md \
 		--memory $(MEMORY) --cpus $(CPUS) --pids-limit $(PIDS) $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
 

@@ -23,6 +23,10 @@ set -euo pipefail
 
 # DOCKER may hold arguments too ("sudo docker", "docker --context remote"): split it into words.
 read -r -a DOCKER <<<"${DOCKER:-docker}"
+# Python does what GNU and BSD tools do differently (timeout, date -d): scripts/docker_tools.py,
+# which reads DOCKER from the environment (an array is not exported: it is given as words again).
+PYTHON=${PYTHON:-python3}
+DOCKER_TOOLS=$(dirname "$0")/docker_tools.py
 PLATFORM=${PLATFORM:-}
 ARCH=${PLATFORM#*/}
 STAND_IN=${STAND_IN:-flask-app-base:debian12${PLATFORM:+-${ARCH//\//-}}}
@@ -90,11 +94,15 @@ registry_unreachable() {
     grep -Eqi 'no such host|server misbehaving|name resolution|connection refused|network is unreachable|no route to host|i/o timeout|handshake timeout|deadline exceeded|Client\.Timeout|waiting for connection' "$1"
 }
 
+# Whether the engine relayed a registry's answer: "Error response from daemon", where a docker that
+# could not run at all, or an engine that did not answer, says something else.
+registry_answered() {
+    grep -q 'Error response from daemon' "$1"
+}
+
 # Print the stand-in's age in whole days; fail if there is no stand-in.
 stand_in_age_days() {
-    local created
-    created=$("${DOCKER[@]}" image inspect --format '{{.Created}}' "$STAND_IN" 2>/dev/null) || return 1
-    echo $((($(date +%s) - $(date -d "$created" +%s)) / 86400))
+    DOCKER="${DOCKER[*]}" "$PYTHON" "$DOCKER_TOOLS" age-days "$STAND_IN"
 }
 
 # Print the packages the stand-in was built with, as its label records them.
@@ -153,17 +161,22 @@ say "pulling $image${PLATFORM:+ for $PLATFORM}."
 pull_errors=$(mktemp)
 trap 'rm -f "$pull_errors"' EXIT
 status=0
-timeout 180 "${DOCKER[@]}" pull --quiet ${PLATFORM:+--platform "$PLATFORM"} "$image" >/dev/null 2>"$pull_errors" || status=$?
+# A pull that hangs, as on a registry that drops packets instead of refusing them, is stopped after
+# PULL_TIMEOUT seconds with status 124, as GNU timeout would (macOS has no timeout command).
+DOCKER="${DOCKER[*]}" "$PYTHON" "$DOCKER_TOOLS" pull "${PULL_TIMEOUT:-180}" "$image" "$PLATFORM" 2>"$pull_errors" \
+    || status=$?
 if [ "$status" = 0 ]; then
     echo "$image"
     exit 0
 fi
 if [ "$status" != 124 ] && ! registry_unreachable "$pull_errors"; then
     say "cannot pull $image: $(tail -n 1 "$pull_errors")"
-    say "the registry answered, so no stand-in is used: check the name and tag, log in (docker login), or wait out a rate limit."
+    if registry_answered "$pull_errors"; then
+        say "the registry answered, so no stand-in is used: check the name and tag, log in (docker login), or wait out a rate limit."
+    fi
     exit 1
 fi
-say "no registry answers ($(tail -n 1 "$pull_errors" 2>/dev/null || echo "the pull timed out")); using the stand-in $STAND_IN instead of $image."
+say "no registry answers ($(tail -n 1 "$pull_errors")); using the stand-in $STAND_IN instead of $image."
 if ! present "$STAND_IN" || ! age=$(stand_in_age_days); then
     build_debian_stand_in
 elif [ "$(stand_in_packages)" != "$STAND_IN_PACKAGES" ]; then
