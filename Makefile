@@ -66,11 +66,14 @@ PLATFORM_FLAG := $(if $(PLATFORM),--platform $(PLATFORM))
 # and the tests remove only those.
 RUN_LABEL = make-run.project=$(CURDIR)
 SECRET := $(if $(CA_BUNDLE),--secret id=ca-bundle$(comma)src=$(CA_BUNDLE))
+# The last commit's time as the created label writes it. Python, because date spells "this epoch"
+# differently on Linux (-d @N) and macOS (-r N).
+CREATED = $(shell $(PYTHON) -c 'import sys, time; print(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(sys.argv[1]))))' $(SOURCE_DATE_EPOCH))
 # What every build is stamped with: its OCI labels, and the last commit's time for its history.
 STAMP = --label org.opencontainers.image.source=$(SOURCE_URL) \
 	--label org.opencontainers.image.version=$(VERSION) \
 	--label org.opencontainers.image.revision=$(REVISION) \
-	--label org.opencontainers.image.created=$(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ) \
+	--label org.opencontainers.image.created=$(CREATED) \
 	--build-arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH)
 # The table of variants, which the scripts and the tests read too (make variants): each one's
 # Dockerfile, and the hardening it runs under. Production gets no capabilities and no way to gain

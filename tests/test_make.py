@@ -228,6 +228,21 @@ def test_the_image_source_label_drops_credentials_from_the_remote(tmp_path):
 
 
 @pytest.mark.unit
+def test_the_created_label_is_the_commits_time_also_where_date_has_no_d(tmp_path, bsd_tools):
+    makefile_alone(tmp_path, (ROOT / "project.env").read_text())
+    dry_run = subprocess.run(
+        ["make", "-n", "build-naive", "SOURCE_DATE_EPOCH=1700000000", f"PYTHON={sys.executable}"],
+        cwd=tmp_path,
+        env={**os.environ, "PATH": bsd_tools},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "--label org.opencontainers.image.created=2023-11-14T22:13:20Z " in dry_run.stdout
+    assert "illegal option" not in dry_run.stderr
+
+
+@pytest.mark.unit
 def test_project_env_names_the_images_the_container_and_the_compose_project(tmp_path):
     makefile_alone(tmp_path, "# renamed\nPROJECT_NAME=my-service\n")
     run = subprocess.run(["make", "-n", "run-secure"], cwd=tmp_path, capture_output=True, text=True, check=True)
