@@ -128,7 +128,7 @@ build_prefix_stand_in() {
     # The libraries the official image installs for the standard library's extension modules.
     import_rootfs "$tag" ca-certificates,netbase,tzdata,libssl3,libsqlite3-0,libffi8,zlib1g,liblzma5,libbz2-1.0,libuuid1,libexpat1,libncursesw6,libreadline8 \
         --customize-hook="tar -C '$prefix' --exclude=./lib/python3.*/test --exclude=./lib/python3.*/site-packages/* -cf - . | tar -C \"\$1\"/usr/local -xf -" \
-        --customize-hook="sed -i '1s|^#!$prefix/|#!/usr/local/|' \"\$1\"/usr/local/bin/* 2>/dev/null || true" \
+        --customize-hook="sed -i.orig '1s|^#!$prefix/|#!/usr/local/|' \"\$1\"/usr/local/bin/* 2>/dev/null; rm -f \"\$1\"/usr/local/bin/*.orig" \
         --customize-hook='strip --strip-unneeded "$1"/usr/local/lib/libpython3*.so.* "$1"/usr/local/bin/python3.*[0-9] 2>/dev/null || true' \
         --customize-hook='chroot "$1" ldconfig && chroot "$1" /usr/local/bin/python3 -m ensurepip --default-pip >/dev/null'
 }
