@@ -127,16 +127,22 @@ def test_the_stand_in_base_is_used_only_when_no_registry_answers(tmp_path, error
         assert "no stand-in is used" in result.stderr
 
 
+def commands_except(folder: Path, *left_out: str) -> str:
+    """A PATH of one folder that links this machine's commands in /usr/bin and /bin but those."""
+    folder.mkdir(exist_ok=True)
+    for directory in ("/usr/bin", "/bin"):
+        for command in Path(directory).iterdir():
+            if command.name not in left_out and not (folder / command.name).exists():
+                (folder / command.name).symlink_to(command)
+    return str(folder)
+
+
 @pytest.fixture(scope="session")
 def bsd_tools(tmp_path_factory) -> str:
     """A PATH with this machine's commands but for GNU's timeout, whose date rejects -d as BSD date
     does: what a Mac offers the scripts. Everything else is the same, so a failure is those two."""
-    folder = tmp_path_factory.mktemp("bsd-tools")
     real_date = shutil.which("date")
-    for directory in ("/usr/bin", "/bin"):
-        for command in Path(directory).iterdir():
-            if command.name not in ("timeout", "date") and not (folder / command.name).exists():
-                (folder / command.name).symlink_to(command)
+    folder = Path(commands_except(tmp_path_factory.mktemp("bsd-tools"), "timeout", "date"))
     date = folder / "date"
     date.write_text(
         "#!/bin/sh\n"
@@ -225,6 +231,62 @@ def test_the_image_source_label_drops_credentials_from_the_remote(tmp_path):
     dry_run = subprocess.run(["make", "-n", "build-naive"], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert "org.opencontainers.image.source=https://git.example.com/team/flask-app.git" in dry_run.stdout
     assert "s3cret" not in dry_run.stdout and "builder" not in dry_run.stdout
+
+
+# A docker command whose engine, an arm64 one, answers or not ($STUB_ENGINE), with buildx and Compose.
+STUB_ENGINE_DOCKER = """#!/bin/sh
+case "$1" in
+info) [ "$STUB_ENGINE" = answers ] && echo "Ubuntu 24.04 LTS" ;;
+version) echo arm64 ;;
+buildx | compose) [ "$2" = version ] ;;
+*) echo "unexpected: docker $*" >&2; exit 2 ;;
+esac
+"""
+
+
+def ensure_docker(tmp_path: Path, system: str, engine: str, platform: str = "") -> subprocess.CompletedProcess:
+    """Run scripts/ensure-docker.sh where uname says system, no apt-get, dockerd or sudo exists,
+    and docker's engine answers or not."""
+    path = commands_except(tmp_path / "bin", "apt-get", "apt", "dockerd", "docker", "sudo", "uname")
+    (tmp_path / "bin" / "uname").write_text(f"#!/bin/sh\necho {system}\n")
+    (tmp_path / "bin" / "docker").write_text(STUB_ENGINE_DOCKER)
+    for stub in ("uname", "docker"):
+        (tmp_path / "bin" / stub).chmod(0o755)
+    return subprocess.run(
+        [ROOT / "scripts" / "ensure-docker.sh"],
+        env={**os.environ, "PATH": path, "DOCKER": "docker", "STUB_ENGINE": engine, "PLATFORM": platform},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "system, advice",
+    [
+        ("Darwin", "On macOS, install and start Docker Desktop, OrbStack or Colima"),
+        (
+            "MINGW64_NT-10.0-22631",
+            "On Windows, install Docker Desktop with its WSL2 back end, and run make inside WSL2",
+        ),
+        ("Linux", "Start Docker, or install it (Docker Engine: https://docs.docker.com/engine/install/"),
+    ],
+    ids=["macOS", "Windows", "Linux without apt"],
+)
+def test_make_engine_without_apt_names_what_to_install_and_installs_nothing(tmp_path, system, advice):
+    result = ensure_docker(tmp_path, system, engine="silent")
+    assert result.returncode == 1
+    # One sentence, and nothing else: no install was tried.
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"ensure-docker.sh: no Docker engine answers. {advice}"), result.stderr
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("platform", ["", "linux/amd64"], ids=["its own platform", "amd64 on Apple Silicon"])
+def test_make_engine_on_macos_with_an_engine_answering_does_nothing(tmp_path, platform):
+    result = ensure_docker(tmp_path, "Darwin", engine="answers", platform=platform)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
 @pytest.mark.unit
