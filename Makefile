@@ -167,7 +167,7 @@ free-8080: engine
 	@holder=$$($(DOCKER) ps --filter publish=8080 --format '{{.Names}}'); \
 	if [ -n "$$holder" ]; then echo "make: port 8080, which the tests serve on, is held by the container $$holder; stop it (docker stop $$holder) and run the tests again." >&2; exit 1; fi; \
 	if ! $(PYTHON) -c 'import socket; socket.create_server(("127.0.0.1", 8080)).close()' 2>/dev/null; then \
-		echo "make: port 8080 on 127.0.0.1, which the tests serve on, is in use by another program; stop it (ss -ltnp 'sport = :8080' names it) and run the tests again." >&2; exit 1; fi
+		echo "make: port 8080 on 127.0.0.1, which the tests serve on, is in use by another program; stop it (ss -ltnp 'sport = :8080' names it, or lsof -i :8080 on macOS) and run the tests again." >&2; exit 1; fi
 
 logs: ## Follow the log of the running container
 	@$(DOCKER) logs --follow $(CONTAINER)
@@ -200,7 +200,7 @@ compare: images $(VENV)/bin/pytest ## Compare the images, also for COMPARE_PLATF
 bench: engine $(VENV)/bin/pytest ## Measure the images in one run: builds, start-up, memory, load, slow clients (~10 min)
 	@command -v wrk >/dev/null || { echo "Installing wrk, the load generator, from Debian's packages."; \
 		apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
-		|| { echo "make: bench needs wrk, the load generator (apt-get install wrk)." >&2; exit 1; }
+		|| { echo "make: bench needs wrk, the load generator (Debian: apt-get install wrk; macOS: brew install wrk)." >&2; exit 1; }
 	@base=$$(DOCKER="$(DOCKER)" PYTHON="$(PYTHON)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
 	DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/bench.py --base "$$base" --readme README.md \
 		--memory $(MEMORY) --cpus $(CPUS) --pids-limit $(PIDS) $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
