@@ -9,7 +9,7 @@
 # names the image and never runs, hence no HEALTHCHECK.
 ARG BASE_IMAGE=python-base
 # hadolint ignore=DL3057
-FROM python:3.12.15-slim-bookworm AS python-base
+FROM python:3.13.17-slim-trixie AS python-base
 FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -4,7 +4,7 @@
 #   scripts/base-image.sh IMAGE
 #       IMAGE itself if it is present or can be pulled. Where no registry answers (an offline
 #       machine, a firewall), a stand-in built from Debian's packages with mmdebstrap instead:
-#       Debian 12 with its python3, pip and venv, named flask-app-base:debian12 (never python:*),
+#       Debian 13 with its python3, pip and venv, named flask-app-base:debian13 (never python:*),
 #       rebuilt once it is a week old or when its package list here changes. A registry that
 #       answers with an error fails the script.
 #   scripts/base-image.sh --rebuild
@@ -14,7 +14,7 @@
 #       with a shared libpython), copied to /usr/local: the layout of the official python images.
 #
 # With PLATFORM=os/arch (linux/arm64), the image is that platform's: pulled for it, or a stand-in
-# built from that architecture's packages and named after it (flask-app-base:debian12-arm64), so
+# built from that architecture's packages and named after it (flask-app-base:debian13-arm64), so
 # it never takes the place of the engine's own. Building another architecture's stand-in runs
 # its package scripts under QEMU, which `make engine PLATFORM=...` sets up.
 #
@@ -29,11 +29,14 @@ PYTHON=${PYTHON:-python3}
 DOCKER_TOOLS=$(dirname "$0")/docker_tools.py
 PLATFORM=${PLATFORM:-}
 ARCH=${PLATFORM#*/}
-STAND_IN=${STAND_IN:-flask-app-base:debian12${PLATFORM:+-${ARCH//\//-}}}
-SUITE=bookworm
-# The stand-in's packages, as the official python images have them: Python with pip and venv, and
-# the CA bundle, time zones and service names a service needs at run time.
-STAND_IN_PACKAGES=python3,python3-venv,python3-pip,python-is-python3,ca-certificates,tzdata,netbase
+STAND_IN=${STAND_IN:-flask-app-base:debian13${PLATFORM:+-${ARCH//\//-}}}
+# Debian 13, the release of the pinned python:3.13.*-slim-trixie base. Its python3 is 3.13 too, so
+# the stand-in runs the Python minor version the real base does (a different patch release).
+SUITE=trixie
+# The stand-in's packages, as the official python images have them: Python with venv, and the CA
+# bundle, time zones and service names a service needs at run time. pip comes from ensurepip, not
+# Debian's python3-pip, which brings Debian's own packaging and friends: pip could not replace them.
+STAND_IN_PACKAGES=python3,python3-venv,python-is-python3,ca-certificates,tzdata,netbase
 # The stand-in is rebuilt, with Debian's security updates, once it is this many days old.
 MAX_AGE_DAYS=${STAND_IN_MAX_AGE_DAYS:-7}
 # Debian's release with its updates and security updates, so a new stand-in has every fix.
@@ -69,22 +72,29 @@ debian_arch() {
 
 # debootstrap a minimal Debian into a tarball and import it: import_rootfs TAG PACKAGES [HOOK...]
 # The hooks are shell snippets mmdebstrap runs with "$1" set to the new root, hence single quotes.
+# The tarball is whole before the import starts, so a failed hook never leaves a half image tagged.
 # shellcheck disable=SC2016
 import_rootfs() {
-    local tag=$1 packages=$2 arch
+    local tag=$1 packages=$2 arch tarball
     shift 2
     need_mmdebstrap
     arch=$(debian_arch)
-    mmdebstrap --quiet --variant=minbase --aptopt='APT::Install-Recommends "false"' \
+    tarball=$(mktemp)
+    if ! mmdebstrap --quiet --variant=minbase --aptopt='APT::Install-Recommends "false"' \
         ${arch:+--architectures="$arch"} --include="$packages" "$@" \
         --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
-        "$SUITE" - "${MIRRORS[@]}" \
-        | "${DOCKER[@]}" import ${PLATFORM:+--platform "$PLATFORM"} \
-            --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-            --change 'ENV LANG=C.UTF-8' \
-            --change 'CMD ["python3"]' \
-            --change "LABEL flask-app.stand-in.packages=$packages" \
-            - "$tag" >/dev/null
+        "$SUITE" - "${MIRRORS[@]}" >"$tarball"; then
+        rm -f "$tarball"
+        say "building $tag failed in mmdebstrap; its error is above."
+        exit 1
+    fi
+    "${DOCKER[@]}" import ${PLATFORM:+--platform "$PLATFORM"} \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change 'ENV LANG=C.UTF-8' \
+        --change 'CMD ["python3"]' \
+        --change "LABEL flask-app.stand-in.packages=$packages" \
+        - "$tag" <"$tarball" >/dev/null
+    rm -f "$tarball"
 }
 
 # Whether a failed pull (its error output in file $1) failed because no registry could be reached:
@@ -113,9 +123,12 @@ stand_in_packages() {
 # shellcheck disable=SC2016
 build_debian_stand_in() {
     say "building $STAND_IN from Debian $SUITE's ${PLATFORM:+$ARCH }packages ($STAND_IN_PACKAGES); this takes about a minute${PLATFORM:+, longer under emulation}."
-    # Like the official image: `python` and `pip` exist, and pip may install outside a venv.
+    # Like the official image: `python` and `pip` exist, pip is the only package outside a venv,
+    # and it may install there. Debian disables ensurepip, so pip installs itself from the wheel
+    # that python3-venv brings.
     import_rootfs "$STAND_IN" "$STAND_IN_PACKAGES" \
-        --customize-hook='rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED'
+        --customize-hook='rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED' \
+        --customize-hook='chroot "$1" sh -c "set -- /usr/share/python-wheels/pip-*.whl && python3 \"\$1/pip\" install --quiet --no-index --root-user-action=ignore \"\$1\""'
 }
 
 # shellcheck disable=SC2016
@@ -126,7 +139,7 @@ build_prefix_stand_in() {
         || { say "$prefix has no shared libpython (configure --enable-shared)."; exit 1; }
     say "building $tag: Debian $SUITE with the CPython of $prefix in /usr/local."
     # The libraries the official image installs for the standard library's extension modules.
-    import_rootfs "$tag" ca-certificates,netbase,tzdata,libssl3,libsqlite3-0,libffi8,zlib1g,liblzma5,libbz2-1.0,libuuid1,libexpat1,libncursesw6,libreadline8 \
+    import_rootfs "$tag" ca-certificates,netbase,tzdata,libssl3t64,libsqlite3-0,libffi8,zlib1g,liblzma5,libbz2-1.0,libuuid1,libexpat1,libncursesw6,libreadline8t64 \
         --customize-hook="tar -C '$prefix' --exclude=./lib/python3.*/test --exclude=./lib/python3.*/site-packages/* -cf - . | tar -C \"\$1\"/usr/local -xf -" \
         --customize-hook="sed -i.orig '1s|^#!$prefix/|#!/usr/local/|' \"\$1\"/usr/local/bin/* 2>/dev/null; rm -f \"\$1\"/usr/local/bin/*.orig" \
         --customize-hook='strip --strip-unneeded "$1"/usr/local/lib/libpython3*.so.* "$1"/usr/local/bin/python3.*[0-9] 2>/dev/null || true' \

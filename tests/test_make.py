@@ -37,7 +37,7 @@ PULL_ERRORS = {
         True,
     ),
     "a tag that does not exist": (
-        "Error response from daemon: manifest for python:3.12.99-slim-bookworm not found: manifest unknown: "
+        "Error response from daemon: manifest for python:3.13.99-slim-trixie not found: manifest unknown: "
         "manifest unknown",
         False,
     ),
@@ -47,7 +47,7 @@ PULL_ERRORS = {
         False,
     ),
     "wrong credentials": (
-        'Error response from daemon: Head "https://registry-1.docker.io/v2/library/python/manifests/3.12": '
+        'Error response from daemon: Head "https://registry-1.docker.io/v2/library/python/manifests/3.13": '
         "unauthorized: incorrect username or password",
         False,
     ),
@@ -97,7 +97,7 @@ def base_image(tmp_path: Path, pull_error: str, age_days: int = 2, **env: str) -
         **os.environ,
         "DOCKER": f"env {stub}",  # two words, as DOCKER="sudo docker" would be
         "PYTHON": sys.executable,
-        "STAND_IN": "flask-app-base:debian12",
+        "STAND_IN": "flask-app-base:debian13",
         "STUB_CREATED": created,
         "STUB_PULL_ERROR": pull_error,
         # The packages the script asks for, so that the stand-in is current.
@@ -106,7 +106,7 @@ def base_image(tmp_path: Path, pull_error: str, age_days: int = 2, **env: str) -
     }
     environment["PATH"] = f"{tmp_path}{os.pathsep}{environment['PATH']}"
     return subprocess.run(
-        [script, "python:3.12.15-slim-bookworm"],
+        [script, "python:3.13.17-slim-trixie"],
         env=environment,
         capture_output=True,
         text=True,
@@ -119,7 +119,7 @@ def base_image(tmp_path: Path, pull_error: str, age_days: int = 2, **env: str) -
 def test_the_stand_in_base_is_used_only_when_no_registry_answers(tmp_path, error, unreachable):
     result = base_image(tmp_path, error)
     if unreachable:
-        assert (result.returncode, result.stdout) == (0, "flask-app-base:debian12\n"), result.stderr
+        assert (result.returncode, result.stdout) == (0, "flask-app-base:debian13\n"), result.stderr
         assert "built 2 days ago" in result.stderr
     else:
         assert result.returncode == 1 and result.stdout == "", result.stderr
@@ -167,7 +167,7 @@ def test_the_bsd_tools_path_has_no_timeout_and_a_date_without_d(bsd_tools):
 def test_base_image_sh_chooses_its_base_without_gnu_timeout_or_date_d(tmp_path, bsd_tools, error, unreachable):
     result = base_image(tmp_path, error, PATH=bsd_tools)
     if unreachable:
-        assert (result.returncode, result.stdout) == (0, "flask-app-base:debian12\n"), result.stderr
+        assert (result.returncode, result.stdout) == (0, "flask-app-base:debian13\n"), result.stderr
         assert "built 2 days ago" in result.stderr
     else:
         assert (result.returncode, result.stdout) == (1, ""), result.stderr
@@ -180,7 +180,7 @@ def test_a_pull_that_hangs_is_stopped_and_the_stand_in_used(tmp_path):
     pid_file = tmp_path / "pull.pid"
     started = time.monotonic()
     result = base_image(tmp_path, "", PULL_TIMEOUT="1", STUB_PULL_PID=str(pid_file))
-    assert (result.returncode, result.stdout) == (0, "flask-app-base:debian12\n"), result.stderr
+    assert (result.returncode, result.stdout) == (0, "flask-app-base:debian13\n"), result.stderr
     assert "no registry answers (the pull did not finish within 1 s)" in result.stderr
     assert time.monotonic() - started < 30
     with pytest.raises(ProcessLookupError):
@@ -203,7 +203,7 @@ NOT_THE_REGISTRY = {
 def test_a_pull_that_failed_before_any_registry_answered_is_not_blamed_on_one(tmp_path, error, status):
     result = base_image(tmp_path, error, STUB_PULL_STATUS=str(status))
     assert (result.returncode, result.stdout) == (1, ""), result.stderr
-    assert f"cannot pull python:3.12.15-slim-bookworm: {error}" in result.stderr
+    assert f"cannot pull python:3.13.17-slim-trixie: {error}" in result.stderr
     assert "registry" not in result.stderr
 
 

@@ -149,7 +149,7 @@ def test_scan_fails_on_fixable_high_vulnerabilities_secrets_and_high_misconfigur
         }
 
     report = {
-        "Metadata": {"OS": {"Family": "debian", "Name": "12.15"}},
+        "Metadata": {"OS": {"Family": "debian", "Name": "13.8"}},
         "Results": [
             {
                 "Target": "os",
@@ -175,7 +175,7 @@ def test_scan_fails_on_fixable_high_vulnerabilities_secrets_and_high_misconfigur
         ],
     }
     result = scan.summary(report)
-    assert (result["os"], result["debian_packages"], result["python_packages"]) == ("debian 12.15", 2, 1)
+    assert (result["os"], result["debian_packages"], result["python_packages"]) == ("debian 13.8", 2, 1)
     gates = [(finding["kind"], finding["severity"], finding["gates"]) for finding in result["findings"]]
     assert gates == [
         ("vulnerability", "CRITICAL", True),
