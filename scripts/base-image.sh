@@ -24,7 +24,7 @@ set -euo pipefail
 # DOCKER may hold arguments too ("sudo docker", "docker --context remote"): split it into words.
 read -r -a DOCKER <<<"${DOCKER:-docker}"
 # Python does what GNU and BSD tools do differently (timeout, date -d): scripts/docker_tools.py,
-# which reads DOCKER from the environment (an array is not exported: it is given as words again).
+# which reads DOCKER from the environment; an array is never exported, so env passes its words.
 PYTHON=${PYTHON:-python3}
 DOCKER_TOOLS=$(dirname "$0")/docker_tools.py
 PLATFORM=${PLATFORM:-}
@@ -112,7 +112,7 @@ registry_answered() {
 
 # Print the stand-in's age in whole days; fail if there is no stand-in.
 stand_in_age_days() {
-    DOCKER="${DOCKER[*]}" "$PYTHON" "$DOCKER_TOOLS" age-days "$STAND_IN"
+    env DOCKER="${DOCKER[*]}" "$PYTHON" "$DOCKER_TOOLS" age-days "$STAND_IN"
 }
 
 # Print the packages the stand-in was built with, as its label records them.
@@ -176,7 +176,7 @@ trap 'rm -f "$pull_errors"' EXIT
 status=0
 # A pull that hangs, as on a registry that drops packets instead of refusing them, is stopped after
 # PULL_TIMEOUT seconds with status 124, as GNU timeout would (macOS has no timeout command).
-DOCKER="${DOCKER[*]}" "$PYTHON" "$DOCKER_TOOLS" pull "${PULL_TIMEOUT:-180}" "$image" "$PLATFORM" 2>"$pull_errors" \
+env DOCKER="${DOCKER[*]}" "$PYTHON" "$DOCKER_TOOLS" pull "${PULL_TIMEOUT:-180}" "$image" "$PLATFORM" 2>"$pull_errors" \
     || status=$?
 if [ "$status" = 0 ]; then
     echo "$image"
