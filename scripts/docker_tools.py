@@ -131,7 +131,7 @@ def pull(image: str, platform: str, seconds: float) -> int:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     except OSError as error:
         print(f"cannot run {' '.join(DOCKER)}: {error.strerror}", file=sys.stderr)
-        return 127
+        return 127  # what a shell returns for a command it cannot run
     with process:
         try:
             return process.wait(timeout=seconds)
