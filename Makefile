@@ -84,11 +84,14 @@ PLATFORM_FLAG := $(if $(PLATFORM),--platform $(PLATFORM))
 # and the tests remove only those.
 RUN_LABEL = make-run.project=$(CURDIR)
 SECRET := $(if $(CA_BUNDLE),--secret id=ca-bundle$(comma)src=$(CA_BUNDLE))
+# The last commit's time as the created label writes it. Python, because date spells "this epoch"
+# differently on Linux (-d @N) and macOS (-r N).
+CREATED = $(shell $(PYTHON) -c 'import sys, time; print(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(sys.argv[1]))))' $(SOURCE_DATE_EPOCH))
 # What every build is stamped with: its OCI labels, and the last commit's time for its history.
 STAMP = --label org.opencontainers.image.source=$(SOURCE_URL) \
 	--label org.opencontainers.image.version=$(VERSION) \
 	--label org.opencontainers.image.revision=$(REVISION) \
-	--label org.opencontainers.image.created=$(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ) \
+	--label org.opencontainers.image.created=$(CREATED) \
 	--build-arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH)
 # The base image's digest as pulled (name@sha256:...), or for a stand-in built here, its ID: every
 # image records its base in the OCI labels org.opencontainers.image.base.{name,digest}.
@@ -140,7 +143,7 @@ build-naive: ## Build $(IMAGE):naive from Dockerfile.naive
 build-production: ## Build $(IMAGE):production from Dockerfile
 build-secure: ## Build $(IMAGE):secure from Dockerfile.multistage
 $(BUILDS): build-%: engine
-	@base=$$(DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
+	@base=$$(DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" PYTHON="$(PYTHON)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
 	base_digest=$$($(DOCKER) image inspect --format '$(BASE_DIGEST)' $$base) || exit 1; \
 	echo "Building $(IMAGE):$*$(ARCH_TAG) from $(DOCKERFILE_$*) on $$base$(if $(PLATFORM), for $(PLATFORM))"; \
 	$(DOCKER) build $(PLATFORM_FLAG) $(BUILD_FLAGS) --file $(DOCKERFILE_$*) --tag $(IMAGE):$*$(ARCH_TAG) \
@@ -191,7 +194,7 @@ free-8080: engine
 	@holder=$$($(DOCKER) ps --filter publish=8080 --format '{{.Names}}'); \
 	if [ -n "$$holder" ]; then echo "make: port 8080, which the tests serve on, is held by the container $$holder; stop it (docker stop $$holder) and run the tests again." >&2; exit 1; fi; \
 	if ! $(PYTHON) -c 'import socket; socket.create_server(("127.0.0.1", 8080)).close()' 2>/dev/null; then \
-		echo "make: port 8080 on 127.0.0.1, which the tests serve on, is in use by another program; stop it (ss -ltnp 'sport = :8080' names it) and run the tests again." >&2; exit 1; fi
+		echo "make: port 8080 on 127.0.0.1, which the tests serve on, is in use by another program; stop it (ss -ltnp 'sport = :8080' names it, or lsof -i :8080 on macOS) and run the tests again." >&2; exit 1; fi
 
 logs: ## Follow the log of the running container
 	@$(DOCKER) logs --follow $(CONTAINER)
@@ -224,8 +227,8 @@ compare: images $(VENV)/bin/pytest ## Compare the images, also for COMPARE_PLATF
 bench: engine $(VENV)/bin/pytest ## Measure the images in one run: builds, start-up, memory, load, slow clients (~10 min)
 	@command -v wrk >/dev/null || { echo "Installing wrk, the load generator, from Debian's packages."; \
 		apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
-		|| { echo "make: bench needs wrk, the load generator (apt-get install wrk)." >&2; exit 1; }
-	@base=$$(DOCKER="$(DOCKER)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
+		|| { echo "make: bench needs wrk, the load generator (Debian: apt-get install wrk; macOS: brew install wrk)." >&2; exit 1; }
+	@base=$$(DOCKER="$(DOCKER)" PYTHON="$(PYTHON)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
 	DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/bench.py --base "$$base" --readme README.md \
 		--memory $(MEMORY) --cpus $(CPUS) --pids-limit $(PIDS) $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
 

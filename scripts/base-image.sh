@@ -23,6 +23,10 @@ set -euo pipefail
 
 # DOCKER may hold arguments too ("sudo docker", "docker --context remote"): split it into words.
 read -r -a DOCKER <<<"${DOCKER:-docker}"
+# Python does what GNU and BSD tools do differently (timeout, date -d): scripts/docker_tools.py,
+# which reads DOCKER from the environment; an array is never exported, so env passes its words.
+PYTHON=${PYTHON:-python3}
+DOCKER_TOOLS=$(dirname "$0")/docker_tools.py
 PLATFORM=${PLATFORM:-}
 ARCH=${PLATFORM#*/}
 STAND_IN=${STAND_IN:-flask-app-base:debian13${PLATFORM:+-${ARCH//\//-}}}
@@ -100,11 +104,15 @@ registry_unreachable() {
     grep -Eqi 'no such host|server misbehaving|name resolution|connection refused|network is unreachable|no route to host|i/o timeout|handshake timeout|deadline exceeded|Client\.Timeout|waiting for connection' "$1"
 }
 
+# Whether the engine relayed a registry's answer: "Error response from daemon", where a docker that
+# could not run at all, or an engine that did not answer, says something else.
+registry_answered() {
+    grep -q 'Error response from daemon' "$1"
+}
+
 # Print the stand-in's age in whole days; fail if there is no stand-in.
 stand_in_age_days() {
-    local created
-    created=$("${DOCKER[@]}" image inspect --format '{{.Created}}' "$STAND_IN" 2>/dev/null) || return 1
-    echo $((($(date +%s) - $(date -d "$created" +%s)) / 86400))
+    env DOCKER="${DOCKER[*]}" "$PYTHON" "$DOCKER_TOOLS" age-days "$STAND_IN"
 }
 
 # Print the packages the stand-in was built with, as its label records them.
@@ -133,7 +141,7 @@ build_prefix_stand_in() {
     # The libraries the official image installs for the standard library's extension modules.
     import_rootfs "$tag" ca-certificates,netbase,tzdata,libssl3t64,libsqlite3-0,libffi8,zlib1g,liblzma5,libbz2-1.0,libuuid1,libexpat1,libncursesw6,libreadline8t64 \
         --customize-hook="tar -C '$prefix' --exclude=./lib/python3.*/test --exclude=./lib/python3.*/site-packages/* -cf - . | tar -C \"\$1\"/usr/local -xf -" \
-        --customize-hook="sed -i '1s|^#!$prefix/|#!/usr/local/|' \"\$1\"/usr/local/bin/* 2>/dev/null || true" \
+        --customize-hook="sed -i.orig '1s|^#!$prefix/|#!/usr/local/|' \"\$1\"/usr/local/bin/* 2>/dev/null; rm -f \"\$1\"/usr/local/bin/*.orig" \
         --customize-hook='strip --strip-unneeded "$1"/usr/local/lib/libpython3*.so.* "$1"/usr/local/bin/python3.*[0-9] 2>/dev/null || true' \
         --customize-hook='chroot "$1" ldconfig && chroot "$1" /usr/local/bin/python3 -m ensurepip --default-pip >/dev/null'
 }
@@ -166,17 +174,22 @@ say "pulling $image${PLATFORM:+ for $PLATFORM}."
 pull_errors=$(mktemp)
 trap 'rm -f "$pull_errors"' EXIT
 status=0
-timeout 180 "${DOCKER[@]}" pull --quiet ${PLATFORM:+--platform "$PLATFORM"} "$image" >/dev/null 2>"$pull_errors" || status=$?
+# A pull that hangs, as on a registry that drops packets instead of refusing them, is stopped after
+# PULL_TIMEOUT seconds with status 124, as GNU timeout would (macOS has no timeout command).
+env DOCKER="${DOCKER[*]}" "$PYTHON" "$DOCKER_TOOLS" pull "${PULL_TIMEOUT:-180}" "$image" "$PLATFORM" 2>"$pull_errors" \
+    || status=$?
 if [ "$status" = 0 ]; then
     echo "$image"
     exit 0
 fi
 if [ "$status" != 124 ] && ! registry_unreachable "$pull_errors"; then
     say "cannot pull $image: $(tail -n 1 "$pull_errors")"
-    say "the registry answered, so no stand-in is used: check the name and tag, log in (docker login), or wait out a rate limit."
+    if registry_answered "$pull_errors"; then
+        say "the registry answered, so no stand-in is used: check the name and tag, log in (docker login), or wait out a rate limit."
+    fi
     exit 1
 fi
-say "no registry answers ($(tail -n 1 "$pull_errors" 2>/dev/null || echo "the pull timed out")); using the stand-in $STAND_IN instead of $image."
+say "no registry answers ($(tail -n 1 "$pull_errors")); using the stand-in $STAND_IN instead of $image."
 if ! present "$STAND_IN" || ! age=$(stand_in_age_days); then
     build_debian_stand_in
 elif [ "$(stand_in_packages)" != "$STAND_IN_PACKAGES" ]; then

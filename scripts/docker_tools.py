@@ -6,9 +6,12 @@
 - walk_image(): every file of an image, read without starting it;
 - free_port() and wait_until_serving(): a port nothing listens on, and polling /healthz on a published
   port until it answers or the container exits;
+- pull() and age_days(): a pull bounded in time, and an image's age, for scripts/base-image.sh;
 - variants(): each variant's Dockerfile and hardening flags, read from the Makefile, their one home.
 
-`python3 scripts/docker_tools.py wait PORT CONTAINER SECONDS` is the Makefile's wait for `make run`.
+`python3 scripts/docker_tools.py wait PORT CONTAINER SECONDS` is the Makefile's wait for `make run`;
+`pull SECONDS IMAGE [PLATFORM]` and `age-days IMAGE` are what base-image.sh asks of Python, where
+the shell's tools differ between Linux and macOS (GNU timeout, date -d).
 """
 
 import http.client
@@ -20,6 +23,7 @@ import sys
 import tarfile
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,6 +125,42 @@ def logs(container: str) -> str:
     return (result.stdout + result.stderr).strip()
 
 
+# How pull() says that it stopped a pull, as GNU timeout does.
+TIMED_OUT = 124
+
+
+def pull(image: str, platform: str, seconds: float) -> int:
+    """Pull an image quietly, for at most seconds; return docker's exit status, or TIMED_OUT.
+
+    A registry that drops packets instead of refusing them can leave a pull hanging for good. docker's
+    error goes to stderr, where base-image.sh reads what kind of failure it was.
+    """
+    command = [*DOCKER, "pull", "--quiet", *(["--platform", platform] if platform else []), image]
+    try:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    except OSError as error:
+        print(f"cannot run {' '.join(DOCKER)}: {error.strerror}", file=sys.stderr)
+        return 127  # what a shell returns for a command it cannot run
+    with process:
+        try:
+            return process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            # SIGTERM first, which "sudo docker" passes on to docker; SIGKILL if it is ignored.
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    print(f"the pull did not finish within {seconds:.0f} s", file=sys.stderr)
+    return TIMED_OUT
+
+
+def age_days(image: str) -> int:
+    """Whole days since an image was created, by the time the engine records (RFC 3339)."""
+    created = datetime.fromisoformat(docker("image", "inspect", "--format", "{{.Created}}", image).strip())
+    return (datetime.now(UTC) - created).days
+
+
 def variants() -> dict[str, dict]:
     """The Makefile's table: each variant's Dockerfile and the hardening flags `make run` adds."""
     table = run("make", "--no-print-directory", "--silent", "-C", str(ROOT), "variants")
@@ -139,16 +179,31 @@ def exit_on_failure(main: Callable[[], int], program: str) -> int | str:
         return f"{program}: {error}"
 
 
+USAGE = """usage: docker_tools.py wait PORT CONTAINER SECONDS
+       docker_tools.py pull SECONDS IMAGE [PLATFORM]
+       docker_tools.py age-days IMAGE"""
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 4 or argv[0] != "wait":
-        print("usage: docker_tools.py wait PORT CONTAINER SECONDS", file=sys.stderr)
-        return 2
-    try:
-        wait_until_serving(int(argv[1]), argv[2], float(argv[3]))
-    except CommandFailed as error:
-        print(f"make: {error}", file=sys.stderr)
-        return 1
-    return 0
+    command, arguments = (argv[0], argv[1:]) if argv else ("", [])
+    if command == "wait" and len(arguments) == 3:
+        try:
+            wait_until_serving(int(arguments[0]), arguments[1], float(arguments[2]))
+        except CommandFailed as error:
+            print(f"make: {error}", file=sys.stderr)
+            return 1
+        return 0
+    if command == "pull" and len(arguments) in (2, 3):
+        return pull(arguments[1], arguments[2] if len(arguments) == 3 else "", float(arguments[0]))
+    if command == "age-days" and len(arguments) == 1:
+        try:
+            print(age_days(arguments[0]))
+        except CommandFailed as error:
+            print(error, file=sys.stderr)
+            return 1
+        return 0
+    print(USAGE, file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

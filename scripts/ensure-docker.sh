@@ -6,13 +6,30 @@
 # Where all of it already works this does nothing. On a Debian 12 machine with only the docker
 # client (a CI runner image, a fresh VM), it installs Docker Engine, buildx and Compose v2 from
 # Debian's packages and starts the daemon, and QEMU when a foreign platform is asked for. Anywhere
-# else it says what to do and fails.
+# else (macOS, Windows, other Linux systems) it says what to install and fails, installing nothing.
 set -euo pipefail
 
 # DOCKER may hold arguments too ("sudo docker", "docker --context remote"): split it into words.
 read -r -a DOCKER <<<"${DOCKER:-docker}"
 PLATFORM=${PLATFORM:-}
 say() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
+SYSTEM=$(uname -s)
+
+# What to install where this script does not install an engine itself.
+how_to_get_an_engine() {
+    case $SYSTEM in
+        Darwin) echo "On macOS, install and start Docker Desktop, OrbStack or Colima (brew install colima docker docker-buildx docker-compose, then colima start)" ;;
+        MINGW* | MSYS* | CYGWIN*) echo "On Windows, install Docker Desktop with its WSL2 back end, and run make inside WSL2" ;;
+        *) echo "Start Docker, or install it (Docker Engine: https://docs.docker.com/engine/install/, or Docker Desktop)" ;;
+    esac
+}
+
+how_to_get_the_plugins() {
+    case $SYSTEM in
+        Darwin) echo "Docker Desktop and OrbStack include both; with Colima, brew install docker-buildx docker-compose and add brew's plugin folder to cliPluginsExtraDirs in ~/.docker/config.json, as brew says" ;;
+        *) echo "Debian/Ubuntu: apt-get install docker-buildx docker-compose-v2, or Docker's docker-buildx-plugin docker-compose-plugin" ;;
+    esac
+}
 
 engine_answers() { "${DOCKER[@]}" info >/dev/null 2>&1; }
 buildx_present() { "${DOCKER[@]}" buildx version >/dev/null 2>&1; }
@@ -40,8 +57,11 @@ ensure_emulation() {
         mips64le) qemu_arch=mips64el ;;
         *) qemu_arch=$arch ;;
     esac
-    # Docker Desktop runs its engine in a VM of its own, which emulates amd64 and arm64 already.
-    if [ "$("${DOCKER[@]}" info --format '{{.OperatingSystem}}')" = "Docker Desktop" ] || emulation_works "$qemu_arch"; then
+    # Docker Desktop runs its engine in a VM of its own, which emulates amd64 and arm64 already. On
+    # macOS, OrbStack and Colima set up emulation in their VM too, which the Mac cannot look into; a
+    # platform the VM cannot run fails the build there, with "exec format error".
+    if [ "$SYSTEM" = Darwin ] || [ "$("${DOCKER[@]}" info --format '{{.OperatingSystem}}')" = "Docker Desktop" ] \
+        || emulation_works "$qemu_arch"; then
         return 0
     fi
     # shellcheck source=/dev/null
@@ -88,9 +108,9 @@ fi
 . /etc/os-release 2>/dev/null || true
 if [ "$(id -u)" != 0 ] || [ "${ID:-}" != debian ] || ! command -v apt-get >/dev/null; then
     if ! engine_answers; then
-        say "no Docker engine answers. Start Docker (or install it: https://docs.docker.com/engine/install/) and try again."
+        say "no Docker engine answers. $(how_to_get_an_engine), and try again."
     else
-        say "the docker buildx or compose plugin is missing. Install them (Debian/Ubuntu: apt-get install docker-buildx docker-compose-v2, or Docker's docker-buildx-plugin docker-compose-plugin) and try again."
+        say "the docker buildx or compose plugin is missing. Install them ($(how_to_get_the_plugins)) and try again."
     fi
     exit 1
 fi

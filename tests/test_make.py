@@ -1,12 +1,15 @@
 """The Makefile and its scripts as a user meets them: which base image they choose, what they stamp
-on an image, how they treat port 8080 and containers they did not start, and a DOCKER with arguments.
+on an image, how they treat port 8080 and containers they did not start, a DOCKER with arguments,
+and a machine whose tools are BSD's, as a Mac's are, rather than GNU's.
 """
 
 import contextlib
 import os
 import re
+import shutil
 import stat
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -56,7 +59,8 @@ PULL_ERRORS = {
 }
 
 STUB_DOCKER = """#!/usr/bin/env bash
-# A docker command that has only the stand-in base image, and whose pulls fail with $STUB_PULL_ERROR.
+# A docker command that has only the stand-in base image, and whose pulls fail with $STUB_PULL_ERROR
+# and status $STUB_PULL_STATUS (1), or, with $STUB_PULL_PID set, hang after writing their PID there.
 if [ "$1 $2" = "image inspect" ]; then
     [ "${*: -1}" = "$STAND_IN" ] || exit 1
     case "$4" in
@@ -65,31 +69,42 @@ if [ "$1 $2" = "image inspect" ]; then
     esac
     exit 0
 fi
+if [ "$1" = pull ] && [ -n "${STUB_PULL_PID:-}" ]; then
+    echo $$ >"$STUB_PULL_PID"
+    exec sleep 120
+fi
 if [ "$1" = pull ]; then
     echo "$STUB_PULL_ERROR" >&2
-    exit 1
+    exit "${STUB_PULL_STATUS:-1}"
 fi
 echo "unexpected: docker $*" >&2
 exit 2
 """
 
 
-def base_image(tmp_path: Path, pull_error: str, age_days: int = 2) -> subprocess.CompletedProcess:
-    """Run scripts/base-image.sh with a docker whose pull fails so, and a stand-in this old."""
+def base_image(tmp_path: Path, pull_error: str, age_days: int = 2, **env: str) -> subprocess.CompletedProcess:
+    """Run scripts/base-image.sh with a docker whose pull fails so, a stand-in this old, and these
+    environment variables besides."""
     script = ROOT / "scripts" / "base-image.sh"
     stub = tmp_path / "docker"
     stub.write_text(STUB_DOCKER)
     stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
+    # Should a test reach the stand-in's build, it fails there rather than download Debian.
+    (tmp_path / "mmdebstrap").write_text("#!/bin/sh\necho 'mmdebstrap: not in these tests' >&2\nexit 1\n")
+    (tmp_path / "mmdebstrap").chmod(0o755)
     created = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime(time.time() - age_days * 86400 - 60))
     environment = {
         **os.environ,
         "DOCKER": f"env {stub}",  # two words, as DOCKER="sudo docker" would be
+        "PYTHON": sys.executable,
         "STAND_IN": "flask-app-base:debian13",
         "STUB_CREATED": created,
         "STUB_PULL_ERROR": pull_error,
         # The packages the script asks for, so that the stand-in is current.
         "STUB_PACKAGES": re.search(r"^STAND_IN_PACKAGES=(\S+)$", script.read_text(), re.MULTILINE).group(1),
+        **env,
     }
+    environment["PATH"] = f"{tmp_path}{os.pathsep}{environment['PATH']}"
     return subprocess.run(
         [script, "python:3.13.17-slim-trixie"],
         env=environment,
@@ -112,6 +127,94 @@ def test_the_stand_in_base_is_used_only_when_no_registry_answers(tmp_path, error
         assert "no stand-in is used" in result.stderr
 
 
+def commands_except(folder: Path, *left_out: str) -> str:
+    """A PATH of one folder that links this machine's commands in /usr/bin and /bin but those."""
+    folder.mkdir(exist_ok=True)
+    for directory in ("/usr/bin", "/bin"):
+        for command in Path(directory).iterdir():
+            if command.name not in left_out and not (folder / command.name).exists():
+                (folder / command.name).symlink_to(command)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def bsd_tools(tmp_path_factory) -> str:
+    """A PATH with this machine's commands but for GNU's timeout, whose date rejects -d as BSD date
+    does: what a Mac offers the scripts. Everything else is the same, so a failure is those two."""
+    real_date = shutil.which("date")
+    folder = Path(commands_except(tmp_path_factory.mktemp("bsd-tools"), "timeout", "date"))
+    date = folder / "date"
+    date.write_text(
+        "#!/bin/sh\n"
+        'for argument in "$@"; do\n'
+        '    case $argument in -d* | -[a-z]*d | --date*) echo "date: illegal option -- d" >&2; exit 1 ;; esac\n'
+        "done\n"
+        f'exec {real_date} "$@"\n'
+    )
+    date.chmod(0o755)
+    return str(folder)
+
+
+@pytest.mark.unit
+def test_the_bsd_tools_path_has_no_timeout_and_a_date_without_d(bsd_tools):
+    assert shutil.which("timeout", path=bsd_tools) is None
+    result = subprocess.run(["date", "-u", "-d", "@0"], env={"PATH": bsd_tools}, capture_output=True, text=True)
+    assert result.returncode == 1 and "illegal option -- d" in result.stderr
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("error, unreachable", PULL_ERRORS.values(), ids=PULL_ERRORS.keys())
+def test_base_image_sh_chooses_its_base_without_gnu_timeout_or_date_d(tmp_path, bsd_tools, error, unreachable):
+    result = base_image(tmp_path, error, PATH=bsd_tools)
+    if unreachable:
+        assert (result.returncode, result.stdout) == (0, "flask-app-base:debian13\n"), result.stderr
+        assert "built 2 days ago" in result.stderr
+    else:
+        assert (result.returncode, result.stdout) == (1, ""), result.stderr
+        assert "the registry answered, so no stand-in is used" in result.stderr
+    assert "command not found" not in result.stderr
+
+
+@pytest.mark.unit
+def test_a_pull_that_hangs_is_stopped_and_the_stand_in_used(tmp_path):
+    pid_file = tmp_path / "pull.pid"
+    started = time.monotonic()
+    result = base_image(tmp_path, "", PULL_TIMEOUT="1", STUB_PULL_PID=str(pid_file))
+    assert (result.returncode, result.stdout) == (0, "flask-app-base:debian13\n"), result.stderr
+    assert "no registry answers (the pull did not finish within 1 s)" in result.stderr
+    assert time.monotonic() - started < 30
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)
+
+
+# Failures of a pull that no registry took part in: they are shown, and neither blamed on a
+# registry nor hidden behind the stand-in.
+NOT_THE_REGISTRY = {
+    "a command that is missing": ("scripts/base-image.sh: line 9: timeout: command not found", 127),
+    "an engine that does not answer": (
+        "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?",
+        1,
+    ),
+}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("error, status", NOT_THE_REGISTRY.values(), ids=NOT_THE_REGISTRY.keys())
+def test_a_pull_that_failed_before_any_registry_answered_is_not_blamed_on_one(tmp_path, error, status):
+    result = base_image(tmp_path, error, STUB_PULL_STATUS=str(status))
+    assert (result.returncode, result.stdout) == (1, ""), result.stderr
+    assert f"cannot pull python:3.13.17-slim-trixie: {error}" in result.stderr
+    assert "registry" not in result.stderr
+
+
+@pytest.mark.unit
+def test_a_docker_command_that_does_not_exist_is_named_and_not_blamed_on_a_registry(tmp_path):
+    result = base_image(tmp_path, "", DOCKER=str(tmp_path / "no-docker"))
+    assert (result.returncode, result.stdout) == (1, ""), result.stderr
+    assert f"cannot run {tmp_path / 'no-docker'}: No such file or directory" in result.stderr
+    assert "registry" not in result.stderr
+
+
 def makefile_alone(folder: Path, project_env: str | None = None) -> None:
     """The Makefile in a folder of its own, beside a project.env of the given text (none if None)."""
     (folder / "Makefile").write_bytes((ROOT / "Makefile").read_bytes())
@@ -128,6 +231,77 @@ def test_the_image_source_label_drops_credentials_from_the_remote(tmp_path):
     dry_run = subprocess.run(["make", "-n", "build-naive"], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert "org.opencontainers.image.source=https://git.example.com/team/flask-app.git" in dry_run.stdout
     assert "s3cret" not in dry_run.stdout and "builder" not in dry_run.stdout
+
+
+# A docker command whose engine, an arm64 one, answers or not ($STUB_ENGINE), with buildx and Compose.
+STUB_ENGINE_DOCKER = """#!/bin/sh
+case "$1" in
+info) [ "$STUB_ENGINE" = answers ] && echo "Ubuntu 24.04 LTS" ;;
+version) echo arm64 ;;
+buildx | compose) [ "$2" = version ] ;;
+*) echo "unexpected: docker $*" >&2; exit 2 ;;
+esac
+"""
+
+
+def ensure_docker(tmp_path: Path, system: str, engine: str, platform: str = "") -> subprocess.CompletedProcess:
+    """Run scripts/ensure-docker.sh where uname says system, no apt-get, dockerd or sudo exists,
+    and docker's engine answers or not."""
+    path = commands_except(tmp_path / "bin", "apt-get", "apt", "dockerd", "docker", "sudo", "uname")
+    (tmp_path / "bin" / "uname").write_text(f"#!/bin/sh\necho {system}\n")
+    (tmp_path / "bin" / "docker").write_text(STUB_ENGINE_DOCKER)
+    for stub in ("uname", "docker"):
+        (tmp_path / "bin" / stub).chmod(0o755)
+    return subprocess.run(
+        [ROOT / "scripts" / "ensure-docker.sh"],
+        env={**os.environ, "PATH": path, "DOCKER": "docker", "STUB_ENGINE": engine, "PLATFORM": platform},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "system, advice",
+    [
+        ("Darwin", "On macOS, install and start Docker Desktop, OrbStack or Colima"),
+        (
+            "MINGW64_NT-10.0-22631",
+            "On Windows, install Docker Desktop with its WSL2 back end, and run make inside WSL2",
+        ),
+        ("Linux", "Start Docker, or install it (Docker Engine: https://docs.docker.com/engine/install/"),
+    ],
+    ids=["macOS", "Windows", "Linux without apt"],
+)
+def test_make_engine_without_apt_names_what_to_install_and_installs_nothing(tmp_path, system, advice):
+    result = ensure_docker(tmp_path, system, engine="silent")
+    assert result.returncode == 1
+    # One sentence, and nothing else: no install was tried.
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"ensure-docker.sh: no Docker engine answers. {advice}"), result.stderr
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("platform", ["", "linux/amd64"], ids=["its own platform", "amd64 on Apple Silicon"])
+def test_make_engine_on_macos_with_an_engine_answering_does_nothing(tmp_path, platform):
+    result = ensure_docker(tmp_path, "Darwin", engine="answers", platform=platform)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+@pytest.mark.unit
+def test_the_created_label_is_the_commits_time_also_where_date_has_no_d(tmp_path, bsd_tools):
+    makefile_alone(tmp_path, (ROOT / "project.env").read_text())
+    dry_run = subprocess.run(
+        ["make", "-n", "build-naive", "SOURCE_DATE_EPOCH=1700000000", f"PYTHON={sys.executable}"],
+        cwd=tmp_path,
+        env={**os.environ, "PATH": bsd_tools},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "--label org.opencontainers.image.created=2023-11-14T22:13:20Z " in dry_run.stdout
+    assert "illegal option" not in dry_run.stderr
 
 
 @pytest.mark.unit
