@@ -68,7 +68,7 @@ KEYS_DIR ?= .keys
 PUBLISHED ?= published.json
 # Set to sign keyless (in CI, with the job's OIDC identity) instead of with the key; and the identity
 # `make verify` then expects: the workflow that signed, such as
-# https://github.com/acme/my-service/.github/workflows/ci.yml@refs/heads/main.
+# https://github.com/acme/orders/.github/workflows/ci.yml@refs/heads/main.
 KEYLESS ?=
 CERTIFICATE_IDENTITY ?=
 # Python that runs the tests, and the virtual environment they run in.
