@@ -5,7 +5,8 @@ and secure images serve the same `app` object with gunicorn (see gunicorn.conf.p
 """
 
 from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from gunicorn.http.errors import ParseException
+from werkzeug.exceptions import BadRequest, ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 import settings
 
@@ -63,6 +64,42 @@ def http_error_as_json(error: HTTPException):
     response = jsonify(error=error.name, status=error.code)
     response.status_code = error.code
     return response
+
+
+# gunicorn parses a request's body only as a route reads it, so its parser's complaints (a chunk
+# size that is not hex, a chunk without its CRLF, a bad trailer) are raised inside the route, where
+# they would be logged with a traceback and answered 500. Werkzeug's development server never raises
+# them; gunicorn is installed in every image all the same.
+@app.errorhandler(ParseException)
+def body_the_parser_rejects(error: ParseException):
+    return refuse_malformed_body(str(error))
+
+
+# How Werkzeug reports a body that stops before its end (under gunicorn, a chunked body without its
+# last chunk) and, under its development server, any body it cannot read.
+@app.errorhandler(ClientDisconnected)
+def body_cut_short(error: ClientDisconnected):
+    return refuse_malformed_body("it ended early or could not be read")
+
+
+def refuse_malformed_body(reason: str):
+    """Answer a malformed body with 400 and close the connection: its next bytes can no longer be
+    told apart from the next request. The client is at fault, so one line at WARNING, no traceback."""
+    app.logger.warning("Malformed request body from %s: %s", request.remote_addr, reason)
+    close_connection()
+    return http_error_as_json(BadRequest())
+
+
+def close_connection() -> None:
+    """Have gunicorn answer `Connection: close` and close the connection after this response.
+
+    gunicorn writes the Connection header itself and drops one the app sets (PEP 3333 keeps
+    hop-by-hop headers from apps); it obeys its request's force_close(), and a chunked body's reader
+    holds that request. Elsewhere there is no such request, and nothing to do.
+    """
+    gunicorn_request = getattr(getattr(request.environ.get("wsgi.input"), "reader", None), "req", None)
+    if gunicorn_request is not None:
+        gunicorn_request.force_close()
 
 
 if __name__ == "__main__":

@@ -4,9 +4,13 @@ errors, the body limit, security headers, debug off and settings from the enviro
 The sample app's own routes are tested in test_sample_app.py."""
 
 import importlib
+import logging
 
 import pytest
 from containers import HSTS, SECURITY_HEADERS
+from gunicorn.config import Config
+from gunicorn.http import wsgi
+from gunicorn.http.parser import RequestParser
 
 import app as app_module
 import settings
@@ -63,6 +67,47 @@ def test_unhandled_exception_becomes_json_500_without_traceback(client, monkeypa
     assert response.get_json() == {"error": "Internal Server Error", "status": 500}
     assert b"secret internal detail" not in response.data
     assert b"Traceback" not in response.data
+
+
+def served_by_gunicorn(raw: bytes) -> tuple[wsgi.Response, bytes]:
+    """The app's answer to raw request bytes, read by gunicorn's own parser and written by its WSGI
+    response object, in this process: what the production and secure images do, without a socket."""
+    config, peer = Config(), ("192.0.2.7", 40000)
+    gunicorn_request = next(RequestParser(config, iter([raw]), peer))
+    response, environ = wsgi.create(gunicorn_request, None, peer, ("127.0.0.1", 8080), config)
+    return response, b"".join(app_module.app(environ, response.start_response))
+
+
+CHUNKED = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+# Chunked bodies gunicorn's parser rejects while the route reads them, with the reason it gives.
+MALFORMED_CHUNKS = {
+    "a chunk size that is not hex": (b"zz\r\nhello\r\n0\r\n\r\n", "Invalid chunk size"),
+    "chunk data not followed by CRLF": (b"5\r\nhelloXX0\r\n\r\n", "Invalid chunk terminator"),
+    "a malformed chunk extension": (b"5;=x\r\nhello\r\n0\r\n\r\n", "Invalid chunk extension"),
+    "a chunk-size line over the limit": (b"f" * 9000, "line over 8190 bytes"),
+    "a trailer that is not a header": (b"0\r\nnot a header\r\n\r\n", "Invalid HTTP Header"),
+    "a body that stops before its last chunk": (b"5\r\nhel", "ended early or could not be read"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED_CHUNKS)
+def test_malformed_body_gets_400_in_json_and_closes_the_connection_under_gunicorn(case, caplog):
+    body, reason = MALFORMED_CHUNKS[case]
+    response, answer = served_by_gunicorn(CHUNKED + body)
+    assert response.status_code == 400
+    assert answer == b'{"error":"Bad Request","status":400}\n'
+    assert dict(response.headers).items() >= SECURITY_HEADERS.items()
+    assert response.should_close(), "gunicorn would answer Connection: keep-alive"
+    [record] = [record for record in caplog.records if record.name == app_module.app.logger.name]
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert "192.0.2.7" in record.getMessage() and reason in record.getMessage()
+
+
+def test_a_well_formed_chunked_body_is_read_and_keeps_the_connection_under_gunicorn():
+    """The control for the test above: the same parser, a body it accepts."""
+    response, answer = served_by_gunicorn(CHUNKED + b"5\r\nhello\r\n0\r\n\r\n")
+    assert (response.status_code, answer) == (200, b'{"received_bytes":5}\n')
+    assert not response.should_close()
 
 
 @pytest.mark.parametrize("path", ["/", "/healthz", "/missing"])

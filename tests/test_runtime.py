@@ -23,6 +23,7 @@ from containers import (
     LOCKDOWN,
     POD_MEMORY,
     SECURITY_HEADERS,
+    Container,
     docker,
     inspect,
     request,
@@ -45,10 +46,15 @@ IDLE_GROWTH_MB = 15
 DEBUG_PAGE = re.compile(rb"Traceback|Werkzeug Debugger|debugger|File \"/", re.IGNORECASE)
 
 
-def raw_exchange(port: int, data: bytes, timeout: float = 5) -> tuple[int, bytes]:
-    """Send raw bytes, read until the server closes; return the status code and the whole answer."""
+def raw_exchange(port: int, data: bytes, timeout: float = 5, half_close: bool = False) -> tuple[int, bytes]:
+    """Send raw bytes, read until the server closes; return the status code and the whole answer.
+
+    half_close shuts the sending side after the data, as a client that has nothing more to send.
+    """
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
         connection.sendall(data)
+        if half_close:
+            connection.shutdown(socket.SHUT_WR)
         answer = b""
         while chunk := connection.recv(65536):
             answer += chunk
@@ -202,6 +208,82 @@ def test_bad_request_gets_a_4xx_without_traceback(serving, case):
     status, answer = raw_exchange(serving.port, data)
     assert status in expected, answer[:300]
     assert not DEBUG_PAGE.search(answer), answer[:300]
+
+
+CHUNKED = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+# Bodies gunicorn's parser (http/body.py) rejects while the route reads them; the app answers.
+MALFORMED_BODIES = {
+    "a chunk size that is not hex": CHUNKED + b"zz\r\nhello\r\n0\r\n\r\n",
+    "an empty chunk size": CHUNKED + b"\r\nhello\r\n0\r\n\r\n",
+    "chunk data not followed by CRLF": CHUNKED + b"5\r\nhelloXX0\r\n\r\n",
+    "a malformed chunk extension": CHUNKED + b"5;=x\r\nhello\r\n0\r\n\r\n",
+    "a bare CR in a chunk extension": CHUNKED + b"5;a\rb\r\nhello\r\n0\r\n\r\n",
+    "a chunk-size line over gunicorn's limit": CHUNKED + b"f" * 9000,
+    "a chunk extension over gunicorn's limit": CHUNKED + b"5;e=" + b"a" * 9000,
+    "a trailer that is not a header": CHUNKED + b"0\r\nnot a header\r\n\r\n",
+    "a field not allowed in trailers": CHUNKED + b"0\r\nContent-Length: 5\r\n\r\n",
+    "a trailer folded over two lines": CHUNKED + b"0\r\nX-T: a\r\n b\r\n\r\n",
+    # Just over the limit (819,204 bytes): gunicorn reads all of it, so closing sends no reset.
+    "a trailer section over gunicorn's limit": CHUNKED + b"0\r\nX-T: " + b"a" * 820_000,
+}
+# Framing gunicorn rejects with the headers, before the app runs (http/message.py), and its answer.
+MALFORMED_FRAMING = {
+    "an unknown transfer coding": (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: foo\r\n\r\n", 501),
+    "a transfer coding that does not end in chunked": (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+        400,
+    ),
+    "chunked twice": (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400),
+    "chunked with a Content-Length": (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+        400,
+    ),
+    "chunked in HTTP/1.0": (b"POST /echo HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+    "a Content-Length that is not a number": (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5a\r\n\r\n", 400),
+    "two Content-Lengths": (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+        400,
+    ),
+}
+
+
+def refused_and_closed(container: Container, data: bytes, status: int, half_close: bool = False) -> tuple[dict, bytes]:
+    """Send a malformed request and check what every one must get: the status expected, the
+    connection closed at once (not after the keep-alive timeout), no traceback logged for it, and
+    the server still serving. Return the response's headers and body."""
+    tracebacks = container.logs().count("Traceback")
+    started = time.monotonic()
+    answered, answer = raw_exchange(container.port, data, timeout=settings.KEEPALIVE + 5, half_close=half_close)
+    closed_after = time.monotonic() - started
+    head, _, body = answer.partition(b"\r\n\r\n")
+    headers = dict(line.split(": ", 1) for line in head.decode("latin-1").split("\r\n")[1:])
+    assert answered == status, answer[:300]
+    assert headers.get("Connection") == "close", head
+    assert closed_after < settings.KEEPALIVE, f"the server closed the connection after {closed_after:.1f} s"
+    logs = container.logs()
+    assert logs.count("Traceback") == tracebacks, logs[-3000:]
+    assert container.get("/healthz").status == 200
+    return headers, body
+
+
+@pytest.mark.parametrize("case", MALFORMED_BODIES)
+def test_malformed_body_gets_400_in_json_and_a_closed_connection_without_traceback(serving, case):
+    headers, body = refused_and_closed(serving, MALFORMED_BODIES[case], 400)
+    assert body == b'{"error":"Bad Request","status":400}\n'
+    assert headers.items() >= SECURITY_HEADERS.items(), headers
+
+
+def test_chunked_body_cut_short_gets_400_in_json_and_a_closed_connection_without_traceback(serving):
+    """Without its last chunk, and with nothing more to come: the client shut its side."""
+    _, body = refused_and_closed(serving, CHUNKED + b"5\r\nhel", 400, half_close=True)
+    assert body == b'{"error":"Bad Request","status":400}\n'
+
+
+@pytest.mark.parametrize("case", MALFORMED_FRAMING)
+def test_malformed_body_framing_gets_400_or_501_and_a_closed_connection_without_traceback(serving, case):
+    data, status = MALFORMED_FRAMING[case]
+    _, body = refused_and_closed(serving, data, status)
+    assert not DEBUG_PAGE.search(body), body[:300]
 
 
 @pytest.mark.parametrize(("path", "method"), [("/nowhere", "GET"), ("/", "DELETE")])
