@@ -1,17 +1,26 @@
 # One Flask app, three Dockerfiles. `make` lists the targets.
 
-# The project's name (PROJECT_NAME), from the one file that holds it.
+# The project's name (PROJECT_NAME) and WSGI entry point (WSGI_APP), from the one file that holds them.
 ifeq ($(wildcard project.env),)
-$(error project.env is missing: it names the project (PROJECT_NAME=...); restore it with git checkout project.env)
+$(error project.env is missing: it names the project (PROJECT_NAME=...) and its entry point (WSGI_APP=...); restore it with git checkout project.env)
 endif
 # Compose and Kustomize read the file too, each its own way: the line must hold the name alone.
 NAME_PATTERN := [a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?
 ifeq ($(shell grep -Ex 'PROJECT_NAME=$(NAME_PATTERN)' project.env),)
 $(error project.env needs one line PROJECT_NAME=name, with nothing else on it (no quotes, spaces or comment): a name Docker and Kubernetes both accept, of lowercase letters, digits and hyphens, at most 63, starting and ending with a letter or digit)
 endif
+# A dotted module, a colon, a name, and () for a factory called without arguments: nothing Compose
+# would unquote or cut at a #, nor the shell split, and what gunicorn and flask --app both accept.
+ENTRY_PATTERN := [A-Za-z_][A-Za-z0-9_]*([.][A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*([(][)])?
+ifeq ($(shell grep -Ex 'WSGI_APP=$(ENTRY_PATTERN)' project.env),)
+$(error project.env needs one line WSGI_APP=module:name, with nothing else on it (no quotes, spaces or comment): the WSGI entry point, module:app for an app object or module:create_app() for a factory, the module found in src/)
+endif
 include project.env
 ifeq ($(shell echo '$(PROJECT_NAME)' | grep -Ex '$(NAME_PATTERN)'),)
 $(error PROJECT_NAME="$(PROJECT_NAME)" is not a name Docker and Kubernetes both accept: lowercase letters, digits and hyphens, at most 63, starting and ending with a letter or digit)
+endif
+ifeq ($(shell echo '$(WSGI_APP)' | grep -Ex '$(ENTRY_PATTERN)'),)
+$(error WSGI_APP="$(WSGI_APP)" is not a WSGI entry point: module:app for an app object or module:create_app() for a factory)
 endif
 # The docker command; set DOCKER="sudo docker" or DOCKER=podman where that is what you use.
 DOCKER ?= docker
@@ -95,7 +104,7 @@ help: ## Show this help
 	@echo "Usage: make TARGET [VAR=value ...]"
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST) \
 		| sed 's/$$(IMAGE)/$(IMAGE)/; s/$$(PORT)/$(PORT)/; s/$$(VARIANT)/$(VARIANT)/'
-	@echo "Variables (make VAR=value): PROJECT_NAME=$(PROJECT_NAME) (from project.env) DOCKER=$(DOCKER)" \
+	@echo "Variables (make VAR=value): PROJECT_NAME=$(PROJECT_NAME) WSGI_APP='$(WSGI_APP)' (from project.env) DOCKER=$(DOCKER)" \
 		"IMAGE=$(IMAGE) PORT=$(PORT) BASE_IMAGE=$(BASE_IMAGE)" \
 		"PLATFORM=$(PLATFORM)"
 	@echo "  MEMORY=$(MEMORY) CPUS=$(CPUS) PIDS=$(PIDS) (limits of make run and make bench)"
@@ -118,7 +127,7 @@ $(BUILDS): build-%: engine
 	@base=$$(DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
 	echo "Building $(IMAGE):$*$(ARCH_TAG) from $(DOCKERFILE_$*) on $$base$(if $(PLATFORM), for $(PLATFORM))"; \
 	$(DOCKER) build $(PLATFORM_FLAG) $(BUILD_FLAGS) --file $(DOCKERFILE_$*) --tag $(IMAGE):$*$(ARCH_TAG) \
-		--build-arg BASE_IMAGE=$$base $(SECRET) $(STAMP) . \
+		--build-arg BASE_IMAGE=$$base --build-arg 'WSGI_APP=$(WSGI_APP)' $(SECRET) $(STAMP) . \
 	|| { echo "make: building $(IMAGE):$*$(ARCH_TAG) failed; the step marked ERROR above is the one that failed." >&2; exit 1; }
 
 run: run-secure ## Run the secure image on http://localhost:$(PORT)
@@ -134,8 +143,8 @@ $(RUNS): run-%: stop build-%
 			echo "make: docker could not start $(CONTAINER) (its error is above); if port $(PORT) is taken, use another: make run PORT=8081." >&2; \
 			exit 1; }
 	@DOCKER="$(DOCKER)" $(PYTHON) scripts/docker_tools.py wait $(PORT) $(CONTAINER) 30
-	@echo "$$ curl http://localhost:$(PORT)"
-	@$(PYTHON) -c 'import urllib.request; print(urllib.request.urlopen("http://localhost:$(PORT)/").read().decode(), end="")'
+	@echo "$$ curl http://localhost:$(PORT)/healthz"
+	@$(PYTHON) -c 'import urllib.request; print(urllib.request.urlopen("http://localhost:$(PORT)/healthz").read().decode(), end="")'
 	@echo "$(IMAGE):$*$(ARCH_TAG) is serving on http://localhost:$(PORT) (make logs, make stop)"
 
 # Docker Compose with what compose.yaml reads from the environment.

@@ -29,7 +29,7 @@ from containers import (
     running,
     wait_until_healthy,
 )
-from docker_tools import MB
+from docker_tools import MB, WSGI_APP
 
 pytestmark = pytest.mark.integration
 
@@ -225,7 +225,7 @@ def test_naive_ignores_sigterm_and_docker_stop_kills_it_after_10_seconds(images)
 
 def test_production_serves_on_a_read_only_root_too(images):
     with running(images["production"], *LOCKDOWN) as container:
-        assert container.get("/").status == 200
+        assert container.get("/healthz").status == 200
         wait_until_healthy(container)
         assert container.get("/healthz").status == 200
 
@@ -233,7 +233,7 @@ def test_production_serves_on_a_read_only_root_too(images):
 @pytest.mark.parametrize("user", ["10001:10001", "12345:0"])
 def test_secure_image_serves_locked_down_under_any_uid(images, user):
     with running(images["secure"], *LOCKDOWN, "--user", user) as container:
-        assert container.get("/").status == 200
+        assert container.get("/healthz").status == 200
         assert set(process_uids(container)) == {int(user.split(":")[0])}
 
 
@@ -305,9 +305,22 @@ def test_image_passes_its_container_structure_test(images, variant):
 @pytest.mark.parametrize("variant", HARDENED)
 def test_image_starts_gunicorn_in_exec_form(images, variant):
     config = inspect(images[variant])["Config"]
-    command = config["Entrypoint"] + config["Cmd"]
+    command = config["Entrypoint"] + (config["Cmd"] or [])
     assert Path(command[0]).name == "gunicorn"
     assert "app.py" not in command
+
+
+# The variable each image reads its entry point from: gunicorn.conf.py's, and flask run's.
+ENTRY_POINT_VARIABLE = {"naive": "FLASK_APP", "production": "WSGI_APP", "secure": "WSGI_APP"}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_image_serves_the_entry_point_project_env_names_and_no_other(images, variant):
+    config = inspect(images[variant])["Config"]
+    environment = dict(variable.split("=", 1) for variable in config["Env"])
+    assert environment[ENTRY_POINT_VARIABLE[variant]] == WSGI_APP
+    # Nothing on the command line would take its place.
+    assert not [argument for argument in config["Cmd"] or [] if ":" in argument], config["Cmd"]
 
 
 @pytest.mark.parametrize("variant", HARDENED)
