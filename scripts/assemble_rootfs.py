@@ -397,8 +397,14 @@ def compile_bytecode(python: str, directory: Path, root: Path) -> None:
     library and the dependencies can spare; the app itself keeps its sources. unchecked-hash .pyc
     files are used as they are, without comparing a source timestamp. The paths recorded in them
     are those of the image.
+
+    One process compiles every file, in compileall's sorted order, so that the same files give the
+    same bytes. A .pyc depends on what its process compiled before: marshal marks an object for
+    reuse only while something else holds a reference to it, and whether the compiler shares one
+    constant between two functions (werkzeug's headers.py, typing_extensions) changes with earlier
+    work. With -j, the workers take files as they come free, so that history changed from build to build.
     """
-    command = [python, "-m", "compileall", "-q", "-j0", "-b", "--invalidation-mode", "unchecked-hash"]
+    command = [python, "-m", "compileall", "-q", "-b", "--invalidation-mode", "unchecked-hash"]
     subprocess.run([*command, "-s", str(root), "-p", "/", str(directory)], check=True)
     for source in directory.rglob("*.py"):
         if source.with_suffix(".pyc").exists():
