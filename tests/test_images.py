@@ -124,6 +124,28 @@ def test_secure_has_what_a_service_needs_at_run_time_as_production_does(images):
     assert answers["secure"][1:] == ["2:00:00", "C.UTF-8", "C.UTF-8", "443"], answers
 
 
+# Files a web app serves from its static folder, by extension.
+STATIC_FILE_TYPES = (".css", ".js", ".mjs", ".png", ".jpg", ".gif", ".webp", ".avif", ".svg", ".ico", ".woff", ".woff2")
+STATIC_FILE_TYPES += (".ttf", ".otf", ".json", ".txt", ".html", ".xml", ".pdf", ".csv", ".map", ".wasm", ".mp4", ".webm")
+
+
+def test_secure_sends_every_static_file_with_the_content_type_production_sends(images):
+    """As Flask's send_file and static routes choose it, from the file's name, under the lockdown."""
+    code = (
+        "import io, sys, flask;"
+        "app = flask.Flask('types');"
+        "ctx = app.test_request_context(); ctx.push();"
+        "print(*[flask.send_file(io.BytesIO(), download_name='f' + e).mimetype for e in sys.argv[1:]])"
+    )
+    answers = {}
+    for variant in HARDENED:
+        python = inspect(images[variant])["Config"]["Healthcheck"]["Test"][1]
+        run = ("run", "--rm", *LOCKDOWN, "--user", "12345:0", "--entrypoint", python, images[variant], "-c", code)
+        answers[variant] = dict(zip(STATIC_FILE_TYPES, docker(*run, *STATIC_FILE_TYPES).stdout.split(), strict=True))
+    assert answers["secure"] == answers["production"]
+    assert answers["secure"][".woff2"] == "font/woff2", answers["secure"]
+
+
 @pytest.mark.parametrize("variant", HARDENED)
 def test_image_runs_the_debian_release_and_python_minor_version_of_the_pinned_base(images, variant):
     """python:3.13.X-slim-trixie pins Debian 13 (trixie) and Python 3.13: the image runs both, on
