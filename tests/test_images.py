@@ -125,8 +125,11 @@ def test_secure_has_what_a_service_needs_at_run_time_as_production_does(images):
 
 
 # Files a web app serves from its static folder, by extension.
-STATIC_FILE_TYPES = (".css", ".js", ".mjs", ".png", ".jpg", ".gif", ".webp", ".avif", ".svg", ".ico", ".woff", ".woff2")
-STATIC_FILE_TYPES += (".ttf", ".otf", ".json", ".txt", ".html", ".xml", ".pdf", ".csv", ".map", ".wasm", ".mp4", ".webm")
+STATIC_FILE_TYPES = (
+    *(".css", ".js", ".mjs", ".json", ".map", ".wasm", ".html", ".xml", ".txt", ".csv", ".pdf"),
+    *(".png", ".jpg", ".gif", ".webp", ".avif", ".svg", ".ico", ".mp4", ".webm"),
+    *(".woff", ".woff2", ".ttf", ".otf"),
+)
 
 
 def test_secure_sends_every_static_file_with_the_content_type_production_sends(images):
