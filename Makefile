@@ -98,7 +98,7 @@ RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
 .PHONY: help engine base free-8080 variants images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
-	test test-unit test-integration test-arm64 test-kubernetes lint lock clean
+	test test-unit test-integration test-arm64 test-kubernetes test-template-copy lint lock clean
 
 help: ## Show this help
 	@echo "Usage: make TARGET [VAR=value ...]"
@@ -237,6 +237,18 @@ test-arm64: engine $(VENV)/bin/pytest ## Build the secure image for linux/arm64 
 
 test-kubernetes: $(VENV)/bin/pytest ## Render the Kubernetes manifests with kubectl's kustomize and check them (needs kubectl)
 	$(VENV)/bin/pytest -m kubernetes
+
+# Where test-template-copy makes its copy; it is removed first, and kept afterwards to look into.
+TEMPLATE_COPY ?= /tmp/$(PROJECT_NAME)-template-copy
+test-template-copy: free-8080 $(VENV)/bin/pytest ## Reshape a copy as Flask's tutorial shapes an app, then run its whole make test (~1 h)
+	rm -rf $(TEMPLATE_COPY)
+	PYTHONPATH=scripts $(VENV)/bin/python tests/factory_copy.py $(TEMPLATE_COPY)
+	$(MAKE) --no-print-directory -C $(TEMPLATE_COPY) lock VENV=$(abspath $(VENV))
+	# A repository of its own, as a user's copy is: the tests read its last commit.
+	cd $(TEMPLATE_COPY) && git init --quiet && git add --all \
+		&& git -c user.name=template -c user.email=template@localhost commit --quiet --message "A copy of $(PROJECT_NAME)"
+	$(MAKE) --no-print-directory -C $(TEMPLATE_COPY) test \
+		|| { echo "make: the copy in $(TEMPLATE_COPY) failed make test; its output is above." >&2; exit 1; }
 
 lint: $(VENV)/bin/pytest ## Run every lint check (pre-commit: ruff, hadolint, shellcheck, schemas, zizmor)
 	$(VENV)/bin/pre-commit run --all-files --show-diff-on-failure
