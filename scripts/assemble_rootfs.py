@@ -187,7 +187,9 @@ def keep_venv_entry(entry: Path) -> bool:
     if entry.parent.name == "bin":
         return not VENV_BIN_DROP.match(entry.name)
     if entry.parent.name == "site-packages":
-        return not VENV_DROP.match(entry.name)
+        # TREE_DROP too: pip leaves the bytecode of single-file modules in site-packages/__pycache__,
+        # compiled in its own process, whose bytes differed from build to build.
+        return not VENV_DROP.match(entry.name) and not (entry.is_dir() and entry.name in TREE_DROP)
     if "site-packages" in entry.parts:
         under_packages = "/".join(entry.parts[entry.parts.index("site-packages") + 1 :])
         if PACKAGE_DROP.match(under_packages):
