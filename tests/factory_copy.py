@@ -21,9 +21,7 @@ HTML_CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; font-src 'self'; frame-ancestors 'none'"
 )
 # A one-pixel PNG, and the first bytes of a WOFF2 font: what the static folder serves.
-PNG = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
-)
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII=")
 STATIC = {
     "style.css": b"body { font-family: Inter, sans-serif; }\n",
     "app.js": b"document.documentElement.dataset.ready = 'yes';\n",
@@ -90,7 +88,7 @@ def add_note():
     db.session.commit()
     return jsonify(notes=db.session.scalar(db.select(db.func.count(Note.id)))), 201
 ''',
-    "src/acme/pages/templates/base.html": '''<!doctype html>
+    "src/acme/pages/templates/base.html": """<!doctype html>
 <html lang="en">
 <head>
   <title>{% block title %}Acme{% endblock %}</title>
@@ -100,13 +98,13 @@ def add_note():
 </head>
 <body>{% block content %}{% endblock %}</body>
 </html>
-''',
-    "src/acme/pages/templates/home.html": '''{% extends "base.html" %}
+""",
+    "src/acme/pages/templates/home.html": """{% extends "base.html" %}
 {% block content %}
 <img src="{{ url_for('pages.static', filename='logo.png') }}" alt="Acme">
 <ul>{% for note in notes %}<li>{{ note.text }}</li>{% endfor %}</ul>
 {% endblock %}
-''',
+""",
     "tests/test_sample_app.py": '''"""Acme's own tests, in the place of the sample's."""
 
 import pytest
