@@ -44,9 +44,13 @@ RUN --mount=type=secret,id=ca-bundle \
 WORKDIR /app
 COPY src/ ./
 
+# The entry point gunicorn serves (gunicorn.conf.py reads it): project.env's WSGI_APP, which make
+# passes; by hand, --build-arg WSGI_APP=app:app. Declared last, so a new one rebuilds nothing above.
+ARG WSGI_APP
+ENV WSGI_APP=${WSGI_APP}
+
 USER 10001:10001
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --start-interval=1s --retries=3 \
     CMD ["python3", "/app/healthcheck.py"]
 ENTRYPOINT ["gunicorn", "--config", "/app/gunicorn.conf.py"]
-CMD ["app:app"]

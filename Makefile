@@ -1,17 +1,26 @@
 # One Flask app, three Dockerfiles. `make` lists the targets.
 
-# The project's name (PROJECT_NAME), from the one file that holds it.
+# The project's name (PROJECT_NAME) and WSGI entry point (WSGI_APP), from the one file that holds them.
 ifeq ($(wildcard project.env),)
-$(error project.env is missing: it names the project (PROJECT_NAME=...); restore it with git checkout project.env)
+$(error project.env is missing: it names the project (PROJECT_NAME=...) and its entry point (WSGI_APP=...); restore it with git checkout project.env)
 endif
 # Compose and Kustomize read the file too, each its own way: the line must hold the name alone.
 NAME_PATTERN := [a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?
 ifeq ($(shell grep -Ex 'PROJECT_NAME=$(NAME_PATTERN)' project.env),)
 $(error project.env needs one line PROJECT_NAME=name, with nothing else on it (no quotes, spaces or comment): a name Docker and Kubernetes both accept, of lowercase letters, digits and hyphens, at most 63, starting and ending with a letter or digit)
 endif
+# A dotted module, a colon, a name, and () for a factory called without arguments: nothing Compose
+# would unquote or cut at a #, nor the shell split, and what gunicorn and flask --app both accept.
+ENTRY_PATTERN := [A-Za-z_][A-Za-z0-9_]*([.][A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*([(][)])?
+ifeq ($(shell grep -Ex 'WSGI_APP=$(ENTRY_PATTERN)' project.env),)
+$(error project.env needs one line WSGI_APP=module:name, with nothing else on it (no quotes, spaces or comment): the WSGI entry point, module:app for an app object or module:create_app() for a factory, the module found in src/)
+endif
 include project.env
 ifeq ($(shell echo '$(PROJECT_NAME)' | grep -Ex '$(NAME_PATTERN)'),)
 $(error PROJECT_NAME="$(PROJECT_NAME)" is not a name Docker and Kubernetes both accept: lowercase letters, digits and hyphens, at most 63, starting and ending with a letter or digit)
+endif
+ifeq ($(shell echo '$(WSGI_APP)' | grep -Ex '$(ENTRY_PATTERN)'),)
+$(error WSGI_APP="$(WSGI_APP)" is not a WSGI entry point: module:app for an app object or module:create_app() for a factory)
 endif
 # The docker command; set DOCKER="sudo docker" or DOCKER=podman where that is what you use.
 DOCKER ?= docker
@@ -113,14 +122,14 @@ RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
 .PHONY: help engine base free-8080 variants images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
-	registry registry-stop keys push verify test test-unit test-integration test-arm64 test-kubernetes lint lock clean
+	registry registry-stop keys push verify test test-unit test-integration test-arm64 test-kubernetes test-template-copy lint lock clean
 
 help: ## Show this help
 	@echo "Usage: make TARGET [VAR=value ...]"
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST) \
 		| sed -e 's/$$(IMAGE)/$(IMAGE)/; s/$$(PORT)/$(PORT)/; s/$$(VARIANT)/$(VARIANT)/; s/$$(REGISTRY_PORT)/$(REGISTRY_PORT)/' \
 			-e 's|$$(REGISTRY_DIR)|$(REGISTRY_DIR)|; s|$$(KEYS_DIR)|$(KEYS_DIR)|; s|$$(REGISTRY)|$(REGISTRY)|'
-	@echo "Variables (make VAR=value): PROJECT_NAME=$(PROJECT_NAME) (from project.env) DOCKER=$(DOCKER)" \
+	@echo "Variables (make VAR=value): PROJECT_NAME=$(PROJECT_NAME) WSGI_APP='$(WSGI_APP)' (from project.env) DOCKER=$(DOCKER)" \
 		"IMAGE=$(IMAGE) PORT=$(PORT) BASE_IMAGE=$(BASE_IMAGE)" \
 		"PLATFORM=$(PLATFORM)"
 	@echo "  MEMORY=$(MEMORY) CPUS=$(CPUS) PIDS=$(PIDS) (limits of make run and make bench)"
@@ -147,7 +156,7 @@ $(BUILDS): build-%: engine
 	base_digest=$$($(DOCKER) image inspect --format '$(BASE_DIGEST)' $$base) || exit 1; \
 	echo "Building $(IMAGE):$*$(ARCH_TAG) from $(DOCKERFILE_$*) on $$base$(if $(PLATFORM), for $(PLATFORM))"; \
 	$(DOCKER) build $(PLATFORM_FLAG) $(BUILD_FLAGS) --file $(DOCKERFILE_$*) --tag $(IMAGE):$*$(ARCH_TAG) \
-		--build-arg BASE_IMAGE=$$base $(SECRET) $(STAMP) \
+		--build-arg BASE_IMAGE=$$base --build-arg 'WSGI_APP=$(WSGI_APP)' $(SECRET) $(STAMP) \
 		--label org.opencontainers.image.base.name=$$base --label org.opencontainers.image.base.digest=$${base_digest#*@} . \
 	|| { echo "make: building $(IMAGE):$*$(ARCH_TAG) failed; the step marked ERROR above is the one that failed." >&2; exit 1; }
 
@@ -164,8 +173,8 @@ $(RUNS): run-%: stop build-%
 			echo "make: docker could not start $(CONTAINER) (its error is above); if port $(PORT) is taken, use another: make run PORT=8081." >&2; \
 			exit 1; }
 	@DOCKER="$(DOCKER)" $(PYTHON) scripts/docker_tools.py wait $(PORT) $(CONTAINER) 30
-	@echo "$$ curl http://localhost:$(PORT)"
-	@$(PYTHON) -c 'import urllib.request; print(urllib.request.urlopen("http://localhost:$(PORT)/").read().decode(), end="")'
+	@echo "$$ curl http://localhost:$(PORT)/healthz"
+	@$(PYTHON) -c 'import urllib.request; print(urllib.request.urlopen("http://localhost:$(PORT)/healthz").read().decode(), end="")'
 	@echo "$(IMAGE):$*$(ARCH_TAG) is serving on http://localhost:$(PORT) (make logs, make stop)"
 
 # Docker Compose with what compose.yaml reads from the environment.
@@ -282,6 +291,18 @@ test-arm64: engine $(VENV)/bin/pytest ## Build the secure image for linux/arm64 
 
 test-kubernetes: $(VENV)/bin/pytest ## Render the Kubernetes manifests with kubectl's kustomize and check them (needs kubectl)
 	$(VENV)/bin/pytest -m kubernetes
+
+# Where test-template-copy makes its copy; it is removed first, and kept afterwards to look into.
+TEMPLATE_COPY ?= /tmp/$(PROJECT_NAME)-template-copy
+test-template-copy: free-8080 $(VENV)/bin/pytest ## Reshape a copy as Flask's tutorial shapes an app, then run its whole make test (~1 h)
+	rm -rf $(TEMPLATE_COPY)
+	PYTHONPATH=scripts $(VENV)/bin/python tests/factory_copy.py $(TEMPLATE_COPY)
+	$(MAKE) --no-print-directory -C $(TEMPLATE_COPY) lock VENV=$(abspath $(VENV))
+	# A repository of its own, as a user's copy is: the tests read its last commit.
+	cd $(TEMPLATE_COPY) && git init --quiet && git add --all \
+		&& git -c user.name=template -c user.email=template@localhost commit --quiet --message "A copy of $(PROJECT_NAME)"
+	$(MAKE) --no-print-directory -C $(TEMPLATE_COPY) test \
+		|| { echo "make: the copy in $(TEMPLATE_COPY) failed make test; its output is above." >&2; exit 1; }
 
 lint: $(VENV)/bin/pytest ## Run every lint check (pre-commit: ruff, hadolint, shellcheck, schemas, zizmor)
 	$(VENV)/bin/pre-commit run --all-files --show-diff-on-failure

@@ -88,6 +88,9 @@ RUNTIME_DATA = {
     "tzdata": ("/usr/share/zoneinfo",),
     "libc-bin": ("/usr/lib/locale/C.utf8",),
     "netbase": ("/etc/services", "/etc/protocols"),
+    # The file extensions' media types: without it, Python's own shorter table sends .woff2 as
+    # application/octet-stream, where the base image, and so production, sends font/woff2.
+    "media-types": ("/etc/mime.types",),
 }
 # Left out of RUNTIME_DATA: the zones again, counting leap seconds, which no system clock does.
 RUNTIME_DATA_DROP = ("/usr/share/zoneinfo/right",)
@@ -184,7 +187,9 @@ def keep_venv_entry(entry: Path) -> bool:
     if entry.parent.name == "bin":
         return not VENV_BIN_DROP.match(entry.name)
     if entry.parent.name == "site-packages":
-        return not VENV_DROP.match(entry.name)
+        # TREE_DROP too: pip leaves the bytecode of single-file modules in site-packages/__pycache__,
+        # compiled in its own process, whose bytes differed from build to build.
+        return not VENV_DROP.match(entry.name) and not (entry.is_dir() and entry.name in TREE_DROP)
     if "site-packages" in entry.parts:
         under_packages = "/".join(entry.parts[entry.parts.index("site-packages") + 1 :])
         if PACKAGE_DROP.match(under_packages):
@@ -397,8 +402,14 @@ def compile_bytecode(python: str, directory: Path, root: Path) -> None:
     library and the dependencies can spare; the app itself keeps its sources. unchecked-hash .pyc
     files are used as they are, without comparing a source timestamp. The paths recorded in them
     are those of the image.
+
+    One process compiles every file, in compileall's sorted order, so that the same files give the
+    same bytes. A .pyc depends on what its process compiled before: marshal marks an object for
+    reuse only while something else holds a reference to it, and whether the compiler shares one
+    constant between two functions (werkzeug's headers.py, typing_extensions) changes with earlier
+    work. With -j, the workers take files as they come free, so that history changed from build to build.
     """
-    command = [python, "-m", "compileall", "-q", "-j0", "-b", "--invalidation-mode", "unchecked-hash"]
+    command = [python, "-m", "compileall", "-q", "-b", "--invalidation-mode", "unchecked-hash"]
     subprocess.run([*command, "-s", str(root), "-p", "/", str(directory)], check=True)
     for source in directory.rglob("*.py"):
         if source.with_suffix(".pyc").exists():

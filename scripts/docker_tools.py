@@ -1,6 +1,7 @@
 """The docker command as the scripts, the Makefile and the tests use it, and the table of variants.
 
-- PROJECT_NAME, from project.env, which names the tests' and the bench's throwaway images too;
+- PROJECT_NAME, from project.env, which names the tests' and the bench's throwaway images too, and
+  WSGI_APP, the entry point the images serve and the tests import;
 - DOCKER, the command, which may hold arguments ("sudo docker"): the DOCKER environment variable;
 - docker() and docker_result(): run it, and fail with the command and what it printed;
 - walk_image(): every file of an image, read without starting it;
@@ -27,7 +28,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT_NAME = re.search(r"^PROJECT_NAME=(\S+)$", (ROOT / "project.env").read_text(), re.MULTILINE).group(1)
+PROJECT_ENV = (ROOT / "project.env").read_text()
+PROJECT_NAME = re.search(r"^PROJECT_NAME=(\S+)$", PROJECT_ENV, re.MULTILINE).group(1)
+WSGI_APP = re.search(r"^WSGI_APP=(\S+)$", PROJECT_ENV, re.MULTILINE).group(1)
 DOCKER = os.environ.get("DOCKER", "docker").split()
 MB = 1_000_000  # as `docker images` counts
 

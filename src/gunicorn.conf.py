@@ -2,6 +2,8 @@
 
 import settings
 
+# The app, named once in project.env; an app named on gunicorn's command line takes its place.
+wsgi_app = settings.WSGI_APP
 bind = f"0.0.0.0:{settings.PORT}"
 workers = settings.WEB_CONCURRENCY
 # gevent gives each connection a greenlet, not a thread: a client that sends its request slowly

@@ -17,6 +17,9 @@ def _whole_number(name: str, default: int, minimum: int = 1) -> int:
     return value
 
 
+# The WSGI entry point gunicorn serves (module:app or module:create_app()): the images set it from
+# project.env's WSGI_APP line, which make passes to every build.
+WSGI_APP = os.environ.get("WSGI_APP") or None
 # The port the app listens on, inside the container.
 PORT = _whole_number("PORT", 8080)
 # Request bodies larger than this many bytes are refused with 413.

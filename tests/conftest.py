@@ -1,5 +1,5 @@
-"""Shared set-up: the app on a local port, a Docker engine, the three images built once, and what the
-root tests need."""
+"""Shared set-up: the app as the images serve it, on a local port, a Docker engine, the three images
+built once, and what the root tests need."""
 
 import glob
 import os
@@ -11,16 +11,35 @@ import uuid
 from pathlib import Path
 
 import pytest
-from containers import DOCKER, PROJECT_NAME, ROOT, VARIANTS, build, docker
+from containers import DOCKER, PROJECT_NAME, ROOT, SECURITY_HEADERS, VARIANTS, build, docker, probe_folder
+from docker_tools import WSGI_APP
+from gunicorn.util import import_app
 from werkzeug.serving import make_server
 
-import app as app_module
+
+@pytest.fixture(scope="session")
+def app():
+    """The app the images serve: project.env's WSGI_APP, imported (or made, for a factory) as gunicorn does."""
+    return import_app(WSGI_APP)
+
+
+@pytest.fixture(scope="session")
+def security_headers(app) -> dict[str, str]:
+    """The headers every response carries, with the Content-Security-Policy the app sets."""
+    return {**SECURITY_HEADERS, "Content-Security-Policy": app.config["CONTENT_SECURITY_POLICY"]}
+
+
+@pytest.fixture(scope="session")
+def probe() -> Path:
+    """The folder of probe.py, which serves an image's app with one route the tests add (see probed)."""
+    with probe_folder() as folder:
+        yield folder
 
 
 @pytest.fixture
-def local_server():
+def local_server(app):
     """The app on an ephemeral port of 127.0.0.1, served by Werkzeug in threads; its port."""
-    server = make_server("127.0.0.1", 0, app_module.app, threaded=True)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server.server_port

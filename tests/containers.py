@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import tarfile
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,12 +24,14 @@ from docker_tools import DOCKER, PROJECT_NAME, ROOT, CommandFailed, docker_resul
 TABLE = variants()
 VARIANTS = tuple(TABLE)
 # The security headers with the values the README promises, on every response; HSTS over HTTPS only.
+# The Content-Security-Policy is the app's own setting (the security_headers fixture adds it).
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "Referrer-Policy": "no-referrer",
 }
+# The policy an app gets unless it sets its own: right for a JSON API.
+API_CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'"
 HSTS = "max-age=31536000; includeSubDomains"
 LOCKDOWN = tuple(TABLE["secure"]["hardening"])
 # The limits `make run` and compose.yaml give every container (test_deploy.py holds the three together).
@@ -96,7 +99,7 @@ class Response:
 
 def request(
     port: int,
-    path: str = "/",
+    path: str = "/healthz",
     method: str = "GET",
     body: bytes | None = None,
     headers: dict | None = None,
@@ -118,7 +121,7 @@ class Container:
     id: str
     port: int
 
-    def get(self, path: str = "/") -> Response:
+    def get(self, path: str = "/healthz") -> Response:
         return request(self.port, path)
 
     def logs(self) -> str:
@@ -127,8 +130,7 @@ class Container:
 
 
 def assert_serves(container: "Container") -> None:
-    """What every app built on this template answers, whatever else it does: / and the health route."""
-    assert container.get("/").status == 200
+    """What every app built on this template answers, whatever else it does: the health route."""
     health = container.get("/healthz")
     assert (health.status, health.json()) == (200, {"status": "ok"})
 
@@ -151,14 +153,17 @@ def wait_until_healthy(container: Container, timeout: float = 60) -> None:
 
 
 @contextlib.contextmanager
-def running(image: str, *flags: str, host_port: int | None = None, wait: bool = True) -> Iterator[Container]:
+def running(
+    image: str, *flags: str, host_port: int | None = None, wait: bool = True, command: tuple[str, ...] = ()
+) -> Iterator[Container]:
     """Run image detached with its port 8080 published on 127.0.0.1; remove it afterwards.
 
     host_port None picks a free port, so tests never collide with each other or with `make run`.
+    command, if any, is passed after the image: arguments to its entrypoint.
     """
     name = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
     publish = f"127.0.0.1:{host_port or ''}:8080"
-    result = docker("run", "--detach", "--name", name, "--publish", publish, *flags, image, check=False)
+    result = docker("run", "--detach", "--name", name, "--publish", publish, *flags, image, *command, check=False)
     try:
         if result.returncode != 0:
             busy = host_port and re.search(r"address already in use|port is already allocated", result.stderr)
@@ -171,6 +176,41 @@ def running(image: str, *flags: str, host_port: int | None = None, wait: bool = 
         yield container
     finally:
         docker("rm", "--force", "--volumes", name, check=False)
+
+
+# A route the tests add to the app an image serves, for what needs one that reads the request's body
+# (an upload in flight at `docker stop`, malformed bodies): an app built on the template may have none.
+PROBE_ROUTE = "/probe/upload"
+PROBE_MODULE = f'''"""The app the image serves (its WSGI_APP), with one route the tests add."""
+
+import os
+
+from flask import jsonify, request
+from gunicorn.util import import_app
+
+app = import_app(os.environ["WSGI_APP"])
+
+
+@app.post("{PROBE_ROUTE}")
+def probe_upload():
+    return jsonify(received_bytes=len(request.get_data()))
+'''
+
+
+@contextlib.contextmanager
+def probe_folder() -> Iterator[Path]:
+    """A folder holding probe.py, which any user can read, so a container of any UID can import it."""
+    with tempfile.TemporaryDirectory(prefix="probe-") as folder:
+        Path(folder).chmod(0o755)
+        (Path(folder) / "probe.py").write_text(PROBE_MODULE)
+        (Path(folder) / "probe.py").chmod(0o644)
+        yield Path(folder)
+
+
+def probed(image: str, folder: Path, *flags: str) -> contextlib.AbstractContextManager[Container]:
+    """Run a gunicorn image serving its own app with the probe's route added, read-only mounted."""
+    mount = ("--volume", f"{folder}:/probe:ro")
+    return running(image, *mount, *flags, command=("--pythonpath", "/probe", "probe:app"))
 
 
 def process_uids(container: Container) -> list[int]:

@@ -29,7 +29,7 @@ from containers import (
     running,
     wait_until_healthy,
 )
-from docker_tools import MB
+from docker_tools import MB, WSGI_APP
 
 pytestmark = pytest.mark.integration
 
@@ -122,6 +122,31 @@ def test_secure_has_what_a_service_needs_at_run_time_as_production_does(images):
     assert answers["secure"] == answers["production"]
     assert int(answers["secure"][0]) > 100, answers
     assert answers["secure"][1:] == ["2:00:00", "C.UTF-8", "C.UTF-8", "443"], answers
+
+
+# Files a web app serves from its static folder, by extension.
+STATIC_FILE_TYPES = (
+    *(".css", ".js", ".mjs", ".json", ".map", ".wasm", ".html", ".xml", ".txt", ".csv", ".pdf"),
+    *(".png", ".jpg", ".gif", ".webp", ".avif", ".svg", ".ico", ".mp4", ".webm"),
+    *(".woff", ".woff2", ".ttf", ".otf"),
+)
+
+
+def test_secure_sends_every_static_file_with_the_content_type_production_sends(images):
+    """As Flask's send_file and static routes choose it, from the file's name, under the lockdown."""
+    code = (
+        "import io, sys, flask;"
+        "app = flask.Flask('types');"
+        "ctx = app.test_request_context(); ctx.push();"
+        "print(*[flask.send_file(io.BytesIO(), download_name='f' + e).mimetype for e in sys.argv[1:]])"
+    )
+    answers = {}
+    for variant in HARDENED:
+        python = inspect(images[variant])["Config"]["Healthcheck"]["Test"][1]
+        run = ("run", "--rm", *LOCKDOWN, "--user", "12345:0", "--entrypoint", python, images[variant], "-c", code)
+        answers[variant] = dict(zip(STATIC_FILE_TYPES, docker(*run, *STATIC_FILE_TYPES).stdout.split(), strict=True))
+    assert answers["secure"] == answers["production"]
+    assert answers["secure"][".woff2"] == "font/woff2", answers["secure"]
 
 
 @pytest.mark.parametrize("variant", HARDENED)
@@ -225,7 +250,7 @@ def test_naive_ignores_sigterm_and_docker_stop_kills_it_after_10_seconds(images)
 
 def test_production_serves_on_a_read_only_root_too(images):
     with running(images["production"], *LOCKDOWN) as container:
-        assert container.get("/").status == 200
+        assert container.get("/healthz").status == 200
         wait_until_healthy(container)
         assert container.get("/healthz").status == 200
 
@@ -233,7 +258,7 @@ def test_production_serves_on_a_read_only_root_too(images):
 @pytest.mark.parametrize("user", ["10001:10001", "12345:0"])
 def test_secure_image_serves_locked_down_under_any_uid(images, user):
     with running(images["secure"], *LOCKDOWN, "--user", user) as container:
-        assert container.get("/").status == 200
+        assert container.get("/healthz").status == 200
         assert set(process_uids(container)) == {int(user.split(":")[0])}
 
 
@@ -305,9 +330,22 @@ def test_image_passes_its_container_structure_test(images, variant):
 @pytest.mark.parametrize("variant", HARDENED)
 def test_image_starts_gunicorn_in_exec_form(images, variant):
     config = inspect(images[variant])["Config"]
-    command = config["Entrypoint"] + config["Cmd"]
+    command = config["Entrypoint"] + (config["Cmd"] or [])
     assert Path(command[0]).name == "gunicorn"
     assert "app.py" not in command
+
+
+# The variable each image reads its entry point from: gunicorn.conf.py's, and flask run's.
+ENTRY_POINT_VARIABLE = {"naive": "FLASK_APP", "production": "WSGI_APP", "secure": "WSGI_APP"}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_image_serves_the_entry_point_project_env_names_and_no_other(images, variant):
+    config = inspect(images[variant])["Config"]
+    environment = dict(variable.split("=", 1) for variable in config["Env"])
+    assert environment[ENTRY_POINT_VARIABLE[variant]] == WSGI_APP
+    # Nothing on the command line would take its place.
+    assert not [argument for argument in config["Cmd"] or [] if ":" in argument], config["Cmd"]
 
 
 @pytest.mark.parametrize("variant", HARDENED)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from containers import DOCKER, PROJECT_NAME, ROOT, docker, inspect, make
+from docker_tools import WSGI_APP
 
 # What `docker pull` prints when it fails, as Docker Engine words it, and whether it means that no
 # registry could be reached (then, and only then, the stand-in base is used).
@@ -306,7 +307,7 @@ def test_the_created_label_is_the_commits_time_also_where_date_has_no_d(tmp_path
 
 @pytest.mark.unit
 def test_project_env_names_the_images_the_container_and_the_compose_project(tmp_path):
-    makefile_alone(tmp_path, "# renamed\nPROJECT_NAME=my-service\n")
+    makefile_alone(tmp_path, "# renamed\nPROJECT_NAME=my-service\nWSGI_APP=app:app\n")
     run = subprocess.run(["make", "-n", "run-secure"], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert "--tag my-service:secure" in run.stdout
     assert "--name my-service " in run.stdout and "no-new-privileges my-service:secure " in run.stdout
@@ -328,10 +329,48 @@ def test_project_env_names_the_images_the_container_and_the_compose_project(tmp_
     ],
 )
 def test_make_refuses_a_project_env_that_docker_compose_or_kustomize_would_misread(tmp_path, line):
-    makefile_alone(tmp_path, f"# renamed\n{line}\n")
+    makefile_alone(tmp_path, f"# renamed\n{line}\nWSGI_APP=app:app\n")
     result = subprocess.run(["make", "help"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode != 0
     assert "project.env needs one line PROJECT_NAME=name, with nothing else on it" in result.stderr
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("entry_point", ["app:app", "myservice.web:create_app()", "acme:create_app()"])
+def test_project_env_names_the_entry_point_every_build_is_given(tmp_path, entry_point):
+    makefile_alone(tmp_path, f"PROJECT_NAME=my-service\nWSGI_APP={entry_point}\n")
+    for variant in ("naive", "production", "secure"):
+        build = subprocess.run(["make", "-n", f"build-{variant}"], cwd=tmp_path, capture_output=True, text=True)
+        assert build.returncode == 0, build.stderr
+        assert f"--build-arg 'WSGI_APP={entry_point}'" in build.stdout
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "line",
+    [
+        "",
+        "WSGI_APP=",
+        "WSGI_APP=app",
+        'WSGI_APP="app:app"',
+        "WSGI_APP=app:app # Compose drops this comment, Kustomize keeps it",
+        "WSGI_APP=app:app ",
+        "WSGI_APP=acme:create_app('production')",
+        "WSGI_APP=src/app.py:app",
+    ],
+)
+def test_make_refuses_an_entry_point_that_compose_kustomize_or_gunicorn_would_misread(tmp_path, line):
+    makefile_alone(tmp_path, f"PROJECT_NAME=my-service\n{line}\n")
+    result = subprocess.run(["make", "help"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "project.env needs one line WSGI_APP=module:name, with nothing else on it" in result.stderr
+
+
+@pytest.mark.unit
+def test_make_refuses_a_bad_entry_point_given_on_its_command_line():
+    result = subprocess.run(["make", "help", "WSGI_APP=app app"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert 'WSGI_APP="app app" is not a WSGI entry point' in result.stderr
 
 
 @pytest.mark.unit
@@ -358,7 +397,7 @@ def test_a_docker_command_with_arguments_works_for_the_engine_and_a_build(docker
         assert engine.returncode == 0, engine.stdout + engine.stderr
         build = make("build-naive", f"IMAGE={image}", docker_command=two_words)
         assert build.returncode == 0, build.stdout[-3000:] + build.stderr
-        assert inspect(f"{image}:naive")["Config"]["Cmd"] == ["python", "src/app.py"]
+        assert f"FLASK_APP={WSGI_APP}" in inspect(f"{image}:naive")["Config"]["Env"]
     finally:
         docker("image", "rm", "--force", f"{image}:naive", check=False)
 

@@ -22,10 +22,11 @@ from containers import (
     LIMITS,
     LOCKDOWN,
     POD_MEMORY,
-    SECURITY_HEADERS,
+    PROBE_ROUTE,
     Container,
     docker,
     inspect,
+    probed,
     request,
     running,
     wait_until_healthy,
@@ -104,7 +105,7 @@ def locked_down(images):
 def test_secure_becomes_healthy_and_serves_under_full_lockdown(locked_down):
     container, uid = locked_down
     wait_until_healthy(container)
-    assert container.get("/").status == 200
+    assert container.get("/healthz").status == 200
     assert {proc_status(pid)["Uid"].split()[0] for pid, _ in host_pids(container.id)} == {str(uid)}
 
 
@@ -127,19 +128,19 @@ def test_writing_to_the_root_filesystem_fails_while_the_app_keeps_serving(locked
     assert planted.returncode != 0
     assert "Read-only file system" in planted.stderr
     container_python(container.id, "open('/tmp/scratch', 'w').write('ok')")
-    assert container.get("/").status == 200
+    assert container.get("/healthz").status == 200
 
 
 # Stopping and crashing
 
 
 @pytest.mark.parametrize("variant", HARDENED)
-def test_request_in_flight_at_docker_stop_gets_its_full_response(images, variant):
+def test_request_in_flight_at_docker_stop_gets_its_full_response(images, probe, variant):
     body = os.urandom(200_000)
-    with running(images[variant]) as container:
+    with probed(images[variant], probe) as container:
         connection = socket.create_connection(("127.0.0.1", container.port), timeout=15)
         with connection:
-            head = f"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            head = f"POST {PROBE_ROUTE} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(body)}\r\n\r\n".encode()
             connection.sendall(head + body[:100_000])
             time.sleep(0.5)  # the worker is now reading the body
             stopping = threading.Thread(target=docker, args=("stop", container.id))
@@ -170,7 +171,7 @@ def test_a_killed_worker_is_replaced_and_the_container_never_restarts(images, va
             assert time.monotonic() < deadline, f"workers after the kill: {now}"
             time.sleep(0.2)
         assert len(now - workers) == 1 and victim not in now, f"workers before: {workers | {victim}}, after: {now}"
-        assert container.get("/").status == 200
+        assert container.get("/healthz").status == 200
         after = inspect(container.id)
     assert after["State"]["Running"] and after["State"]["StartedAt"] == started_at
     assert after["RestartCount"] == 0
@@ -187,18 +188,19 @@ MALFORMED = {
         {400, 431},
     ),
     "a body over the app's limit": (
-        b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2000000\r\n\r\n",
+        b"POST /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2000000\r\n\r\n",
         {413},
     ),
     "an unknown path": (b"GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", {404}),
-    "a wrong method": (b"DELETE / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", {405}),
+    "a wrong method": (b"DELETE /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", {405}),
 }
 
 
 @pytest.fixture(scope="module", params=HARDENED)
-def serving(request, images):
-    """One production and one secure container, shared by the bad-input tests."""
-    with running(images[request.param]) as container:
+def serving(request, images, probe):
+    """One production and one secure container, shared by the bad-input tests; they serve the app
+    with the probe's route, which reads a body as any app's upload would."""
+    with probed(images[request.param], probe) as container:
         yield container
 
 
@@ -210,7 +212,9 @@ def test_bad_request_gets_a_4xx_without_traceback(serving, case):
     assert not DEBUG_PAGE.search(answer), answer[:300]
 
 
-CHUNKED = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+# The probe's route, which reads the body.
+UPLOAD = b"POST " + PROBE_ROUTE.encode()
+CHUNKED = UPLOAD + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
 # Bodies gunicorn's parser (http/body.py) rejects while the route reads them; the app answers.
 MALFORMED_BODIES = {
     "a chunk size that is not hex": CHUNKED + b"zz\r\nhello\r\n0\r\n\r\n",
@@ -228,20 +232,34 @@ MALFORMED_BODIES = {
 }
 # Framing gunicorn rejects with the headers, before the app runs (http/message.py), and its answer.
 MALFORMED_FRAMING = {
-    "an unknown transfer coding": (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: foo\r\n\r\n", 501),
+    "an unknown transfer coding": (
+        UPLOAD + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: foo\r\n\r\n",
+        501,
+    ),
     "a transfer coding that does not end in chunked": (
-        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+        UPLOAD + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
         400,
     ),
-    "chunked twice": (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400),
+    "chunked twice": (
+        UPLOAD + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+        400,
+    ),
     "chunked with a Content-Length": (
-        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+        b"POST "
+        + PROBE_ROUTE.encode()
+        + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
         400,
     ),
-    "chunked in HTTP/1.0": (b"POST /echo HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
-    "a Content-Length that is not a number": (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5a\r\n\r\n", 400),
+    "chunked in HTTP/1.0": (
+        UPLOAD + b" HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        400,
+    ),
+    "a Content-Length that is not a number": (
+        UPLOAD + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 5a\r\n\r\n",
+        400,
+    ),
     "two Content-Lengths": (
-        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+        UPLOAD + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
         400,
     ),
 }
@@ -267,10 +285,10 @@ def refused_and_closed(container: Container, data: bytes, status: int, half_clos
 
 
 @pytest.mark.parametrize("case", MALFORMED_BODIES)
-def test_malformed_body_gets_400_in_json_and_a_closed_connection_without_traceback(serving, case):
+def test_malformed_body_gets_400_in_json_and_a_closed_connection_without_traceback(serving, security_headers, case):
     headers, body = refused_and_closed(serving, MALFORMED_BODIES[case], 400)
     assert body == b'{"error":"Bad Request","status":400}\n'
-    assert headers.items() >= SECURITY_HEADERS.items(), headers
+    assert headers.items() >= security_headers.items(), headers
 
 
 def test_chunked_body_cut_short_gets_400_in_json_and_a_closed_connection_without_traceback(serving):
@@ -286,7 +304,7 @@ def test_malformed_body_framing_gets_400_or_501_and_a_closed_connection_without_
     assert not DEBUG_PAGE.search(body), body[:300]
 
 
-@pytest.mark.parametrize(("path", "method"), [("/nowhere", "GET"), ("/", "DELETE")])
+@pytest.mark.parametrize(("path", "method"), [("/nowhere", "GET"), ("/healthz", "DELETE")])
 def test_app_errors_are_json(serving, path, method):
     response = request(serving.port, path, method=method)
     assert response.headers["Content-Type"] == "application/json"
@@ -305,7 +323,7 @@ def test_a_thousand_malformed_requests_leave_it_healthy_and_serving(serving):
 
 def test_forwarded_headers_from_an_untrusted_peer_are_not_believed(serving):
     forged = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Host": "evil.example"}
-    response = request(serving.port, "/", headers=forged)
+    response = request(serving.port, "/healthz", headers=forged)
     assert response.status == 200
     assert "Strict-Transport-Security" not in response.headers
 
@@ -314,23 +332,23 @@ def test_forwarded_proto_from_a_trusted_peer_is_believed(serving):
     """The control for the test above: from 127.0.0.1 in the container, the same header counts."""
     code = (
         "import http.client; c = http.client.HTTPConnection('127.0.0.1', 8080, timeout=5);"
-        "c.request('GET', '/', headers={'X-Forwarded-Proto': 'https'});"
+        "c.request('GET', '/healthz', headers={'X-Forwarded-Proto': 'https'});"
         "print(c.getresponse().getheader('Strict-Transport-Security'))"
     )
     assert container_python(serving.id, code).stdout.strip() == HSTS
 
 
-@pytest.mark.parametrize(("path", "method"), [("/", "GET"), ("/healthz", "GET"), ("/nowhere", "GET"), ("/", "DELETE")])
-def test_security_headers_are_on_every_response_and_server_shows_no_version(serving, path, method):
+@pytest.mark.parametrize(("path", "method"), [("/healthz", "GET"), ("/nowhere", "GET"), ("/healthz", "DELETE")])
+def test_security_headers_are_on_every_response_and_server_shows_no_version(serving, security_headers, path, method):
     response = request(serving.port, path, method=method)
-    for header, value in SECURITY_HEADERS.items():
+    for header, value in security_headers.items():
         assert response.headers.get(header) == value, (path, method, response.headers)
     assert not re.search(r"\d", response.headers.get("Server", "")), response.headers["Server"]
 
 
 def test_naive_server_header_gives_its_versions_away(images):
     with running(images["naive"]) as container:
-        assert re.search(r"Werkzeug/\d", container.get("/").headers["Server"])
+        assert re.search(r"Werkzeug/\d", container.get("/healthz").headers["Server"])
 
 
 # Load and logs
@@ -339,14 +357,14 @@ def test_naive_server_header_gives_its_versions_away(images):
 @pytest.mark.parametrize("variant", HARDENED)
 def test_ten_thousand_requests_neither_kill_it_nor_grow_its_memory(images, variant):
     def hammer(count: int, deadline: float) -> int:
-        """GET / count times over one keep-alive connection; return how many answered 200."""
+        """GET /healthz count times over one keep-alive connection; return how many answered 200."""
         connection = http.client.HTTPConnection("127.0.0.1", container.port, timeout=10)
         ok = 0
         for _ in range(count):
             if time.monotonic() > deadline:
                 break
             try:
-                connection.request("GET", "/")
+                connection.request("GET", "/healthz")
                 response = connection.getresponse()
                 response.read()
                 ok += response.status == 200
@@ -356,7 +374,7 @@ def test_ten_thousand_requests_neither_kill_it_nor_grow_its_memory(images, varia
         return ok
 
     with running(images[variant], "--memory", "128m") as container:
-        container.get("/")
+        container.get("/healthz")
         idle = memory_bytes(container.id) / MB
         samples = []
         deadline = time.monotonic() + 240
@@ -375,7 +393,7 @@ def test_ten_thousand_requests_neither_kill_it_nor_grow_its_memory(images, varia
 @pytest.mark.parametrize("variant", HARDENED)
 def test_logs_show_neither_the_development_server_nor_debug_mode(images, variant):
     with running(images[variant]) as container:
-        container.get("/")
+        container.get("/healthz")
         logs = container.logs()
     assert "Starting gunicorn" in logs
     assert not re.search(r"development server|Debugger is active|Debug mode: on", logs, re.IGNORECASE), logs

@@ -8,13 +8,11 @@ import pytest
 from containers import inspect, running
 from docker_tools import MB
 
-import app as app_module
-
 
 @pytest.fixture
-def client():
-    """A test client of the sample app."""
-    return app_module.app.test_client()
+def client(app):
+    """A test client of the sample app, as project.env's WSGI_APP names it."""
+    return app.test_client()
 
 
 @pytest.mark.unit

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from bench import copy_context
 from containers import LOCKDOWN, PROJECT_NAME, ROOT, docker, inspect, make, must, rename_project, request, running
+from docker_tools import WSGI_APP
+from factory_copy import HTML_CONTENT_SECURITY_POLICY, STATIC, make_factory_copy
 
 # A package of the user's: routes that need a wheel with bundled native libraries, time zones, the
 # public CA certificates and the C.UTF-8 locale.
@@ -31,6 +33,20 @@ import zmq
 from flask import Blueprint, jsonify
 
 routes = Blueprint("myservice", __name__)
+
+
+def create_app():
+    """The project's own app, whatever its entry point was, with these routes."""
+    from gunicorn.util import import_app
+
+    app = import_app("ENTRY_POINT")
+    app.register_blueprint(routes)
+    return app
+
+
+@routes.get("/hello")
+def hello():
+    return jsonify(message="Hello from my-service!")
 
 
 @routes.get("/native")
@@ -78,16 +94,28 @@ def unused_port() -> int:
         return probe.getsockname()[1]
 
 
+def entry_point_module(copy: Path) -> Path:
+    """The file of the module project.env's WSGI_APP names: a module's, or a package's __init__.py."""
+    module = Path("src", *WSGI_APP.partition(":")[0].split("."))
+    return (
+        copy / module.with_suffix(".py")
+        if (copy / module.with_suffix(".py")).exists()
+        else copy / module / "__init__.py"
+    )
+
+
+def change_entry_point(copy: Path, entry_point: str) -> None:
+    """Name another entry point in the copy's project.env, its one place."""
+    env = copy / "project.env"
+    env.write_text(re.sub(r"^WSGI_APP=.*$", f"WSGI_APP={entry_point}", env.read_text(), flags=re.MULTILINE))
+
+
 @pytest.mark.integration
 def test_a_copy_with_a_package_a_native_dependency_and_its_own_greeting_serves_locked_down(project):
     copy, name = project
-    app = copy / "src" / "app.py"
-    app.write_text(
-        app.read_text().replace("Hello from flask-app!", "Hello from my-service!")
-        + "\n\nfrom myservice import routes  # noqa: E402\n\napp.register_blueprint(routes)\n"
-    )
     (copy / "src" / "myservice").mkdir()
-    (copy / "src" / "myservice" / "__init__.py").write_text(USER_PACKAGE)
+    (copy / "src" / "myservice" / "__init__.py").write_text(USER_PACKAGE.replace("ENTRY_POINT", WSGI_APP))
+    change_entry_point(copy, "myservice:create_app()")
     with (copy / "requirements.in").open("a") as requirements:
         requirements.write("pyzmq==26.4.0\n")
     must(make_in(copy, "lock"), "make lock")
@@ -95,9 +123,9 @@ def test_a_copy_with_a_package_a_native_dependency_and_its_own_greeting_serves_l
     must(make_in(copy, "build-secure", f"IMAGE={name}"), "make build-secure")
 
     with running(f"{name}:secure", *LOCKDOWN, "--user", "12345:0") as container:
-        answers = {path: container.get(path) for path in ("/", "/native", "/paris", "/tls", "/locale")}
+        answers = {path: container.get(path) for path in ("/hello", "/native", "/paris", "/tls", "/locale")}
     assert {path: answer.status for path, answer in answers.items()} == dict.fromkeys(answers, 200)
-    assert answers["/"].json() == {"message": "Hello from my-service!"}
+    assert answers["/hello"].json() == {"message": "Hello from my-service!"}
     assert re.fullmatch(r"\d+\.\d+\.\d+", answers["/native"].json()["zmq"])
     assert answers["/paris"].json() == {"offset": "2:00:00"}
     assert answers["/tls"].json()["certificates"] > 100
@@ -107,7 +135,7 @@ def test_a_copy_with_a_package_a_native_dependency_and_its_own_greeting_serves_l
 @pytest.mark.integration
 def test_make_run_reports_at_once_a_container_that_exits_as_it_starts(project, unused_port):
     copy, name = project
-    app = copy / "src" / "app.py"
+    app = entry_point_module(copy)
     app.write_text("import myservice  # a package that was never added to src/\n" + app.read_text())
     must(make_in(copy, "build-production", f"IMAGE={name}"), "make build-production")
     container = f"{name}-run"
@@ -149,7 +177,13 @@ def test_a_copy_renamed_in_project_env_runs_and_composes_under_its_new_name(proj
 
 # What copier reads or renders and never copies as it is, and the template's tests of itself
 # (copier.yml's _exclude says why); every other file of the template reaches a copy byte for byte.
-TEMPLATE_ONLY = {"copier.yml", "project.env.jinja", "{{ _copier_conf.answers_file }}.jinja", "tests/test_template.py"}
+TEMPLATE_ONLY = {
+    "copier.yml",
+    "project.env.jinja",
+    "{{ _copier_conf.answers_file }}.jinja",
+    "tests/test_template.py",
+    "tests/factory_copy.py",
+}
 # The files the README calls the copy's own, which `copier update` must leave alone; written out
 # here, not read from copier.yml, so that a name dropped there fails the test.
 COPYS_OWN = ("project.env", "src/app.py", "tests/test_sample_app.py", "requirements.in", "requirements.txt")
@@ -337,3 +371,37 @@ def test_copier_update_marks_a_conflict_where_the_copy_and_the_template_changed_
         "<<<<<<< before updating\n# my-service\n=======\n# flask-app, the template\n>>>>>>> after updating\n"
     )
     assert git("ls-files", "--unmerged", "README.md", cwd=copy).strip()
+
+
+@pytest.mark.integration
+def test_a_factory_shaped_copy_serves_its_pages_static_files_and_database_locked_down(project, tmp_path):
+    """Flask's tutorial shape: create_app(), a blueprint with templates and static files, SQLite in
+    /tmp, the sample removed and the entry point changed in project.env alone (tests/factory_copy.py)."""
+    _, name = project
+    copy = make_factory_copy(tmp_path / "acme")
+    must(make_in(copy, "lock"), "make lock")
+    assert re.search(
+        r"^flask-sqlalchemy==3\.1\.1 \\\n    --hash=sha256:", (copy / "requirements.txt").read_text(), re.M
+    )
+    must(make_in(copy, "build-secure", f"IMAGE={name}"), "make build-secure")
+
+    with running(f"{name}:secure", *LOCKDOWN, "--user", "12345:0") as container:
+        static = {file: container.get(f"/assets/{file}") for file in STATIC}
+        note = {"Content-Type": "application/json"}
+        added = [request(container.port, "/notes", "POST", b'{"text": "kept in /tmp"}', note) for _ in range(2)]
+        home = container.get("/")
+        sample = request(container.port, "/echo", "POST", b"x")
+    assert {file: answer.body for file, answer in static.items()} == STATIC
+    types = {file: answer.headers["Content-Type"].split(";")[0] for file, answer in static.items()}
+    assert types == {
+        "style.css": "text/css",
+        "app.js": "text/javascript",
+        "logo.png": "image/png",
+        "inter.woff2": "font/woff2",
+        "icon.svg": "image/svg+xml",
+    }
+    assert [(answer.status, answer.json()) for answer in added] == [(201, {"notes": 1}), (201, {"notes": 2})]
+    assert home.status == 200 and home.body.count(b"<li>kept in /tmp</li>") == 2
+    assert b'href="/assets/style.css"' in home.body
+    assert home.headers["Content-Security-Policy"] == HTML_CONTENT_SECURITY_POLICY
+    assert (sample.status, sample.json()) == (404, {"error": "Not Found", "status": 404})
