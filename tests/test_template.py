@@ -182,7 +182,6 @@ TEMPLATE_ONLY = {
     "project.env.jinja",
     "{{ _copier_conf.answers_file }}.jinja",
     "tests/test_template.py",
-    "tests/factory_copy.py",
 }
 # The files the README calls the copy's own, which `copier update` must leave alone; written out
 # here, not read from copier.yml, so that a name dropped there fails the test.
@@ -284,7 +283,7 @@ def test_project_env_jinja_is_project_env_with_the_name_left_to_copier():
 @pytest.mark.unit
 def test_copier_copy_writes_the_name_records_its_source_and_copies_every_other_file_verbatim(copied):
     template, copy = copied
-    assert (copy / "project.env").read_text().splitlines()[-1] == "PROJECT_NAME=my-service"
+    assert "PROJECT_NAME=my-service" in (copy / "project.env").read_text().splitlines()
     answers = (copy / ".copier-answers.yml").read_text()
     assert f"_src_path: {template}\n" in answers
     assert f"_commit: {described(template)}\n" in answers
