@@ -54,10 +54,12 @@ def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
         pytest.fail(str(error))
 
 
-def make(*args: str, project: Path = ROOT, docker_command: str = " ".join(DOCKER)) -> subprocess.CompletedProcess:
+def make(
+    *args: str, project: Path = ROOT, docker_command: str = " ".join(DOCKER), timeout: float = 900
+) -> subprocess.CompletedProcess:
     """Run a target of a project's Makefile (this one's by default) as a user would."""
     command = ["make", "--no-print-directory", *args, f"DOCKER={docker_command}"]
-    return subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=900)
+    return subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=timeout)
 
 
 def must(result: subprocess.CompletedProcess, what: str) -> None:
@@ -67,9 +69,9 @@ def must(result: subprocess.CompletedProcess, what: str) -> None:
         pytest.fail(f"{what} failed; the end of its output:\n" + "\n".join(output[-40:]))
 
 
-def build(variant: str, image: str, *make_args: str) -> None:
+def build(variant: str, image: str, *make_args: str, timeout: float = 900) -> None:
     """Build one variant with the Makefile, as a user would; fail with the end of its output."""
-    must(make(f"build-{variant}", f"IMAGE={image}", *make_args), f"`make build-{variant}`")
+    must(make(f"build-{variant}", f"IMAGE={image}", *make_args, timeout=timeout), f"`make build-{variant}`")
 
 
 def copy_from_image(image: str, path: str, destination: Path) -> Path:

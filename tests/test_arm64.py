@@ -42,7 +42,9 @@ def arm64_secure(docker_engine):
         yield tag
         return
     try:
-        build("secure", name, f"PLATFORM={PLATFORM}")
+        # Under emulation, and the first time with the arm64 stand-in base to build, which runs
+        # Debian's package scripts (Python byte-compiling its standard library) under QEMU too.
+        build("secure", name, f"PLATFORM={PLATFORM}", timeout=2400)
         yield tag
     finally:
         docker("image", "rm", "--force", tag, check=False)
