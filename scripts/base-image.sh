@@ -122,13 +122,13 @@ stand_in_packages() {
 
 # shellcheck disable=SC2016
 build_debian_stand_in() {
-    say "building $STAND_IN from Debian $SUITE's ${PLATFORM:+$ARCH }packages ($STAND_IN_PACKAGES); this takes about a minute${PLATFORM:+, longer under emulation}."
+    say "building $STAND_IN from Debian $SUITE's ${PLATFORM:+$ARCH }packages ($STAND_IN_PACKAGES); this takes about a minute${PLATFORM:+, or ten under emulation}."
     # Like the official image: `python` and `pip` exist, pip is the only package outside a venv,
     # and it may install there. Debian disables ensurepip, so pip installs itself from the wheel
     # that python3-venv brings.
     import_rootfs "$STAND_IN" "$STAND_IN_PACKAGES" \
         --customize-hook='rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED' \
-        --customize-hook='chroot "$1" sh -c "set -- /usr/share/python-wheels/pip-*.whl && python3 \"\$1/pip\" install --quiet --no-index --root-user-action=ignore \"\$1\""'
+        --customize-hook='chroot "$1" sh -c "set -- /usr/share/python-wheels/pip-*.whl && python3 \"\$1/pip\" install --quiet --no-index --no-compile --root-user-action=ignore \"\$1\""'
 }
 
 # shellcheck disable=SC2016
