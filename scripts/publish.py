@@ -122,13 +122,14 @@ def registry_answers(port: int) -> bool:
 
 
 def pid_of(folder: Path) -> int | None:
-    """The registry process this folder's pid file names, if it still runs."""
+    """The registry process this folder's pid file names, if it still runs: a process of that number
+    serving this folder's configuration, not another that took the number since."""
     try:
         pid = int((folder / "registry.pid").read_text())
-        os.kill(pid, 0)
     except (OSError, ValueError):
         return None
-    return pid
+    command = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True).stdout
+    return pid if str(folder.resolve() / "config.yml") in command else None
 
 
 def registry_start(folder: Path, port: int) -> None:

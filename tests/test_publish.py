@@ -21,8 +21,6 @@ import pytest
 from containers import LOCKDOWN, PROJECT_NAME, ROOT, docker, make, must
 from docker_tools import free_port
 
-pytestmark = pytest.mark.integration
-
 PASSWORD = "a password for this test"
 # The open files and processes a Podman container gets: more than gunicorn needs here, and within
 # the hard limits of the machines that run the tests.
@@ -120,6 +118,7 @@ def attestation(keys: Path, reference: str, kind: str) -> dict:
     return json.loads(base64.b64decode(json.loads(result.stdout.splitlines()[0])["payload"]))
 
 
+@pytest.mark.integration
 def test_push_publishes_one_two_platform_oci_index_under_the_variant_and_the_version_tags(published):
     entry = published["variants"]["secure"]
     index = json.loads(raw_manifest(entry["tags"][0]))
@@ -132,6 +131,7 @@ def test_push_publishes_one_two_platform_oci_index_under_the_variant_and_the_ver
         assert publish.digest_of(raw_manifest(tag)) == entry["index"]
 
 
+@pytest.mark.integration
 def test_the_index_and_each_platforms_image_verify_on_their_own_with_the_public_key(published, keys):
     """The plain cosign commands the README gives consumers, outside the Makefile."""
     repository, entry = published["repository"], published["variants"]["secure"]
@@ -141,6 +141,7 @@ def test_the_index_and_each_platforms_image_verify_on_their_own_with_the_public_
         assert json.loads(result.stdout)[0]["critical"]["image"]["docker-manifest-digest"] == digest
 
 
+@pytest.mark.integration
 def test_make_verify_passes_on_what_make_push_published(published, keys):
     result = verify(published["file"], keys)
     assert result.returncode == 0, result.stderr
@@ -151,6 +152,7 @@ def pinned(package: str) -> str:
     return re.search(rf"^{package}==(\S+)", (ROOT / "requirements.txt").read_text(), re.MULTILINE).group(1)
 
 
+@pytest.mark.integration
 def test_the_sbom_attestation_lists_flask_and_gunicorn_at_the_pinned_versions(published, keys):
     repository = published["repository"]
     for digest in published["variants"]["secure"]["platforms"].values():
@@ -160,6 +162,7 @@ def test_the_sbom_attestation_lists_flask_and_gunicorn_at_the_pinned_versions(pu
         assert {("flask", pinned("flask")), ("gunicorn", pinned("gunicorn"))} <= components
 
 
+@pytest.mark.integration
 def test_the_provenance_names_the_commit_the_base_and_the_requirements(published, keys, images):
     repository = published["repository"]
     labels = docker("image", "inspect", "--format", "{{json .Config.Labels}}", images["secure"]).stdout
@@ -192,6 +195,7 @@ def podman() -> list[str]:
         subprocess.run([*command, "rmi", "--all", "--force"], capture_output=True)
 
 
+@pytest.mark.integration
 def test_an_image_pulled_by_digest_into_a_store_that_never_saw_it_serves_locked_down(published, podman):
     """Podman pulls the index by digest into its empty store and runs this machine's image under
     the README's lockdown, without a network: the image's own Python asks it for /healthz."""
@@ -217,6 +221,7 @@ def test_an_image_pulled_by_digest_into_a_store_that_never_saw_it_serves_locked_
     assert (asked.returncode, asked.stdout.strip()) == (0, '{"status":"ok"}'), asked.stderr
 
 
+@pytest.mark.integration
 def test_verify_fails_when_another_image_is_pushed_over_the_tag(single, keys, images):
     tag = single["variants"]["secure"]["tags"][0]
     archive = Path(single["file"]).parent / "production.tar"
@@ -229,6 +234,7 @@ def test_verify_fails_when_another_image_is_pushed_over_the_tag(single, keys, im
     assert f"{tag} now names" in result.stderr and "something was pushed over the tag" in result.stderr
 
 
+@pytest.mark.integration
 def test_verify_fails_for_an_unsigned_image(single, keys):
     repository, index = single["repository"], single["variants"]["secure"]["index"]
     delete_tag(repository, index.replace(":", "-") + ".sig")
@@ -237,6 +243,7 @@ def test_verify_fails_for_an_unsigned_image(single, keys):
     assert f"{repository}@{index} carries no valid signature by the key" in result.stderr
 
 
+@pytest.mark.integration
 def test_verify_fails_for_an_image_signed_with_another_key(single, tmp_path):
     other = tmp_path / "other-keys"
     must(make("keys", f"KEYS_DIR={other}", "COSIGN_PASSWORD="), "`make keys` of another pair")
@@ -245,6 +252,7 @@ def test_verify_fails_for_an_image_signed_with_another_key(single, tmp_path):
     assert "carries no valid signature by the key" in result.stderr
 
 
+@pytest.mark.integration
 def test_verify_fails_when_an_attestation_is_deleted(single, keys):
     repository = single["repository"]
     digest = single["variants"]["secure"]["platforms"]["linux/amd64"]
@@ -254,6 +262,7 @@ def test_verify_fails_when_an_attestation_is_deleted(single, keys):
     assert f"{repository}@{digest} has no valid cyclonedx attestation" in result.stderr
 
 
+@pytest.mark.integration
 def test_verify_fails_when_an_attestation_is_replaced_by_one_of_another_key(single, keys, tmp_path):
     repository = single["repository"]
     digest = single["variants"]["secure"]["platforms"]["linux/amd64"]
@@ -268,3 +277,26 @@ def test_verify_fails_when_an_attestation_is_replaced_by_one_of_another_key(sing
     result = verify(single["file"], keys)
     assert result.returncode != 0
     assert f"{repository}@{digest} has no valid cyclonedx attestation" in result.stderr
+
+
+@pytest.mark.unit
+def test_make_keys_asks_for_a_password_or_an_explicit_empty_one(tmp_path):
+    environment = {name: value for name, value in os.environ.items() if name != "COSIGN_PASSWORD"}
+    command = ["make", "--no-print-directory", "keys", f"KEYS_DIR={tmp_path / 'keys'}"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=environment, timeout=60)
+    assert result.returncode != 0
+    assert "set COSIGN_PASSWORD to the password that protects the signing key" in result.stderr
+    assert not (tmp_path / "keys").exists()
+
+
+@pytest.mark.unit
+def test_registry_stop_leaves_alone_a_process_that_took_the_registrys_number(tmp_path):
+    """A pid file left from a registry long gone may name a process of someone else's by now."""
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (tmp_path / "registry.pid").write_text(f"{other.pid}\n")
+        publish.registry_stop(tmp_path)
+        assert other.poll() is None, "the process was stopped"
+    finally:
+        other.kill()
+        other.wait()
