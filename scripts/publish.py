@@ -51,6 +51,8 @@ DEBIAN_PACKAGES = {
     "cosign": ("cosign", "2.5.0-2+b5"),
     "skopeo": ("skopeo", "1.9.3+ds1-1+b10"),
     "docker-registry": ("docker-registry", "2.8.2+ds1-1"),
+    # Not for publishing: the tests pull a published image into a store of Podman's own with it.
+    "podman": ("podman", "4.3.1+ds1-8+deb12u1+b3"),
 }
 # The predicate types cosign gives the two attestations (--type cyclonedx and slsaprovenance1).
 SBOM_TYPE = "https://cyclonedx.org/bom"
