@@ -1,10 +1,10 @@
 """gunicorn's configuration file and the health check script, checked without Docker."""
 
 import runpy
-import socket
 from pathlib import Path
 
 import pytest
+from docker_tools import free_port
 from gunicorn.config import Config
 
 import healthcheck
@@ -48,7 +48,4 @@ def test_healthcheck_passes_when_healthz_answers(local_server):
 
 
 def test_healthcheck_fails_when_nothing_listens():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
-    assert not healthcheck.healthy(port=closed_port)
+    assert not healthcheck.healthy(port=free_port())

@@ -7,7 +7,6 @@ copies with copier instead, then bring a later commit of the template into one w
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 from bench import copy_context
 from containers import LOCKDOWN, PROJECT_NAME, ROOT, docker, inspect, make, must, rename_project, request, running
-from docker_tools import WSGI_APP
+from docker_tools import WSGI_APP, free_port
 from factory_copy import HTML_CONTENT_SECURITY_POLICY, STATIC, make_factory_copy
 
 # A package of the user's: routes that need a wheel with bundled native libraries, time zones, the
@@ -90,8 +89,7 @@ def project(tmp_path, docker_engine):
 @pytest.fixture
 def unused_port() -> int:
     """A port on 127.0.0.1 that nothing listens on now."""
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        return probe.getsockname()[1]
+    return free_port()
 
 
 def entry_point_module(copy: Path) -> Path:
