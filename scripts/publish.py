@@ -307,12 +307,15 @@ def head_revision() -> str:
     return run("git", "-C", str(ROOT), "rev-parse", "HEAD").strip()
 
 
-def check_built_from_head(image: str) -> None:
+def check_built_from_head(variant: str, image: str) -> None:
     """Provenance names the commit and requirements.txt: both must be what the image was built from."""
     revision = labels_of(image).get("org.opencontainers.image.revision")
     head = head_revision()
     if revision != head:
-        raise Failed(f"{image} was built from commit {revision}, but the checkout is at {head}: run make build first.")
+        raise Failed(
+            f"{image} was built from commit {revision}, not the checkout's {head}; nothing was pushed. Build it "
+            f"again (make build-{variant}, with the IMAGE and PLATFORM it was built with), then push."
+        )
     changed = run_command("git", "-C", str(ROOT), "diff", "--quiet", "HEAD", "--", "requirements.txt", check=False)
     if changed.returncode != 0:
         raise Failed("requirements.txt differs from the commit's: commit it, then build and push again.")
@@ -329,27 +332,34 @@ def attest(key: Path | None, reference: str, predicate_type: str, predicate: Pat
 
 
 def push(args: argparse.Namespace) -> None:
+    if args.key and "COSIGN_PASSWORD" not in os.environ:
+        raise Failed(
+            "set COSIGN_PASSWORD to the signing key's password (empty for a key made without one); nothing was pushed."
+        )
+    plan = [(variant, images.split(",")) for variant, images in (entry.split("=", 1) for entry in args.images)]
+    for variant, images in plan:
+        for image in images:
+            check_built_from_head(variant, image)
     repository, published = args.repository, {"repository": args.repository, "variants": {}}
     trivy = scan.trivy_command()
     dockerfiles = {name: entry["dockerfile"] for name, entry in variants().items()}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="publish-") as folder:
         work = Path(folder)
-        for entry in args.images:
-            variant, images = entry.split("=", 1)
+        for variant, images in plan:
             platforms = {}
-            for image in images.split(","):
-                check_built_from_head(image)
+            for image in images:
                 platform = platform_of(image)
                 digest = push_image(image, f"{repository}:{variant}-{platform.replace('/', '-')}", work)
                 platforms[platform] = {"image": image, "digest": digest}
                 say(f"pushed {image} ({platform}) as {repository}@{digest}")
-            tags = [f"{repository}:{variant}", f"{repository}:{variant}-{args.version}"]
+            # The index is signed and attested under the version's tag before the variant's tag moves
+            # to it: a push that fails on the way leaves that tag where it was.
+            version_tag, variant_tag = f"{repository}:{variant}-{args.version}", f"{repository}:{variant}"
             sources = [f"{repository}@{entry['digest']}" for entry in platforms.values()]
-            run(*docker_command(), "buildx", "imagetools", "create", "--progress", "plain",
-                *[part for tag in tags for part in ("--tag", tag)], *sources, timeout=300)  # fmt: skip
-            index = manifest_digest(tags[0])
-            say(f"{', '.join(tags)}: index {repository}@{index} of {', '.join(platforms)}")
+            imagetools_create(version_tag, *sources)
+            index = manifest_digest(version_tag)
+            say(f"{version_tag}: index {repository}@{index} of {', '.join(platforms)}")
             run(tool("cosign"), "sign", "--yes", "--recursive", *cosign_sign_args(args.key), f"{repository}@{index}")
             for platform, entry in platforms.items():
                 reference = f"{repository}@{entry['digest']}"
@@ -361,16 +371,25 @@ def push(args: argparse.Namespace) -> None:
                     json.dumps(provenance(entry["image"], platform, variant, dockerfiles[variant]))
                 )
                 attest(args.key, reference, "slsaprovenance1", work / "provenance.json")
+            say(f"signed {repository}@{index} and the image of each platform; attached their SBOMs and provenance.")
+            imagetools_create(variant_tag, f"{repository}@{index}")
+            if manifest_digest(variant_tag) != index:
+                raise Failed(f"{variant_tag} names another index than {index}, which was signed.")
+            say(f"{variant_tag} names it now.")
             published["variants"][variant] = {
-                "tags": tags,
+                "tags": [variant_tag, version_tag],
                 "index": index,
                 "platforms": {platform: entry["digest"] for platform, entry in platforms.items()},
             }
-            say(f"signed {repository}@{index} and its {len(platforms)} images; attached their SBOMs and provenance.")
     args.published.write_text(json.dumps(published, indent=2) + "\n")
     say(f"published in {time.monotonic() - started:.0f} s; the digests are in {args.published}.")
     digests = [d for entry in published["variants"].values() for d in (entry["index"], *entry["platforms"].values())]
     say(f"the signatures and attestations take {supply_chain_bytes(repository, digests):,} bytes in the registry.")
+
+
+def imagetools_create(tag: str, *sources: str) -> None:
+    """An index of the sources under tag; of one index alone, that index to the byte."""
+    run(*docker_command(), "buildx", "imagetools", "create", "--progress", "plain", "--tag", tag, *sources, timeout=300)
 
 
 def supply_chain_bytes(repository: str, digests: list[str]) -> int:

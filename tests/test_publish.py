@@ -11,6 +11,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import urllib.request
 import uuid
@@ -232,6 +233,23 @@ def test_verify_fails_when_another_image_is_pushed_over_the_tag(single, keys, im
     result = verify(single["file"], keys)
     assert result.returncode != 0
     assert f"{tag} now names" in result.stderr and "something was pushed over the tag" in result.stderr
+
+
+@pytest.mark.integration
+def test_a_push_that_cannot_sign_leaves_the_variants_tag_where_it_was(single, keys, images, tmp_path):
+    """Another image pushed with the wrong password for the key: nothing signs it, so `:secure`
+    must still name the index that was signed before."""
+    entry = single["variants"]["secure"]
+    command = [sys.executable, str(ROOT / "scripts" / "publish.py"), "push", "--repository", single["repository"]]
+    command += ["--version", "another", "--published", str(tmp_path / "failed.json"), "--key", str(keys / "cosign.key")]
+    environment = {**os.environ, "COSIGN_PASSWORD": "not the password"}
+    result = subprocess.run(
+        [*command, f"secure={images['production']}"], capture_output=True, text=True, env=environment
+    )
+    assert result.returncode != 0
+    assert "cosign" in result.stderr and "sign" in result.stderr
+    assert publish.digest_of(raw_manifest(entry["tags"][0])) == entry["index"]
+    assert not (tmp_path / "failed.json").exists()
 
 
 @pytest.mark.integration
