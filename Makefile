@@ -128,7 +128,8 @@ help: ## Show this help
 	@echo "Usage: make TARGET [VAR=value ...]"
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST) \
 		| sed -e 's/$$(IMAGE)/$(IMAGE)/; s/$$(PORT)/$(PORT)/; s/$$(VARIANT)/$(VARIANT)/; s/$$(REGISTRY_PORT)/$(REGISTRY_PORT)/' \
-			-e 's|$$(REGISTRY_DIR)|$(REGISTRY_DIR)|; s|$$(KEYS_DIR)|$(KEYS_DIR)|; s|$$(REGISTRY)|$(REGISTRY)|'
+			-e 's|$$(REGISTRY_DIR)|$(REGISTRY_DIR)|; s|$$(KEYS_DIR)|$(KEYS_DIR)|; s|$$(REGISTRY)|$(REGISTRY)|' \
+			-e 's|$$(PUBLISH_PLATFORM)|$(or $(PUBLISH_PLATFORM),no other)|; s|$$(PUBLISH)|$(PUBLISH)|'
 	@echo "Variables (make VAR=value): PROJECT_NAME=$(PROJECT_NAME) WSGI_APP='$(WSGI_APP)' (from project.env) DOCKER=$(DOCKER)" \
 		"IMAGE=$(IMAGE) PORT=$(PORT) BASE_IMAGE=$(BASE_IMAGE)" \
 		"PLATFORM=$(PLATFORM)"
@@ -252,7 +253,7 @@ keys: ## Make the key pair make push signs with: $(KEYS_DIR)/cosign.key, protect
 
 # The images pushed are those in the engine's store, as `make build` made and the tests tested them;
 # one that is missing is built first. One built from another commit than the checkout's is refused.
-push: engine $(VENV)/bin/pytest $(if $(KEYLESS),,keys) ## Push production and secure to $(REGISTRY) as two-platform tags, signed, with SBOMs and provenance
+push: engine $(VENV)/bin/pytest $(if $(KEYLESS),,keys) ## Push the images $(PUBLISH) to $(REGISTRY), each one tag for this platform and $(PUBLISH_PLATFORM), signed, with SBOMs and provenance
 	@$(foreach v,$(PUBLISH),$(DOCKER) image inspect $(IMAGE):$(v) >/dev/null 2>&1 \
 		|| $(MAKE) --no-print-directory build-$(v) || exit 1;)
 	@$(foreach v,$(if $(PUBLISH_PLATFORM),$(PUBLISH)),$(DOCKER) image inspect $(IMAGE):$(v)$(call arch_tag,$(PUBLISH_PLATFORM)) \
