@@ -36,6 +36,7 @@ from docker_tools import (
     MB,
     PROJECT_NAME,
     ROOT,
+    WSGI_APP,
     docker,
     docker_result,
     exit_on_failure,
@@ -65,6 +66,7 @@ def progress(message: str) -> None:
 def timed_build(context: Path, dockerfile: str, tag: str, base: str, ca_bundle: str | None, cold: bool) -> float:
     """Seconds `docker build` takes, with or without the build cache."""
     command = ["build", "--file", str(context / dockerfile), "--tag", tag, "--build-arg", f"BASE_IMAGE={base}"]
+    command += ["--build-arg", f"WSGI_APP={WSGI_APP}"]
     if ca_bundle:
         command += ["--secret", f"id=ca-bundle,src={ca_bundle}"]
     if cold:
