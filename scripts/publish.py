@@ -95,12 +95,12 @@ def tool(name: str) -> str:
         raise Failed(f"{name} is not installed: install it (Debian: apt-get install {package}) and try again.")
     say(f"installing {package} {version} from Debian's packages.")
     environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    result = subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", f"{package}={version}"],
-        capture_output=True,
-        text=True,
-        env=environment,
-    )
+    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", f"{package}={version}"]
+    result = subprocess.run(install, capture_output=True, text=True, env=environment)
+    if result.returncode != 0:
+        # Package lists that are missing or older than the pinned version: fetch them, then again.
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=environment)
+        result = subprocess.run(install, capture_output=True, text=True, env=environment)
     if result.returncode != 0:
         raise Failed(
             f"installing {package}={version} failed ({scan.last_line(result.stderr)}); run `make engine` first, "
