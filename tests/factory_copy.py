@@ -120,10 +120,18 @@ def test_home_page_links_its_stylesheet(app):
 }
 
 
+# What copier reads or renders and never copies as it is, and the template's tests of itself
+# (copier.yml's _exclude says why): a copy of the folder leaves them out too, as the README says.
+TEMPLATE_ONLY = frozenset(
+    {"copier.yml", "project.env.jinja", "{{ _copier_conf.answers_file }}.jinja", "tests/test_template.py"}
+)
+
+
 def make_factory_copy(destination: Path) -> Path:
     """Copy the project to destination and reshape it; return destination. Run `make lock` in it next."""
     copy = copy_context(destination)
-    (copy / "src" / "app.py").unlink(missing_ok=True)
+    for name in (*TEMPLATE_ONLY, "src/app.py"):
+        (copy / name).unlink(missing_ok=True)
     for name, text in FILES.items():
         (copy / name).parent.mkdir(parents=True, exist_ok=True)
         (copy / name).write_text(text)

@@ -18,7 +18,7 @@ import yaml
 from bench import copy_context
 from containers import LOCKDOWN, PROJECT_NAME, ROOT, docker, inspect, make, must, rename_project, request, running
 from docker_tools import WSGI_APP, free_port
-from factory_copy import HTML_CONTENT_SECURITY_POLICY, STATIC, make_factory_copy
+from factory_copy import HTML_CONTENT_SECURITY_POLICY, STATIC, TEMPLATE_ONLY, make_factory_copy
 
 # A package of the user's: routes that need a wheel with bundled native libraries, time zones, the
 # public CA certificates and the C.UTF-8 locale.
@@ -174,14 +174,6 @@ def test_a_copy_renamed_in_project_env_runs_and_composes_under_its_new_name(proj
     assert not docker("network", "ls", "--quiet", "--filter", f"name={name}").stdout.strip()
 
 
-# What copier reads or renders and never copies as it is, and the template's tests of itself
-# (copier.yml's _exclude says why); every other file of the template reaches a copy byte for byte.
-TEMPLATE_ONLY = {
-    "copier.yml",
-    "project.env.jinja",
-    "{{ _copier_conf.answers_file }}.jinja",
-    "tests/test_template.py",
-}
 # The files the README calls the copy's own, which `copier update` must leave alone; written out
 # here, not read from copier.yml, so that a name dropped there fails the test.
 COPYS_OWN = ("project.env", "src/app.py", "tests/test_sample_app.py", "requirements.in", "requirements.txt")
