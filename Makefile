@@ -295,7 +295,7 @@ test-kubernetes: $(VENV)/bin/pytest ## Render the Kubernetes manifests with kube
 
 # Where test-template-copy makes its copy; it is removed first, and kept afterwards to look into.
 TEMPLATE_COPY ?= /tmp/$(PROJECT_NAME)-template-copy
-test-template-copy: free-8080 $(VENV)/bin/pytest ## Reshape a copy as Flask's tutorial shapes an app, then run its whole make test (~1 h)
+test-template-copy: free-8080 $(VENV)/bin/pytest ## Reshape a copy as Flask's tutorial shapes an app, then run its whole make test (11 min here, built images cached)
 	rm -rf $(TEMPLATE_COPY)
 	PYTHONPATH=scripts $(VENV)/bin/python tests/factory_copy.py $(TEMPLATE_COPY)
 	$(MAKE) --no-print-directory -C $(TEMPLATE_COPY) lock VENV=$(abspath $(VENV))
