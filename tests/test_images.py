@@ -114,11 +114,7 @@ def test_secure_has_what_a_service_needs_at_run_time_as_production_does(images):
         " locale.setlocale(locale.LC_ALL, ''),"
         " os.environ['LANG'], socket.getservbyname('https'))"
     )
-    answers = {}
-    for variant in HARDENED:
-        python = inspect(images[variant])["Config"]["Healthcheck"]["Test"][1]
-        run = ("run", "--rm", *LOCKDOWN, "--user", "12345:0", "--entrypoint", python, images[variant], "-c", code)
-        answers[variant] = docker(*run).stdout.split()
+    answers = {variant: image_python(images[variant], code).split() for variant in HARDENED}
     assert answers["secure"] == answers["production"]
     assert int(answers["secure"][0]) > 100, answers
     assert answers["secure"][1:] == ["2:00:00", "C.UTF-8", "C.UTF-8", "443"], answers
@@ -140,13 +136,22 @@ def test_secure_sends_every_static_file_with_the_content_type_production_sends(i
         "ctx = app.test_request_context(); ctx.push();"
         "print(*[flask.send_file(io.BytesIO(), download_name='f' + e).mimetype for e in sys.argv[1:]])"
     )
-    answers = {}
-    for variant in HARDENED:
-        python = inspect(images[variant])["Config"]["Healthcheck"]["Test"][1]
-        run = ("run", "--rm", *LOCKDOWN, "--user", "12345:0", "--entrypoint", python, images[variant], "-c", code)
-        answers[variant] = dict(zip(STATIC_FILE_TYPES, docker(*run, *STATIC_FILE_TYPES).stdout.split(), strict=True))
+    answers = {
+        variant: dict(
+            zip(STATIC_FILE_TYPES, image_python(images[variant], code, *STATIC_FILE_TYPES).split(), strict=True)
+        )
+        for variant in HARDENED
+    }
     assert answers["secure"] == answers["production"]
     assert answers["secure"][".woff2"] == "font/woff2", answers["secure"]
+
+
+def image_python(image: str, code: str, *args: str) -> str:
+    """What the image's own Python prints running code, under the lockdown, as a UID of no account."""
+    python = inspect(image)["Config"]["Healthcheck"]["Test"][1]
+    return docker(
+        "run", "--rm", *LOCKDOWN, "--user", "12345:0", "--entrypoint", python, image, "-c", code, *args
+    ).stdout
 
 
 @pytest.mark.parametrize("variant", HARDENED)
@@ -160,8 +165,7 @@ def test_image_runs_the_debian_release_and_python_minor_version_of_the_pinned_ba
         "release = platform.freedesktop_os_release();"
         "print(release['ID'], release['VERSION_CODENAME'], release['VERSION_ID'], '%d.%d' % sys.version_info[:2])"
     )
-    python = inspect(images[variant])["Config"]["Healthcheck"]["Test"][1]
-    answer = docker("run", "--rm", *LOCKDOWN, "--entrypoint", python, images[variant], "-c", code).stdout.split()
+    answer = image_python(images[variant], code).split()
     assert answer == ["debian", codename, DEBIAN_VERSIONS[codename], python_minor]
 
 
