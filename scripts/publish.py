@@ -42,7 +42,7 @@ import urllib.request
 from pathlib import Path
 
 import scan
-from docker_tools import ROOT, docker, exit_on_failure, run, run_command, variants
+from docker_tools import DOCKER, ROOT, docker, exit_on_failure, run, run_command, variants
 
 # The tools, from Debian's packages: the version each is pinned to. cosign comes from trixie, which
 # `make engine` adds as a source on Debian 12. Bump one by changing its version here, after
@@ -210,14 +210,15 @@ def is_local(repository: str) -> bool:
     return host.split(":")[0] in ("127.0.0.1", "localhost")
 
 
+def raw_manifest(reference: str, check: bool = True) -> str | None:
+    """The manifest or index a reference names, as the registry holds it; None if none, unchecked."""
+    result = run_command(*DOCKER, "buildx", "imagetools", "inspect", "--raw", reference, check=check, timeout=120)
+    return result.stdout if result.returncode == 0 else None
+
+
 def manifest_digest(reference: str) -> str:
     """The digest of what a tag names now, from the registry's own bytes."""
-    raw = run_command(*docker_command(), "buildx", "imagetools", "inspect", "--raw", reference, timeout=120)
-    return digest_of(raw.stdout.encode())
-
-
-def docker_command() -> list[str]:
-    return os.environ.get("DOCKER", "docker").split()
+    return digest_of(raw_manifest(reference).encode())
 
 
 def platform_of(image: str) -> str:
@@ -389,7 +390,7 @@ def push(args: argparse.Namespace) -> None:
 
 def imagetools_create(tag: str, *sources: str) -> None:
     """An index of the sources under tag; of one index alone, that index to the byte."""
-    run(*docker_command(), "buildx", "imagetools", "create", "--progress", "plain", "--tag", tag, *sources, timeout=300)
+    run(*DOCKER, "buildx", "imagetools", "create", "--progress", "plain", "--tag", tag, *sources, timeout=300)
 
 
 def supply_chain_bytes(repository: str, digests: list[str]) -> int:
@@ -399,11 +400,11 @@ def supply_chain_bytes(repository: str, digests: list[str]) -> int:
     for digest in digests:
         for suffix in ("sig", "att"):
             reference = f"{repository}:{digest.replace(':', '-')}.{suffix}"
-            result = run_command(*docker_command(), "buildx", "imagetools", "inspect", "--raw", reference, check=False)
-            if result.returncode != 0:
+            raw = raw_manifest(reference, check=False)
+            if raw is None:
                 continue
-            manifest = json.loads(result.stdout)
-            total += len(result.stdout.encode()) + manifest["config"]["size"]
+            manifest = json.loads(raw)
+            total += len(raw.encode()) + manifest["config"]["size"]
             total += sum(layer["size"] for layer in manifest["layers"])
     return total
 

@@ -85,12 +85,6 @@ def single(images, registry, keys, tmp_path) -> dict:
     }
 
 
-def raw_manifest(reference: str) -> bytes:
-    return subprocess.run(
-        ["docker", "buildx", "imagetools", "inspect", "--raw", reference], capture_output=True, check=True
-    ).stdout
-
-
 def registry_request(method: str, url: str, accept: str = "") -> urllib.request.addinfourl:
     request = urllib.request.Request(url, method=method, headers={"Accept": accept} if accept else {})
     return urllib.request.urlopen(request, timeout=30)
@@ -122,14 +116,14 @@ def attestation(keys: Path, reference: str, kind: str) -> dict:
 @pytest.mark.integration
 def test_push_publishes_one_two_platform_oci_index_under_the_variant_and_the_version_tags(published):
     entry = published["variants"]["secure"]
-    index = json.loads(raw_manifest(entry["tags"][0]))
+    index = json.loads(publish.raw_manifest(entry["tags"][0]))
     assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
     platforms = {f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"] for m in index["manifests"]}
     assert platforms == entry["platforms"]
     assert set(platforms) == {"linux/amd64", "linux/arm64"}
     assert re.fullmatch(r".+:secure-[0-9a-f]{7,}(-dirty)?", entry["tags"][1])
     for tag in entry["tags"]:
-        assert publish.digest_of(raw_manifest(tag)) == entry["index"]
+        assert publish.manifest_digest(tag) == entry["index"]
 
 
 @pytest.mark.integration
@@ -248,7 +242,7 @@ def test_a_push_that_cannot_sign_leaves_the_variants_tag_where_it_was(single, ke
     )
     assert result.returncode != 0
     assert "cosign" in result.stderr and "sign" in result.stderr
-    assert publish.digest_of(raw_manifest(entry["tags"][0])) == entry["index"]
+    assert publish.manifest_digest(entry["tags"][0]) == entry["index"]
     assert not (tmp_path / "failed.json").exists()
 
 
