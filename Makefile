@@ -75,6 +75,8 @@ PUBLISH_PLATFORM ?= linux/arm64
 REGISTRY_DIR ?= .registry
 KEYS_DIR ?= .keys
 PUBLISHED ?= published.json
+# Where `make push` writes what the overlay there reads: published.env and signer.yaml.
+OVERLAY ?= deploy/published
 # Set to sign keyless (in CI, with the job's OIDC identity) instead of with the key; and the identity
 # `make verify` then expects: the workflow that signed, such as
 # https://github.com/acme/orders/.github/workflows/ci.yml@refs/heads/main.
@@ -122,13 +124,13 @@ RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
 .PHONY: help engine base free-8080 variants images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
-	registry registry-stop keys push verify test test-unit test-integration test-arm64 test-kubernetes test-template-copy lint lock clean
+	registry registry-stop keys push verify up-published test test-unit test-integration test-arm64 test-kubernetes test-template-copy lint lock clean
 
 help: ## Show this help
 	@echo "Usage: make TARGET [VAR=value ...]"
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST) \
 		| sed -e 's/$$(IMAGE)/$(IMAGE)/; s/$$(PORT)/$(PORT)/; s/$$(VARIANT)/$(VARIANT)/; s/$$(REGISTRY_PORT)/$(REGISTRY_PORT)/' \
-			-e 's|$$(REGISTRY_DIR)|$(REGISTRY_DIR)|; s|$$(KEYS_DIR)|$(KEYS_DIR)|; s|$$(REGISTRY)|$(REGISTRY)|' \
+			-e 's|$$(REGISTRY_DIR)|$(REGISTRY_DIR)|; s|$$(KEYS_DIR)|$(KEYS_DIR)|; s|$$(REGISTRY)|$(REGISTRY)|; s|$$(OVERLAY)|$(OVERLAY)|' \
 			-e 's|$$(PUBLISH_PLATFORM)|$(or $(PUBLISH_PLATFORM),no other)|; s|$$(PUBLISH)|$(PUBLISH)|'
 	@echo "Variables (make VAR=value): PROJECT_NAME=$(PROJECT_NAME) WSGI_APP='$(WSGI_APP)' (from project.env) DOCKER=$(DOCKER)" \
 		"IMAGE=$(IMAGE) PORT=$(PORT) BASE_IMAGE=$(BASE_IMAGE)" \
@@ -139,7 +141,7 @@ help: ## Show this help
 		"SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) PYTHON=$(PYTHON) VENV=$(VENV)"
 	@echo "  REGISTRY=$(REGISTRY) REGISTRY_PORT=$(REGISTRY_PORT) PUBLISH=$(PUBLISH) PUBLISH_PLATFORM=$(PUBLISH_PLATFORM)" \
 		"REGISTRY_DIR=$(REGISTRY_DIR) KEYS_DIR=$(KEYS_DIR) PUBLISHED=$(PUBLISHED) KEYLESS=$(KEYLESS)" \
-		"CERTIFICATE_IDENTITY=$(CERTIFICATE_IDENTITY) (make push, make verify)"
+		"CERTIFICATE_IDENTITY=$(CERTIFICATE_IDENTITY) OVERLAY=$(OVERLAY) (make push, make verify)"
 
 engine: ## Make sure Docker Engine with buildx and Compose runs, and can emulate PLATFORM (installs on Debian)
 	@DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" scripts/ensure-docker.sh
@@ -253,7 +255,11 @@ keys: ## Make the key pair make push signs with: $(KEYS_DIR)/cosign.key, protect
 
 # The images pushed are those in the engine's store, as `make build` made and the tests tested them;
 # one that is missing is built first. One built from another commit than the checkout's is refused.
-push: engine $(VENV)/bin/pytest $(if $(KEYLESS),,keys) ## Push the images $(PUBLISH) to $(REGISTRY), each one tag for this platform and $(PUBLISH_PLATFORM), signed, with SBOMs and provenance
+# Who signed, as make verify and the admission policy check it: the key pair's public key, or the
+# keyless signer's identity.
+SIGNER = $(if $(CERTIFICATE_IDENTITY),--identity $(CERTIFICATE_IDENTITY),--key $(KEYS_DIR)/cosign.pub)
+push: engine $(VENV)/bin/pytest $(if $(KEYLESS),,keys) ## Push the images $(PUBLISH) to $(REGISTRY), each one tag for this platform and $(PUBLISH_PLATFORM), signed, with SBOMs and provenance; write $(OVERLAY)'s inputs
+	@$(if $(KEYLESS),$(if $(CERTIFICATE_IDENTITY),,echo "make: with KEYLESS, give CERTIFICATE_IDENTITY too: the identity that signs, which $(OVERLAY)'s admission policy admits." >&2; exit 1))
 	@$(foreach v,$(PUBLISH),$(DOCKER) image inspect $(IMAGE):$(v) >/dev/null 2>&1 \
 		|| $(MAKE) --no-print-directory build-$(v) || exit 1;)
 	@$(foreach v,$(if $(PUBLISH_PLATFORM),$(PUBLISH)),$(DOCKER) image inspect $(IMAGE):$(v)$(call arch_tag,$(PUBLISH_PLATFORM)) \
@@ -261,10 +267,14 @@ push: engine $(VENV)/bin/pytest $(if $(KEYLESS),,keys) ## Push the images $(PUBL
 	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/publish.py push --repository $(REGISTRY)/$(IMAGE) \
 		--version $(VERSION) --published $(PUBLISHED) $(if $(KEYLESS),,--key $(KEYS_DIR)/cosign.key) \
 		$(foreach v,$(PUBLISH),$(v)=$(IMAGE):$(v)$(if $(PUBLISH_PLATFORM),$(comma)$(IMAGE):$(v)$(call arch_tag,$(PUBLISH_PLATFORM))))
+	@$(VENV)/bin/python scripts/publish.py deploy-files --published $(PUBLISHED) --overlay $(OVERLAY) $(SIGNER)
 
 verify: $(VENV)/bin/pytest ## Verify what make push published: each tag, every signature, the SBOM and provenance attestations
-	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/publish.py verify --published $(PUBLISHED) \
-		$(if $(CERTIFICATE_IDENTITY),--identity $(CERTIFICATE_IDENTITY),--key $(KEYS_DIR)/cosign.pub)
+	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/publish.py verify --published $(PUBLISHED) $(SIGNER)
+
+up-published: verify ## Run the secure image make push published, by its digest, with Docker Compose, once make verify passes
+	$(COMPOSE) --env-file $(OVERLAY)/published.env up --detach --wait
+	@echo "$$(sed -n 's/^PUBLISHED_IMAGE=//p' $(OVERLAY)/published.env) is serving on http://localhost:$(PORT) (make down to stop)"
 
 # The table of variants for the scripts and the tests: name, Dockerfile, hardening flags.
 variants:
@@ -274,6 +284,14 @@ variants:
 $(VENV)/bin/pytest: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --require-hashes -r requirements.txt -r requirements-dev.txt
+	@touch $@
+
+# checkov, which test-kubernetes runs on the rendered manifests, in an environment of its own: its
+# pins clash with pytest's.
+CHECKOV = $(VENV)/checkov/bin/checkov
+$(CHECKOV): requirements-checkov.txt
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/pip install --quiet --require-hashes -r requirements-checkov.txt
 	@touch $@
 
 test: free-8080 $(VENV)/bin/pytest ## Run every test but test-kubernetes: unit, integration against real containers, arm64
@@ -290,8 +308,8 @@ test-arm64: PLATFORM = linux/arm64
 test-arm64: engine $(VENV)/bin/pytest ## Build the secure image for linux/arm64 and test it under emulation
 	$(VENV)/bin/pytest -m arm64
 
-test-kubernetes: $(VENV)/bin/pytest ## Render the Kubernetes manifests with kubectl's kustomize and check them (needs kubectl)
-	$(VENV)/bin/pytest -m kubernetes
+test-kubernetes: $(VENV)/bin/pytest $(CHECKOV) ## Render the Kubernetes manifests with kubectl's kustomize and check them (needs kubectl)
+	CHECKOV=$(CHECKOV) $(VENV)/bin/pytest -m kubernetes
 
 # Where test-template-copy makes its copy; it is removed first, and kept afterwards to look into.
 TEMPLATE_COPY ?= /tmp/$(PROJECT_NAME)-template-copy
@@ -313,6 +331,8 @@ lock: $(VENV)/bin/pytest ## Re-pin requirements*.txt with hashes from requiremen
 		requirements.in -o requirements.txt
 	$(VENV)/bin/uv pip compile --quiet --universal --generate-hashes --python-version 3.11 --no-header \
 		requirements-dev.in -o requirements-dev.txt
+	$(VENV)/bin/uv pip compile --quiet --universal --generate-hashes --python-version 3.11 --no-header \
+		requirements-checkov.in -o requirements-checkov.txt
 
 clean: stop ## Remove the three images and their other-platform builds, the test environment and caches
 	@$(DOCKER) image rm --force $(sort $(foreach v,$(VARIANTS),$(IMAGE):$(v) $(IMAGE):$(v)$(ARCH_TAG) \

@@ -8,6 +8,7 @@ Usage:
   publish.py push --repository REGISTRY/NAME --version VERSION --published FILE [--key KEY]
                   VARIANT=IMAGE[,IMAGE...] ...
   publish.py verify --published FILE (--key PUBLIC_KEY | --identity ID --issuer URL)
+  publish.py deploy-files --published FILE --overlay DIR (--key PUBLIC_KEY | --identity ID --issuer URL)
 
 push publishes each variant's local images, one a platform (the images `make build` made, never
 built again), as one multi-platform tag REGISTRY/NAME:VARIANT, an OCI image index, and as
@@ -19,6 +20,10 @@ signs keyless, with the identity of the CI job it runs in.
 verify checks, for the digests in FILE, that each tag still names the index that was published,
 that every index and image carries a valid signature, and that each image has both attestations,
 valid and about that image's digest. It names the first check that fails.
+
+deploy-files writes what the overlay deploy/published/ reads beside its kustomization.yaml:
+published.env, the secure image's index by its digest (Compose reads it too), and signer.yaml, who
+signed it (the public key, or the keyless identity), for the admission policy.
 
 A signature made with a key never goes to the public transparency log (Rekor): the log is public
 and permanent, and a trial run of this project has no business in it. Keyless signatures do go to
@@ -42,7 +47,7 @@ import urllib.request
 from pathlib import Path
 
 import scan
-from docker_tools import DOCKER, ROOT, docker, exit_on_failure, run, run_command, variants
+from docker_tools import DOCKER, PROJECT_NAME, ROOT, docker, exit_on_failure, run, run_command, variants
 
 # The tools, from Debian's packages: the version each is pinned to. cosign comes from trixie, which
 # `make engine` adds as a source on Debian 12. Bump one by changing its version here, after
@@ -446,8 +451,6 @@ def verify_attestation(args: argparse.Namespace, reference: str, predicate_type:
 def verify(args: argparse.Namespace) -> None:
     if not args.published.exists():
         raise Failed(f"{args.published} does not exist: run make push first, which writes it.")
-    if not args.key and not (args.identity and args.issuer):
-        raise Failed("give the public key (--key), or the signer's certificate identity and issuer.")
     published = json.loads(args.published.read_text())
     repository = published["repository"]
     for variant, entry in published["variants"].items():
@@ -471,6 +474,36 @@ def verify(args: argparse.Namespace) -> None:
         say(f"{', '.join(entry['tags'])}: {repository}@{index} signed")
 
 
+# --- deploy ---
+
+# The variant the Kubernetes manifests and deploy/published/ run.
+DEPLOYED = "secure"
+
+
+def deploy_files(args: argparse.Namespace) -> None:
+    if not args.published.exists():
+        raise Failed(f"{args.published} does not exist: run make push first, which writes it.")
+    published = json.loads(args.published.read_text())
+    if DEPLOYED not in published["variants"]:
+        raise Failed(
+            f"the manifests run the {DEPLOYED} image, and {args.published} holds no {DEPLOYED}: publish it too."
+        )
+    repository, index = published["repository"], published["variants"][DEPLOYED]["index"]
+    if args.key:
+        if not args.key.exists():
+            raise Failed(f"{args.key} does not exist: sign with make push, or give the keyless signer's identity.")
+        signer = {"key": {"data": args.key.read_text()}}
+    else:
+        signer = {"keyless": {"identities": [{"issuer": args.issuer, "subject": args.identity}]}}
+    args.overlay.mkdir(parents=True, exist_ok=True)
+    (args.overlay / "published.env").write_text(
+        f"PROJECT_NAME={PROJECT_NAME}\nREPOSITORY={repository}\nPUBLISHED_IMAGE={repository}@{index}\n"
+    )
+    patch = [{"op": "add", "path": f"/spec/authorities/0/{kind}", "value": value} for kind, value in signer.items()]
+    (args.overlay / "signer.yaml").write_text(json.dumps(patch, indent=2) + "\n")
+    say(f"{args.overlay} deploys {repository}@{index}, admitted when signed by the same {next(iter(signer))}.")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -487,10 +520,13 @@ def main(argv: list[str] | None = None) -> int:
     push_command.add_argument("--key", type=Path, help="cosign's private key; keyless without")
     push_command.add_argument("images", nargs="+", metavar="VARIANT=IMAGE[,IMAGE...]")
     verify_command = commands.add_parser("verify", help="verify what push published")
-    verify_command.add_argument("--published", type=Path, required=True)
-    verify_command.add_argument("--key", type=Path, help="cosign's public key")
-    verify_command.add_argument("--identity", help="the keyless signer's certificate identity")
-    verify_command.add_argument("--issuer", default=GITHUB_ISSUER, help="the keyless signer's OIDC issuer")
+    deploy_command = commands.add_parser("deploy-files", help="write what deploy/published/ reads")
+    deploy_command.add_argument("--overlay", type=Path, required=True)
+    for command in (verify_command, deploy_command):
+        command.add_argument("--published", type=Path, required=True)
+        command.add_argument("--key", type=Path, help="cosign's public key")
+        command.add_argument("--identity", help="the keyless signer's certificate identity")
+        command.add_argument("--issuer", default=GITHUB_ISSUER, help="the keyless signer's OIDC issuer")
     args = parser.parse_args(argv)
     try:
         if args.command == "registry":
@@ -499,8 +535,12 @@ def main(argv: list[str] | None = None) -> int:
             keys(args.folder)
         elif args.command == "push":
             push(args)
-        else:
+        elif not args.key and not (args.identity and args.issuer):
+            raise Failed("give the public key (--key), or the signer's certificate identity and issuer.")
+        elif args.command == "verify":
             verify(args)
+        else:
+            deploy_files(args)
     except Failed as error:
         print(f"publish: {error}", file=sys.stderr)
         return 1

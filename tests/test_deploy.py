@@ -1,19 +1,24 @@
-"""make run, compose.yaml and deploy/kubernetes/: valid, hardened and limited, and in step with the image.
+"""make run, compose.yaml and deploy/: valid, hardened and limited, and in step with the image.
 
 The Kubernetes manifests are validated offline against the API schemas that kubernetes-validate
-ships; the tests marked kubernetes render them with kubectl's kustomize (make test-kubernetes). The
+ships, and the admission policy against its CustomResourceDefinition; the tests marked kubernetes
+render them with kubectl's kustomize and check them with checkov (make test-kubernetes). The
 compose test runs `docker compose up --wait` for real and tears everything down.
 """
 
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import docker_tools
+import jsonschema
 import kubernetes_validate
+import publish
 import pytest
 import yaml
 from containers import (
@@ -36,7 +41,17 @@ import settings
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 KUBERNETES_VERSION = "1.37"
-MANIFESTS = sorted(path.name for path in KUBERNETES.glob("*.yaml"))
+MANIFESTS = sorted(path.name for path in KUBERNETES.glob("*.yaml") if path.name != "kustomization.yaml")
+PUBLISHED_OVERLAY = ROOT / "deploy" / "published"
+# sigstore policy-controller's CustomResourceDefinition of ClusterImagePolicy, the file
+# config/300-clusterimagepolicy.yaml of its release below, unchanged: the schema the admission
+# policy is checked against. Bump it by downloading that file of a newer release over this one
+# (https://raw.githubusercontent.com/sigstore/policy-controller/RELEASE/config/300-clusterimagepolicy.yaml)
+# and putting its release and sha256 here.
+POLICY_CRD = ROOT / "tests" / "schemas" / "policy-controller-clusterimagepolicy.yaml"
+POLICY_CRD_RELEASE = "v0.15.1"
+POLICY_CRD_SHA256 = "e23467593124763d9937b1180d48cefe89dc72cf04e9bcf84cbf29822d51b20c"
+POLICY_VERSION = "v1beta1"
 # What the manifests hold in the place of the project's name, which kustomization.yaml puts there.
 PLACEHOLDER = "PROJECT_NAME"
 
@@ -82,7 +97,8 @@ def test_the_validation_rejects_a_field_kubernetes_does_not_know():
 
 @pytest.mark.unit
 def test_kustomization_lists_every_manifest_and_the_pod_runs_the_secure_image():
-    assert sorted(kustomization()["resources"]) == [f"deploy/kubernetes/{name}" for name in MANIFESTS]
+    assert kustomization()["resources"] == ["deploy/kubernetes"]
+    assert sorted(manifest("kustomization.yaml")["resources"]) == MANIFESTS
     (container,) = manifest("deployment.yaml")["spec"]["template"]["spec"]["containers"]
     assert container["image"] == f"{PLACEHOLDER}:secure"
 
@@ -176,6 +192,94 @@ def test_network_policy_admits_only_the_http_port_and_denies_all_egress(web):
     assert not policy["spec"].get("egress")
 
 
+# The admission policy, offline
+
+
+def strict(schema: dict) -> dict:
+    """A CustomResourceDefinition's OpenAPI schema as a JSON Schema that refuses fields it does not
+    name, as kubectl's strict field validation refuses them."""
+    result = dict(schema)
+    if "properties" in schema:
+        result["properties"] = {name: strict(field) for name, field in schema["properties"].items()}
+        if not schema.get("x-kubernetes-preserve-unknown-fields"):
+            result.setdefault("additionalProperties", False)
+    if "items" in schema:
+        result["items"] = strict(schema["items"])
+    return result
+
+
+def policy_schema() -> dict:
+    """ClusterImagePolicy's schema, with what every cluster-wide object has: apiVersion, kind and
+    a metadata of a name and labels, without a namespace."""
+    crd = yaml.safe_load(POLICY_CRD.read_text())
+    (version,) = [version for version in crd["spec"]["versions"] if version["name"] == POLICY_VERSION]
+    schema = strict(version["schema"]["openAPIV3Schema"])
+    labels = {"type": "object", "additionalProperties": {"type": "string"}}
+    metadata = {"name": {"type": "string"}, "labels": labels, "annotations": labels}
+    schema["properties"] |= {
+        "apiVersion": {"const": f"{crd['spec']['group']}/{POLICY_VERSION}"},
+        "kind": {"const": crd["spec"]["names"]["kind"]},
+        "metadata": {"type": "object", "properties": metadata, "additionalProperties": False, "required": ["name"]},
+    }
+    schema["required"] = ["apiVersion", "kind", "metadata", "spec"]
+    return schema
+
+
+def validate_policy(policy: dict) -> None:
+    jsonschema.Draft7Validator(policy_schema()).validate(policy)
+
+
+def glob_matches(glob: str, reference: str) -> bool:
+    """policy-controller's image globs (pkg/apis/glob): ** matches any characters, * any but a
+    slash, and the glob must match the whole reference."""
+    parts = [re.escape(part).replace(r"\*", "[^/]*") for part in glob.split("**")]
+    return re.fullmatch(".*".join(parts), reference) is not None
+
+
+@pytest.mark.unit
+def test_the_policy_schema_is_the_pinned_release_of_policy_controllers():
+    assert publish.sha256_file(POLICY_CRD) == POLICY_CRD_SHA256, (
+        f"not the file of policy-controller {POLICY_CRD_RELEASE}"
+    )
+
+
+@pytest.mark.unit
+def test_the_admission_policy_is_valid_against_its_schema():
+    validate_policy(yaml.safe_load((PUBLISHED_OVERLAY / "clusterimagepolicy.yaml").read_text()))
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "mistake",
+    [
+        {"spec": {"mode": "enforce", "imagez": []}},
+        {"metadata": {"name": "x", "namespace": "y"}},
+        {"kind": "ImagePolicy"},
+    ],
+    ids=["unknown-field", "namespace-on-a-cluster-object", "other-kind"],
+)
+def test_the_policy_validation_rejects_what_kubernetes_would(mistake):
+    """The control for the test above: the schema check does catch a mistake."""
+    policy = yaml.safe_load((PUBLISHED_OVERLAY / "clusterimagepolicy.yaml").read_text()) | mistake
+    with pytest.raises(jsonschema.ValidationError):
+        validate_policy(policy)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("glob", "reference", "matches"),
+    [
+        ("registry.example.com/app@*", "registry.example.com/app@sha256:ab12", True),
+        ("registry.example.com/app:*", "registry.example.com/app:1.0", True),
+        ("registry.example.com/app:*", "registry.example.com/app-evil:1.0", False),
+        ("registry.example.com/app@*", "registry.example.com/app/sub@sha256:ab12", False),
+        ("registry.example.com/**", "registry.example.com/app/sub@sha256:ab12", True),
+    ],
+)
+def test_globs_match_as_policy_controller_matches_them(glob, reference, matches):
+    assert glob_matches(glob, reference) is matches
+
+
 # Kubernetes, rendered with kubectl's kustomize (make test-kubernetes)
 
 
@@ -194,15 +298,15 @@ def kustomize(folder: Path) -> list[dict]:
 def renamed_copy(folder: Path, name: str) -> Path:
     """What kustomize reads of the project, in folder/checkout, with project.env naming it name."""
     copy = folder / "checkout"
-    shutil.copytree(KUBERNETES, copy / "deploy" / "kubernetes")
+    shutil.copytree(ROOT / "deploy", copy / "deploy", ignore=shutil.ignore_patterns("published.env", "signer.yaml"))
     shutil.copy2(ROOT / "kustomization.yaml", copy)
     shutil.copy2(ROOT / "project.env", copy)
     rename_project(copy, name)
     return copy
 
 
-def assert_named(resources: list[dict], name: str) -> None:
-    """Everything is in the namespace name, labelled with it, and the pods run name:secure."""
+def assert_named(resources: list[dict], name: str, image: str = "") -> None:
+    """Everything is in the namespace name, labelled with it, and the pods run image (name:secure)."""
     assert sorted(resource["kind"] for resource in resources) == sorted(manifest(m)["kind"] for m in MANIFESTS)
     for resource in resources:
         kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
@@ -215,7 +319,7 @@ def assert_named(resources: list[dict], name: str) -> None:
         if resource["kind"] == "Deployment":
             pod = resource["spec"]["template"]
             assert pod["metadata"]["labels"]["app.kubernetes.io/name"] == name
-            assert [container["image"] for container in pod["spec"]["containers"]] == [f"{name}:secure"]
+            assert [container["image"] for container in pod["spec"]["containers"]] == [image or f"{name}:secure"]
     assert PLACEHOLDER not in yaml.safe_dump_all(resources)
 
 
@@ -231,23 +335,104 @@ def test_a_new_name_in_project_env_renames_the_namespace_labels_and_image(tmp_pa
     assert PROJECT_NAME not in yaml.safe_dump_all(resources)
 
 
-@pytest.mark.kubernetes
-def test_an_overlay_beside_the_project_points_the_pods_at_a_registry(tmp_path):
-    """The README's way to deploy an image from a registry; the folder is named otherwise than the project."""
-    renamed_copy(tmp_path, "my-service")
-    overlay = tmp_path / "checkout-production"
-    overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(
-        "resources: [../checkout]\n"
-        "images:\n"
-        "  - name: my-service\n"
-        "    newName: registry.example.com/my-service\n"
-        "    newTag: 1.0.0\n"
+REPOSITORY = "registry.example.com/my-service"
+INDEX = "sha256:" + "ab" * 32
+PUBLIC_KEY = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----\n"
+
+
+def published_overlay(folder: Path, *signer: str) -> list[dict]:
+    """deploy/published/ rendered in a copy, after `make push` published the secure index INDEX to
+    REPOSITORY and wrote the overlay's inputs with this signer."""
+    copy = renamed_copy(folder, PROJECT_NAME)
+    (folder / "published.json").write_text(
+        json.dumps({"repository": REPOSITORY, "variants": {"secure": {"index": INDEX}}})
     )
-    (deployment,) = [resource for resource in kustomize(overlay) if resource["kind"] == "Deployment"]
-    assert deployment["metadata"]["namespace"] == "my-service"
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    assert container["image"] == "registry.example.com/my-service:1.0.0"
+    overlay = copy / "deploy" / "published"
+    command = ["deploy-files", "--published", str(folder / "published.json"), "--overlay", str(overlay), *signer]
+    environment = {**os.environ, "PYTHONPATH": str(ROOT / "scripts")}
+    written = subprocess.run(
+        [sys.executable, "-c", f"import publish, sys; sys.exit(publish.main({command!r}))"],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        env=environment,
+    )
+    assert written.returncode == 0, written.stderr
+    return kustomize(overlay)
+
+
+def by_kind(resources: list[dict]) -> dict[str, dict]:
+    return {resource["kind"]: resource for resource in resources}
+
+
+@pytest.mark.kubernetes
+def test_the_published_overlay_runs_the_published_index_by_digest(tmp_path):
+    public_key = tmp_path / "cosign.pub"
+    public_key.write_text(PUBLIC_KEY)
+    resources = published_overlay(tmp_path, "--key", str(public_key))
+    (container,) = by_kind(resources)["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"{REPOSITORY}@{INDEX}"
+    others = [resource for resource in resources if resource["kind"] != "ClusterImagePolicy"]
+    assert_named(others, PROJECT_NAME, image=f"{REPOSITORY}@{INDEX}")
+
+
+@pytest.mark.kubernetes
+def test_the_admission_policy_admits_the_published_repository_signed_by_the_key_alone(tmp_path):
+    public_key = tmp_path / "cosign.pub"
+    public_key.write_text(PUBLIC_KEY)
+    resources = by_kind(published_overlay(tmp_path, "--key", str(public_key)))
+    policy = resources["ClusterImagePolicy"]
+    validate_policy(policy)
+    assert policy["metadata"]["name"] == PROJECT_NAME
+    assert policy["spec"]["mode"] == "enforce"
+    assert resources["Namespace"]["metadata"]["labels"]["policy.sigstore.dev/include"] == "true"
+    globs = [image["glob"] for image in policy["spec"]["images"]]
+    (container,) = resources["Deployment"]["spec"]["template"]["spec"]["containers"]
+    for reference in (container["image"], f"{REPOSITORY}:secure"):
+        assert any(glob_matches(glob, reference) for glob in globs), reference
+    for reference in (f"{REPOSITORY}-other@{INDEX}", f"registry.example.com/other@{INDEX}", f"{REPOSITORY}/x:1"):
+        assert not any(glob_matches(glob, reference) for glob in globs), reference
+    (authority,) = policy["spec"]["authorities"]
+    assert {"key", "keyless", "static"} & authority.keys() == {"key"}
+    assert authority["key"] == {"data": PUBLIC_KEY}
+
+
+@pytest.mark.kubernetes
+def test_the_admission_policy_admits_a_keyless_signers_identity_alone(tmp_path):
+    identity = "https://github.com/acme/my-service/.github/workflows/ci.yml@refs/heads/main"
+    policy = by_kind(published_overlay(tmp_path, "--identity", identity))["ClusterImagePolicy"]
+    validate_policy(policy)
+    (authority,) = policy["spec"]["authorities"]
+    assert {"key", "keyless", "static"} & authority.keys() == {"keyless"}
+    assert authority["keyless"]["identities"] == [{"issuer": publish.GITHUB_ISSUER, "subject": identity}]
+
+
+def checkov(resources: list[dict], folder: Path) -> dict[str, set[str]]:
+    """The IDs of checkov's Kubernetes checks that passed and failed on rendered resources."""
+    binary = ROOT / os.environ.get("CHECKOV", ".venv/checkov/bin/checkov")
+    if not binary.exists():
+        pytest.fail(f"checkov is not at {binary}: make test-kubernetes installs it there.")
+    rendered = folder / "rendered.yaml"
+    rendered.write_text(yaml.safe_dump_all(resources))
+    command = [binary, "--file", rendered, "--framework", "kubernetes", "--skip-download", "--output", "json"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    results = json.loads(result.stdout)["results"]
+    return {outcome: {check["check_id"] for check in results[f"{outcome}_checks"]} for outcome in ("passed", "failed")}
+
+
+@pytest.mark.kubernetes
+def test_checkov_finds_nothing_in_the_published_overlay_and_its_image_pinned_by_digest(tmp_path):
+    public_key = tmp_path / "cosign.pub"
+    public_key.write_text(PUBLIC_KEY)
+    checks = checkov(published_overlay(tmp_path, "--key", str(public_key)), tmp_path)
+    assert checks["failed"] == set()
+    assert "CKV_K8S_43" in checks["passed"]
+
+
+@pytest.mark.kubernetes
+def test_checkov_sees_that_the_tagged_image_of_the_plain_kustomization_is_not_pinned(tmp_path):
+    """The control for the test above: the same check fails on a tag."""
+    assert "CKV_K8S_43" in checkov(kustomize(ROOT), tmp_path)["failed"]
 
 
 # Kubernetes against the built image

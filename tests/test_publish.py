@@ -19,7 +19,8 @@ from pathlib import Path
 
 import publish
 import pytest
-from containers import LOCKDOWN, PROJECT_NAME, ROOT, docker, make, must
+import yaml
+from containers import LOCKDOWN, PROJECT_NAME, ROOT, docker, make, must, request
 from docker_tools import free_port
 
 PASSWORD = "a password for this test"
@@ -52,10 +53,16 @@ def keys(tmp_path_factory) -> Path:
 
 
 def push(images: dict, repository: str, keys: Path, published: Path, *settings: str) -> dict:
-    """`make push` of the secure image under test to REGISTRY; what it published."""
+    """`make push` of the secure image under test to REGISTRY, with the overlay's inputs written
+    into the folder `overlay` beside the digests; what it published."""
     name = images["secure"].split(":")[0]
     arguments = make_env(
-        IMAGE=name, REGISTRY=repository, KEYS_DIR=str(keys), PUBLISHED=str(published), COSIGN_PASSWORD=PASSWORD
+        IMAGE=name,
+        REGISTRY=repository,
+        KEYS_DIR=str(keys),
+        PUBLISHED=str(published),
+        OVERLAY=str(published.parent / "overlay"),
+        COSIGN_PASSWORD=PASSWORD,
     )
     must(make("push", "PUBLISH=secure", *arguments, *settings), "`make push`")
     return json.loads(published.read_text())
@@ -141,6 +148,82 @@ def test_make_verify_passes_on_what_make_push_published(published, keys):
     result = verify(published["file"], keys)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("signed, with its SBOM and provenance") == 2
+
+
+def overlay_inputs(published: dict) -> tuple[dict[str, str], list[dict]]:
+    """What `make push` wrote for deploy/published/: published.env's values and signer.yaml's patch."""
+    overlay = Path(published["file"]).parent / "overlay"
+    values = dict(line.split("=", 1) for line in (overlay / "published.env").read_text().splitlines())
+    return values, yaml.safe_load((overlay / "signer.yaml").read_text())
+
+
+@pytest.mark.integration
+def test_push_writes_for_the_overlay_the_index_by_digest_and_a_signer_that_verifies_it(published, keys, tmp_path):
+    """What the overlay deploys is what was pushed, and the key its policy admits verifies it."""
+    values, signer = overlay_inputs(published)
+    repository, index = published["repository"], published["variants"]["secure"]["index"]
+    assert values == {
+        "PROJECT_NAME": PROJECT_NAME,
+        "REPOSITORY": repository,
+        "PUBLISHED_IMAGE": f"{repository}@{index}",
+    }
+    (patch,) = signer
+    assert patch["path"] == "/spec/authorities/0/key"
+    assert patch["value"]["data"] == (keys / "cosign.pub").read_text()
+    public_key = tmp_path / "admitted.pub"
+    public_key.write_text(patch["value"]["data"])
+    result = cosign("verify", "--key", str(public_key), "--insecure-ignore-tlog", values["PUBLISHED_IMAGE"])
+    assert result.returncode == 0, result.stderr
+
+
+def up_published(published: dict, keys: Path, project: str, *settings: str) -> subprocess.CompletedProcess:
+    """`make up-published` (or another Compose target) under a Compose project of the test's own."""
+    arguments = make_env(
+        PUBLISHED=str(published["file"]), OVERLAY=str(Path(published["file"]).parent / "overlay"), KEYS_DIR=str(keys)
+    )
+    command = ["make", "--no-print-directory", *arguments, *settings]
+    environment = {**os.environ, "COMPOSE_PROJECT_NAME": project}
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=environment, timeout=600)
+
+
+@pytest.fixture
+def compose_project() -> str:
+    """A Compose project name for one test; whatever it started is taken down at the end."""
+    project = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
+    yield project
+    environment = {**os.environ, "COMPOSE_PROJECT_NAME": project}
+    subprocess.run(["make", "--no-print-directory", "down"], cwd=ROOT, capture_output=True, env=environment)
+
+
+@pytest.mark.integration
+def test_make_up_published_runs_the_digest_it_verified(published, keys, compose_project):
+    reference = overlay_inputs(published)[0]["PUBLISHED_IMAGE"]
+    port = free_port()
+    try:
+        result = up_published(published, keys, compose_project, "up-published", f"PORT={port}")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "signed, with its SBOM and provenance" in result.stdout
+        label = f"label=com.docker.compose.project={compose_project}"
+        (container,) = docker("ps", "--quiet", "--filter", label).stdout.split()
+        assert docker("inspect", "--format", "{{.Config.Image}}", container).stdout.strip() == reference
+        assert request(port, "/healthz").json() == {"status": "ok"}
+        down = up_published(published, keys, compose_project, "down")
+        assert down.returncode == 0, down.stderr
+        assert not docker("ps", "--all", "--quiet", "--filter", label).stdout.strip()
+    finally:
+        docker("image", "rm", "--force", reference, check=False)
+
+
+@pytest.mark.integration
+def test_make_up_published_starts_nothing_when_the_signature_does_not_verify(published, compose_project, tmp_path):
+    other = tmp_path / "other-keys"
+    must(make("keys", f"KEYS_DIR={other}", "COSIGN_PASSWORD="), "`make keys` of another pair")
+    result = up_published(published, other, compose_project, "up-published", f"PORT={free_port()}")
+    assert result.returncode != 0
+    assert "carries no valid signature by the key" in result.stderr
+    assert not docker(
+        "ps", "--all", "--quiet", "--filter", f"label=com.docker.compose.project={compose_project}"
+    ).stdout.strip()
 
 
 def pinned(package: str) -> str:
@@ -320,6 +403,7 @@ def test_what_publishing_keeps_in_the_project_stays_out_of_every_build_context()
     must never be in it."""
     makefile = (ROOT / "Makefile").read_text()
     kept = {
-        re.search(rf"^{name} \?= (\S+)$", makefile, re.M).group(1) for name in ("REGISTRY_DIR", "KEYS_DIR", "PUBLISHED")
+        re.search(rf"^{name} \?= (\S+)$", makefile, re.M).group(1).split("/")[0]
+        for name in ("REGISTRY_DIR", "KEYS_DIR", "PUBLISHED", "OVERLAY")
     }
     assert kept <= set((ROOT / ".dockerignore").read_text().splitlines())
