@@ -86,10 +86,11 @@ def copy_context(destination: Path) -> Path:
     return destination
 
 
-def change_one_line(app: Path, round_number: int) -> None:
-    """Edit the greeting, as a developer changing code would."""
+def change_one_line(app: Path, edit: str) -> None:
+    """Edit the greeting, as a developer changing code would. The edit names the run as well as the
+    round, so that no earlier run left its result in the build cache."""
     text = app.read_text()
-    changed = re.sub(r'message="[^"]*"', f'message="Hello from flask-app! (edit {round_number})"', text, count=1)
+    changed = re.sub(r'message="[^"]*"', f'message="Hello from flask-app! (edit {edit})"', text, count=1)
     assert changed != text, "the greeting line of src/app.py was not found"
     app.write_text(changed)
 
@@ -384,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
                     "idle_memory": {"runs": []},
                 }
             for round_number in range(3):
-                change_one_line(context / "src" / "app.py", round_number)
+                change_one_line(context / "src" / "app.py", f"{prefix} {round_number}")
                 for variant, dockerfile in VARIANTS.items():
                     progress(f"{variant}: warm rebuild {round_number + 1} of 3 after a one-line change")
                     warm = timed_build(context, dockerfile, tags[variant], args.base, args.ca_bundle, cold=False)
