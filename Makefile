@@ -124,7 +124,7 @@ RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
 .PHONY: help engine base free-8080 variants images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
-	registry registry-stop keys push verify up-published test test-unit test-integration test-arm64 test-kubernetes test-template-copy lint lock clean
+	lessons registry registry-stop keys push verify up-published test test-unit test-integration test-arm64 test-kubernetes test-template-copy lint lock clean
 
 help: ## Show this help
 	@echo "Usage: make TARGET [VAR=value ...]"
@@ -243,6 +243,11 @@ bench: engine $(VENV)/bin/pytest ## Measure the images in one run: builds, start
 	@base=$$(DOCKER="$(DOCKER)" PYTHON="$(PYTHON)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
 	DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/bench.py --base "$$base" --readme README.md \
 		--memory $(MEMORY) --cpus $(CPUS) --pids-limit $(PIDS) $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
+
+lessons: engine $(VENV)/bin/pytest ## Measure what each practice of Dockerfile buys: build it with each undone, side by side (5 min); writes docs/lessons.md
+	@base=$$(DOCKER="$(DOCKER)" PYTHON="$(PYTHON)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
+	DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/lessons.py --base "$$base" --hadolint $(VENV)/bin/hadolint \
+		$(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
 
 registry: ## Start a registry for make push on 127.0.0.1:$(REGISTRY_PORT), its storage in $(REGISTRY_DIR) (installs it on Debian)
 	@$(PYTHON) scripts/publish.py registry start $(REGISTRY_DIR) $(REGISTRY_PORT)
