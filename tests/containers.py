@@ -221,10 +221,13 @@ def process_uids(container: Container) -> list[int]:
     return [int(line.split()[1]) for line in lines]
 
 
-def image_files(image: str, needles: tuple[bytes, ...] = ()) -> tuple[dict[str, tarfile.TarInfo], set[str]]:
-    """Every path in an image's filesystem with its metadata, and the files that contain any needle."""
+def image_files(
+    image: str, needles: tuple[bytes, ...] = (), layers: bool = False
+) -> tuple[dict[str, tarfile.TarInfo], set[str]]:
+    """Every path in an image's filesystem with its metadata, and the files that contain any needle;
+    with layers, in any of its layers (see walk_image), the last layer's entry for a path kept."""
     paths, matches = {}, set()
-    for member, read in walk_image(image):
+    for member, read in walk_image(image, layers=layers):
         paths[member.name.rstrip("/")] = member
         if needles and member.isfile():
             content = read()
