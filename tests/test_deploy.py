@@ -22,10 +22,12 @@ from containers import (
     POD_MEMORY,
     PROJECT_NAME,
     ROOT,
+    TABLE,
     VARIANTS,
     Container,
     docker,
     inspect,
+    make,
     rename_project,
     request,
     running,
@@ -324,11 +326,11 @@ def makefile_default(name: str) -> str:
 @pytest.mark.unit
 def test_make_run_compose_and_the_tests_set_the_same_limits():
     service = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["web"]
-    make = {"memory": makefile_default("MEMORY"), "cpus": makefile_default("CPUS"), "pids": makefile_default("PIDS")}
-    assert make["memory"] == service["mem_limit"]
-    assert float(make["cpus"]) == float(service["cpus"])
-    assert int(make["pids"]) == service["pids_limit"]
-    assert ("--memory", make["memory"], "--cpus", make["cpus"], "--pids-limit", make["pids"]) == LIMITS
+    limits = {"memory": makefile_default("MEMORY"), "cpus": makefile_default("CPUS"), "pids": makefile_default("PIDS")}
+    assert limits["memory"] == service["mem_limit"]
+    assert float(limits["cpus"]) == float(service["cpus"])
+    assert int(limits["pids"]) == service["pids_limit"]
+    assert ("--memory", limits["memory"], "--cpus", limits["cpus"], "--pids-limit", limits["pids"]) == LIMITS
 
 
 @pytest.fixture
@@ -337,23 +339,42 @@ def free_port() -> int:
     return docker_tools.free_port()
 
 
+def hardening_flags(host: dict) -> list[str]:
+    """The hardening a container runs under, from its HostConfig, written as `docker run` takes it."""
+    flags = ["--read-only"] if host["ReadonlyRootfs"] else []
+    flags += [flag for path in host.get("Tmpfs") or {} for flag in ("--tmpfs", path)]
+    flags += [flag for capability in host.get("CapDrop") or [] for flag in ("--cap-drop", capability)]
+    flags += [flag for option in host.get("SecurityOpt") or [] for flag in ("--security-opt", option)]
+    return flags
+
+
+@pytest.mark.unit
+def test_the_makefile_table_hardens_secure_as_the_readme_says():
+    """make run's hardening comes from the table; secure's entry is the README's lockdown line."""
+    assert TABLE["secure"]["hardening"] == [
+        *("--read-only", "--tmpfs", "/tmp"),
+        *("--cap-drop", "ALL", "--security-opt", "no-new-privileges"),
+    ]
+    assert TABLE["production"]["hardening"] == ["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_make_run_limits_memory_cpu_and_processes(images, variant, free_port):
+def test_make_run_limits_and_hardens_each_variant_on_127_0_0_1_only(images, variant, free_port):
     name, _ = images[variant].split(":")
     container = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
-    make = ["make", "--no-print-directory", f"IMAGE={name}", f"CONTAINER={container}", f"PORT={free_port}"]
+    arguments = (f"IMAGE={name}", f"CONTAINER={container}", f"PORT={free_port}")
     try:
         # -o: take the image as built; the test runs exactly the image under test.
-        result = subprocess.run(
-            [*make, "-o", f"build-{variant}", f"run-{variant}"], cwd=ROOT, capture_output=True, text=True
-        )
+        result = make(*arguments, "-o", f"build-{variant}", f"run-{variant}")
         assert result.returncode == 0, result.stdout + result.stderr
         wait_until_serving(Container(id=container, port=free_port))
         host = inspect(container)["HostConfig"]
     finally:
-        subprocess.run([*make, "stop"], cwd=ROOT, capture_output=True)
+        make(*arguments, "stop")
     assert host["Memory"] == 256 * 1024 * 1024
     assert host["NanoCpus"] == 1_000_000_000
     assert host["PidsLimit"] == 128
+    assert hardening_flags(host) == TABLE[variant]["hardening"]
+    assert host["PortBindings"] == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(free_port)}]}
     assert not docker("ps", "--all", "--quiet", "--filter", f"name={container}").stdout.strip()
