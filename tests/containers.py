@@ -154,6 +154,14 @@ def wait_until_healthy(container: Container, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
+def wait_for_log(container: Container, text: str, timeout: float = 30) -> None:
+    """Poll the container's log until text appears in it; fail with the log after timeout."""
+    deadline = time.monotonic() + timeout
+    while text not in (log := container.logs()):
+        assert time.monotonic() < deadline, f"{text!r} not in the log after {timeout:.0f} s:\n{log[-3000:]}"
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def running(
     image: str, *flags: str, host_port: int | None = None, wait: bool = True, command: tuple[str, ...] = ()
@@ -183,6 +191,8 @@ def running(
 # A route the tests add to the app an image serves, for what needs one that reads the request's body
 # (an upload in flight at `docker stop`, malformed bodies): an app built on the template may have none.
 PROBE_ROUTE = "/probe/upload"
+# It says in the log when it starts to read a body, so a test can wait for that moment.
+PROBE_READING = "probe: reading the body"
 PROBE_MODULE = f'''"""The app the image serves (its WSGI_APP), with one route the tests add."""
 
 import os
@@ -195,6 +205,7 @@ app = import_app(os.environ["WSGI_APP"])
 
 @app.post("{PROBE_ROUTE}")
 def probe_upload():
+    print("{PROBE_READING}", flush=True)
     return jsonify(received_bytes=len(request.get_data()))
 '''
 

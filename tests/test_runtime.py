@@ -22,6 +22,7 @@ from containers import (
     LIMITS,
     LOCKDOWN,
     POD_MEMORY,
+    PROBE_READING,
     PROBE_ROUTE,
     Container,
     docker,
@@ -29,6 +30,7 @@ from containers import (
     probed,
     request,
     running,
+    wait_for_log,
     wait_until_healthy,
 )
 from docker_tools import MB
@@ -142,10 +144,11 @@ def test_request_in_flight_at_docker_stop_gets_its_full_response(images, probe, 
         with connection:
             head = f"POST {PROBE_ROUTE} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(body)}\r\n\r\n".encode()
             connection.sendall(head + body[:100_000])
-            time.sleep(0.5)  # the worker is now reading the body
+            wait_for_log(container, PROBE_READING)
             stopping = threading.Thread(target=docker, args=("stop", container.id))
             stopping.start()
-            time.sleep(1)  # SIGTERM has reached gunicorn while the upload is half done
+            # gunicorn's master says so when SIGTERM reaches it; the upload is still half done.
+            wait_for_log(container, "Handling signal: term")
             connection.sendall(body[100_000:])
             answer = b""
             while chunk := connection.recv(65536):
