@@ -43,9 +43,15 @@ HARDENED = ("production", "secure")
 # The README's full lockdown: no capabilities, no new privileges, read-only root, bounded resources,
 # and a UID that exists nowhere in the image.
 FULL_LOCKDOWN = (*LOCKDOWN, "--pids-limit", "64", "--memory", POD_MEMORY, "--cpus", "1")
-# How far memory may rise above its idle figure over 10,000 requests: measured at 3 to 7 MB (thread
-# stacks, allocator arenas); a leak of 1.5 KB a request would pass it.
-IDLE_GROWTH_MB = 15
+# How far memory may rise above its idle figure over the first 2,504 requests, which grow thread
+# stacks and allocator arenas: measured at 0.3 to 7 MB.
+WARM_UP_MB = 15
+# How far it may rise over the next 7,512, once warm: measured at under 0.5 MB. A leak of 300 bytes
+# a request would exceed it.
+WARM_GROWTH_MB = 2
+# The share of the memory limit a container's peak may reach: the kernel keeps every container
+# within its limit by killing it, so only a peak below it, with room to spare, shows it fits.
+PEAK_SHARE = 0.75
 DEBUG_PAGE = re.compile(rb"Traceback|Werkzeug Debugger|debugger|File \"/", re.IGNORECASE)
 
 
@@ -390,7 +396,9 @@ def test_ten_thousand_requests_neither_kill_it_nor_grow_its_memory(images, varia
                 samples.append(memory_bytes(container.id) / MB)
         state = inspect(container.id)["State"]
     assert not state["OOMKilled"] and state["Running"], state
-    assert max(samples) <= idle + IDLE_GROWTH_MB, f"idle {idle:.1f} MB; after each 2,504 requests: {samples}"
+    growth = f"idle {idle:.1f} MB; after each 2,504 requests: {samples}"
+    assert samples[0] <= idle + WARM_UP_MB, growth
+    assert max(samples[1:]) <= samples[0] + WARM_GROWTH_MB, growth
 
 
 @pytest.mark.parametrize("variant", HARDENED)
@@ -469,5 +477,5 @@ def test_a_thousand_keep_alive_connections_are_answered_within_the_memory_limit(
     assert result["open_at_once"] == 1000, result
     assert result["answered"] == 2000 and result["failures"] == 0, result
     assert limit == 128 * 1024 * 1024
-    assert peak < limit, f"peak {peak / MB:.0f} MB"
+    assert peak <= PEAK_SHARE * limit, f"peak {peak / MB:.0f} MB, limit {limit / MB:.0f} MB"
     assert state["Running"] and not state["OOMKilled"], state
