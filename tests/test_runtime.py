@@ -439,13 +439,15 @@ def slow_clients_on(image: str) -> dict:
 def test_slow_header_clients_cannot_starve_the_server(images, variant):
     result = slow_clients_on(images[variant])
     healthz, slow = result["healthz"], result["slow_connections"]
-    assert slow["opened"] >= 256, result
+    # Every slow client got in, none was ever refused: the server held them all while answering.
+    assert slow["clients_connected"] == 256 and slow["refused"] == 0, result
     assert healthz["requests"] >= 50, result
     assert healthz["failures"] == 0, result
     assert healthz["p99_ms"] < 250, result
-    # Headers that do not arrive within KEEPALIVE seconds lose their connection, and its greenlet.
+    # Headers that do not arrive within KEEPALIVE seconds lose their connection, and its greenlet:
+    # not sooner, and not much later.
     assert slow["closed_by_server"] >= 256, result
-    assert slow["median_seconds_held"] < settings.KEEPALIVE + 3, result
+    assert settings.KEEPALIVE - 0.5 <= slow["median_seconds_held"] < settings.KEEPALIVE + 3, result
 
 
 def test_naive_stops_answering_under_slow_header_clients(images):
