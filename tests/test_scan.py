@@ -206,3 +206,60 @@ def test_scan_fails_on_fixable_high_vulnerabilities_secrets_and_high_misconfigur
         ("misconfiguration", "HIGH", True),
         ("misconfiguration", "LOW", False),
     ]
+
+
+def finding(gates: bool) -> dict:
+    """One finding as summary() reports it: a fixable CRITICAL vulnerability, or a MEDIUM one."""
+    severity = "CRITICAL" if gates else "MEDIUM"
+    return {"kind": "vulnerability", "id": "CVE-1", "severity": severity, "what": "p 1, fixed in 2", "gates": gates}
+
+
+@pytest.fixture
+def gate(monkeypatch, tmp_path, capsys):
+    """scan.main on images whose findings, pins pip-audit calls vulnerable, and database the test
+    gives, in place of Trivy and pip-audit; what it returns, and what it printed."""
+
+    def run(findings: dict[str, list], *flags: str, vulnerable_pins: tuple[str, ...] = (), database: bool = True):
+        monkeypatch.setattr(scan, "trivy_command", lambda: "trivy")
+        monkeypatch.setattr(scan, "database_error", lambda trivy: None if database else "no network")
+        monkeypatch.setattr(
+            scan,
+            "scan_image",
+            lambda trivy, image, out, vulnerabilities: {
+                "os": "debian 13",
+                "debian_packages": 1,
+                "python_packages": 1,
+                "findings": findings[image],
+            },
+        )
+        monkeypatch.setattr(scan, "pip_audit", lambda requirements: (list(vulnerable_pins), None))
+        arguments = ["--out", str(tmp_path), "--requirements", "requirements.txt", *flags, *findings]
+        code = scan.main(arguments)
+        printed = capsys.readouterr()
+        return code, printed.out + printed.err
+
+    return run
+
+
+@pytest.mark.unit
+def test_make_scan_fails_on_a_gating_finding_of_any_image_but_a_report_only_one(gate):
+    code, output = gate({"a:naive": [finding(True)], "a:secure": [finding(False)]}, "--report-only", "a:naive")
+    assert code == 0, output
+    code, output = gate({"a:naive": [], "a:secure": [finding(True)]}, "--report-only", "a:naive")
+    assert code == 1, output
+    assert "FAIL CRITICAL" in output and "scan: a:secure failed" in output
+
+
+@pytest.mark.unit
+def test_make_scan_fails_on_a_vulnerable_pin(gate):
+    code, output = gate({"a:secure": []}, vulnerable_pins=("flask 0.12: PYSEC-2018-66",))
+    assert code == 1, output
+    assert "FAIL flask 0.12: PYSEC-2018-66" in output and "scan: requirements.txt failed" in output
+
+
+@pytest.mark.unit
+def test_make_scan_without_its_database_fails_only_when_strict(gate):
+    assert gate({"a:secure": []}, database=False)[0] == 0
+    code, output = gate({"a:secure": []}, "--strict", database=False)
+    assert code == 1, output
+    assert "the vulnerability scan could not run, which --strict does not allow" in output
