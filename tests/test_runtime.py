@@ -355,6 +355,24 @@ def test_security_headers_are_on_every_response_and_server_shows_no_version(serv
     assert not re.search(r"\d", response.headers.get("Server", "")), response.headers["Server"]
 
 
+# Requests gunicorn cannot parse, and the status it answers each with itself, before the app runs.
+UNPARSABLE = {
+    "a malformed request line": 400,
+    "a request line over gunicorn's limit": 414,
+    "an oversized header": 431,
+    "too many headers": 431,
+}
+
+
+@pytest.mark.parametrize(("case", "status"), UNPARSABLE.items())
+def test_requests_gunicorn_cannot_parse_get_its_short_answer_without_a_server_header(serving, case, status):
+    """No app sees these requests, so no app header is on the answer: gunicorn's carries its status,
+    Connection: close, and a short HTML page, and names no server."""
+    headers, body = refused_and_closed(serving, MALFORMED[case][0], status)
+    assert headers.keys() == {"Connection", "Content-Type", "Content-Length"}, headers
+    assert headers["Content-Type"] == "text/html" and int(headers["Content-Length"]) == len(body), headers
+
+
 def test_naive_server_header_gives_its_versions_away(images):
     with running(images["naive"]) as container:
         assert re.search(r"Werkzeug/\d", container.get("/healthz").headers["Server"])
