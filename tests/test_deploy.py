@@ -277,30 +277,39 @@ def test_image_serves_the_probes_as_the_pod_would_run_it(images, web, pod):
 
 
 @pytest.fixture
-def compose_project(images):
-    """compose.yaml brought up with `docker compose up --wait` on port 8080, and always down again."""
+def compose_project(images, free_port):
+    """compose.yaml brought up with `docker compose up --wait` on a free port, and always down again;
+    the project's name and the port."""
     project = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
     name, _ = images["secure"].split(":")
-    environment = {"PROJECT_NAME": PROJECT_NAME, "IMAGE": name, "VARIANT": "secure", "PORT": "8080"}
+    environment = {"PROJECT_NAME": PROJECT_NAME, "IMAGE": name, "VARIANT": "secure", "PORT": str(free_port)}
     command = [*DOCKER, "compose", "--project-name", project, "--file", str(ROOT / "compose.yaml")]
     env = {**os.environ, **environment}
     try:
         up = subprocess.run([*command, "up", "--detach", "--wait"], env=env, capture_output=True, text=True)
         assert up.returncode == 0, f"docker compose up failed:\n{up.stderr}"
-        yield project
+        yield project, free_port
     finally:
         subprocess.run([*command, "down", "--volumes", "--remove-orphans"], env=env, capture_output=True)
         assert not docker("network", "ls", "--quiet", "--filter", f"name={project}").stdout.strip()
 
 
+@pytest.mark.unit
+def test_compose_publishes_port_8080_on_localhost_unless_port_says_otherwise():
+    service = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["web"]
+    assert service["ports"] == ["127.0.0.1:${PORT:-8080}:8080"]
+
+
 @pytest.mark.integration
-def test_compose_serves_the_secure_image_on_localhost_8080(compose_project):
-    assert request(8080, "/healthz").json() == {"status": "ok"}
+def test_compose_serves_the_secure_image_on_localhost(compose_project):
+    _, port = compose_project
+    assert request(port, "/healthz").json() == {"status": "ok"}
 
 
 @pytest.mark.integration
 def test_compose_runs_it_hardened(compose_project):
-    project_label = f"label=com.docker.compose.project={compose_project}"
+    project, port = compose_project
+    project_label = f"label=com.docker.compose.project={project}"
     container = docker("ps", "--quiet", "--filter", project_label).stdout.split()
     assert len(container) == 1
     details = inspect(container[0])
@@ -309,9 +318,9 @@ def test_compose_runs_it_hardened(compose_project):
     assert "/tmp" in host["Tmpfs"]
     assert host["CapDrop"] == ["ALL"]
     assert "no-new-privileges:true" in host["SecurityOpt"]
-    assert host["Memory"] > 0 and host["NanoCpus"] > 0 and host["PidsLimit"] > 0
+    assert (host["Memory"], host["NanoCpus"], host["PidsLimit"]) == (256 * 1024 * 1024, 1_000_000_000, 128)
     assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 5}
-    assert host["PortBindings"] == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]}
+    assert host["PortBindings"] == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
     assert details["State"]["Health"]["Status"] == "healthy"
     assert details["Config"]["User"] == inspect(details["Image"])["Config"]["User"]
 
