@@ -101,16 +101,22 @@ def test_only_project_env_spells_the_projects_name():
 
 @pytest.mark.unit
 def test_pod_meets_the_restricted_pod_security_standard(pod, web):
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    pod_context = pod["securityContext"]
+    assert pod_context["runAsNonRoot"] is True and pod_context.get("runAsUser") != 0
+    assert pod_context["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["automountServiceAccountToken"] is False
     assert not {"hostNetwork", "hostPID", "hostIPC"} & pod.keys()
     assert all(set(volume) <= {"name", "emptyDir"} for volume in pod["volumes"])
+    assert pod["containers"] == [web] and not pod.get("initContainers") and not pod.get("ephemeralContainers")
     context = web["securityContext"]
     assert context["allowPrivilegeEscalation"] is False
     assert context["readOnlyRootFilesystem"] is True
     assert context["capabilities"] == {"drop": ["ALL"]}
     assert not context.get("privileged")
+    # A container's own settings override the pod's: none of them may undo what the pod sets.
+    assert context.get("runAsNonRoot", True) is True and context.get("runAsUser") != 0, context
+    assert context.get("seccompProfile", {"type": "RuntimeDefault"})["type"] in ("RuntimeDefault", "Localhost")
+    assert not [port for port in web["ports"] if port.get("hostPort")], web["ports"]
 
 
 @pytest.mark.unit
