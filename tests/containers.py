@@ -188,12 +188,14 @@ def running(
         docker("rm", "--force", "--volumes", name, check=False)
 
 
-# A route the tests add to the app an image serves, for what needs one that reads the request's body
-# (an upload in flight at `docker stop`, malformed bodies): an app built on the template may have none.
+# Routes the tests add to the app an image serves, for what needs one that reads the request's body
+# (an upload in flight at `docker stop`, malformed bodies), or one that shows what the app believes
+# of a request (forwarded headers): an app built on the template may have neither.
 PROBE_ROUTE = "/probe/upload"
+PROBE_REQUEST_ROUTE = "/probe/request"
 # It says in the log when it starts to read a body, so a test can wait for that moment.
 PROBE_READING = "probe: reading the body"
-PROBE_MODULE = f'''"""The app the image serves (its WSGI_APP), with one route the tests add."""
+PROBE_MODULE = f'''"""The app the image serves (its WSGI_APP), with the routes the tests add."""
 
 import os
 
@@ -207,6 +209,11 @@ app = import_app(os.environ["WSGI_APP"])
 def probe_upload():
     print("{PROBE_READING}", flush=True)
     return jsonify(received_bytes=len(request.get_data()))
+
+
+@app.get("{PROBE_REQUEST_ROUTE}")
+def probe_request():
+    return jsonify(remote_addr=request.remote_addr, host=request.host, scheme=request.scheme)
 '''
 
 
@@ -221,7 +228,7 @@ def probe_folder() -> Iterator[Path]:
 
 
 def probed(image: str, folder: Path, *flags: str) -> contextlib.AbstractContextManager[Container]:
-    """Run a gunicorn image serving its own app with the probe's route added, read-only mounted."""
+    """Run a gunicorn image serving its own app with the probe's routes added, read-only mounted."""
     mount = ("--volume", f"{folder}:/probe:ro")
     return running(image, *mount, *flags, command=("--pythonpath", "/probe", "probe:app"))
 

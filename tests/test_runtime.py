@@ -5,6 +5,7 @@ Each test starts its own container (removed afterwards) and talks to it over rea
 """
 
 import http.client
+import json
 import os
 import random
 import re
@@ -23,6 +24,7 @@ from containers import (
     LOCKDOWN,
     POD_MEMORY,
     PROBE_READING,
+    PROBE_REQUEST_ROUTE,
     PROBE_ROUTE,
     Container,
     docker,
@@ -208,7 +210,7 @@ MALFORMED = {
 @pytest.fixture(scope="module", params=HARDENED)
 def serving(request, images, probe):
     """One production and one secure container, shared by the bad-input tests; they serve the app
-    with the probe's route, which reads a body as any app's upload would."""
+    with the probe's routes: one reads a body as any app's upload would, one shows the request."""
     with probed(images[request.param], probe) as container:
         yield container
 
@@ -330,21 +332,32 @@ def test_a_thousand_malformed_requests_leave_it_healthy_and_serving(serving):
     assert inspect(serving.id)["State"]["Running"]
 
 
+FORGED = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Host": "evil.example"}
+
+
 def test_forwarded_headers_from_an_untrusted_peer_are_not_believed(serving):
-    forged = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Host": "evil.example"}
-    response = request(serving.port, "/healthz", headers=forged)
+    response = request(serving.port, "/healthz", headers=FORGED)
     assert response.status == 200
     assert "Strict-Transport-Security" not in response.headers
+    seen = request(serving.port, PROBE_REQUEST_ROUTE, headers=FORGED).json()
+    assert seen["scheme"] == "http" and seen["remote_addr"] != FORGED["X-Forwarded-For"], seen
+    assert seen["host"] == f"localhost:{serving.port}", seen
 
 
-def test_forwarded_proto_from_a_trusted_peer_is_believed(serving):
-    """The control for the test above: from 127.0.0.1 in the container, the same header counts."""
+def test_forwarded_proto_from_a_trusted_peer_is_believed_and_for_and_host_from_none(serving):
+    """The control for the test above: from 127.0.0.1 in the container, X-Forwarded-Proto counts;
+    the app believes no peer's X-Forwarded-For or X-Forwarded-Host, which only a proxy it knows
+    could vouch for."""
     code = (
-        "import http.client; c = http.client.HTTPConnection('127.0.0.1', 8080, timeout=5);"
-        "c.request('GET', '/healthz', headers={'X-Forwarded-Proto': 'https'});"
-        "print(c.getresponse().getheader('Strict-Transport-Security'))"
+        "import http.client, json; c = http.client.HTTPConnection('127.0.0.1', 8080, timeout=5);"
+        f"c.request('GET', '/healthz', headers={FORGED!r});"
+        "r = c.getresponse(); r.read(); print(r.getheader('Strict-Transport-Security'));"
+        f"c.request('GET', '{PROBE_REQUEST_ROUTE}', headers={FORGED!r});"
+        "print(c.getresponse().read().decode())"
     )
-    assert container_python(serving.id, code).stdout.strip() == HSTS
+    hsts, seen = container_python(serving.id, code).stdout.strip().split("\n")
+    assert hsts == HSTS
+    assert json.loads(seen) == {"scheme": "https", "remote_addr": "127.0.0.1", "host": "127.0.0.1:8080"}
 
 
 @pytest.mark.parametrize(("path", "method"), [("/healthz", "GET"), ("/nowhere", "GET"), ("/healthz", "DELETE")])
