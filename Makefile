@@ -197,8 +197,9 @@ stop: ## Stop and remove the container `make run` started
 		echo "make: a container named $(CONTAINER) exists that make run did not start; it is left alone." \
 			"Remove it (docker rm -f $(CONTAINER)) or choose another name (make run CONTAINER=...)." >&2; exit 1; fi
 
-# The tests serve on 127.0.0.1:8080, as the README promises. A container `make run` left there is
-# stopped; anything else holding the port stops the tests before any image is built.
+# The tests of the README's promise serve on 127.0.0.1:8080; the others take free ports. A container
+# `make run` left there is stopped; anything else holding the port stops the tests before any image
+# is built.
 free-8080: engine
 	@for id in $$($(DOCKER) ps --quiet --filter "label=$(RUN_LABEL)" --filter publish=8080); do \
 		echo "make: stopping $$($(DOCKER) inspect --format '{{.Name}}' $$id | tr -d /), the container make run left on port 8080, which the tests need."; \

@@ -1,9 +1,10 @@
 """HTTP clients that put a server under load, for `make bench` and the tests: slow, many, or steady.
 
 - slow_header_attack: many connections that send a request's headers one line a second and never
-  finish them (a "slowloris"), reconnecting when the server closes them; meanwhile a normal client
-  asks for /healthz ten times a second on schedule, each time on a new connection, and its latency
-  is recorded.
+  finish them (a "slowloris"), reconnecting when the server closes them; the clients that got a
+  connection, the connections opened (reconnections included) and those refused are counted apart.
+  Meanwhile a normal client asks for /healthz ten times a second on schedule, each time on a new
+  connection, and its latency is recorded.
 - keepalive_crowd: a thousand connections opened first, then each asked for /healthz twice, the
   second time on the same, kept-alive connection, all of them at once.
 - fixed_rate: requests sent at a fixed rate whatever the server does (an open-loop generator), on
@@ -76,7 +77,7 @@ def get(port: int, path: str = "/healthz", timeout: float = 5) -> float | None:
 async def _slow_client(port: int, deadline: float, interval: float, stats: dict) -> None:
     """Open a connection, send a request line and then one header line per interval, never the end
     of the headers; when the server closes the connection, open another, until the deadline."""
-    line = 0
+    line, connected = 0, False
     while time.monotonic() < deadline:
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), timeout=interval * 5)
@@ -84,6 +85,8 @@ async def _slow_client(port: int, deadline: float, interval: float, stats: dict)
             stats["refused"] += 1
             await asyncio.sleep(interval)
             continue
+        stats["clients_connected"] += not connected
+        connected = True
         stats["opened"] += 1
         opened = time.monotonic()
         closed = asyncio.ensure_future(reader.read())  # done when the server closes the connection
@@ -118,7 +121,7 @@ def slow_header_attack(
     The probes start once every slow client has connected (or after a fifth of the time).
     """
     deadline = time.monotonic() + seconds
-    stats = {"opened": 0, "refused": 0, "open_at_end": 0, "closed_by_server": []}
+    stats = {"clients_connected": 0, "opened": 0, "refused": 0, "open_at_end": 0, "closed_by_server": []}
 
     async def attack() -> None:
         await asyncio.gather(*(_slow_client(port, deadline, interval, stats) for _ in range(clients)))
@@ -126,7 +129,7 @@ def slow_header_attack(
     attacker = threading.Thread(target=asyncio.run, args=(attack(),), daemon=True)
     attacker.start()
     ramp = time.monotonic() + seconds / 5
-    while stats["opened"] < clients and time.monotonic() < ramp:
+    while stats["clients_connected"] < clients and time.monotonic() < ramp:
         time.sleep(0.05)
     # The probes go out on a schedule, not one after another: a server that stalls them gets as
     # many asked of it as one that answers.
@@ -147,6 +150,7 @@ def slow_header_attack(
         "seconds": seconds,
         "healthz": summary(latencies, failures),
         "slow_connections": {
+            "clients_connected": stats["clients_connected"],
             "opened": stats["opened"],
             "refused": stats["refused"],
             "closed_by_server": len(held),

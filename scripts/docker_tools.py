@@ -4,7 +4,7 @@
   WSGI_APP, the entry point the images serve and the tests import;
 - DOCKER, the command, which may hold arguments ("sudo docker"): the DOCKER environment variable;
 - docker() and docker_result(): run it, and fail with the command and what it printed;
-- walk_image(): every file of an image, read without starting it;
+- walk_image(): every file of an image, read without starting it, as it runs or layer by layer;
 - free_port() and wait_until_serving(): a port nothing listens on, and polling /healthz on a published
   port until it answers or the container exits;
 - pull() and age_days(): a pull bounded in time, and an image's age, for scripts/base-image.sh;
@@ -16,12 +16,14 @@ the shell's tools differ between Linux and macOS (GNU timeout, date -d).
 """
 
 import http.client
+import json
 import os
 import re
 import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -61,12 +63,17 @@ def docker(*args: str, timeout: float = 900) -> str:
     return docker_result(*args, timeout=timeout).stdout
 
 
-def walk_image(image: str) -> Iterator[tuple[tarfile.TarInfo, Callable[[], bytes]]]:
+def walk_image(image: str, layers: bool = False) -> Iterator[tuple[tarfile.TarInfo, Callable[[], bytes]]]:
     """Every entry of an image's filesystem, with a function that reads a file's bytes (once: the
     archive is a stream).
 
     The image is exported from a container that is created, never started, and removed afterwards.
+    With layers, the entries come instead from every layer `docker save` writes, lowest first: a
+    file that one layer adds and a later one deletes is still in the image, and is among them.
     """
+    if layers:
+        yield from walk_layers(image)
+        return
     container = docker("create", image).strip()
     try:
         with (
@@ -77,6 +84,19 @@ def walk_image(image: str) -> Iterator[tuple[tarfile.TarInfo, Callable[[], bytes
                 yield member, lambda member=member: archive.extractfile(member).read()
     finally:
         docker_result("rm", "--force", container, check=False)
+
+
+def walk_layers(image: str) -> Iterator[tuple[tarfile.TarInfo, Callable[[], bytes]]]:
+    """walk_image's layer by layer walk, through a `docker save` archive in a folder of its own."""
+    with tempfile.TemporaryDirectory(prefix="layers-") as work:
+        archive = Path(work) / "image.tar"
+        docker("save", "--output", str(archive), image)
+        with tarfile.open(archive) as saved:
+            [manifest] = json.load(saved.extractfile("manifest.json"))
+            for layer in manifest["Layers"]:
+                with tarfile.open(fileobj=saved.extractfile(layer)) as files:
+                    for member in files:
+                        yield member, lambda files=files, member=member: files.extractfile(member).read()
 
 
 def free_port() -> int:

@@ -93,13 +93,12 @@ def images(docker_engine):
 @pytest.fixture(scope="session")
 def source_built_python() -> Path:
     """A CPython built from source with a shared libpython, the layout of the official python images
-    (a prefix of its own, libpython3.X.so): pyenv's of the version the Dockerfiles pin, else the one
+    (a prefix of its own, libpython3.X.so): pyenv's of the patch release the Dockerfiles pin, else the one
     running the tests if it is such a build (as actions/setup-python's are), else /usr/local's.
     """
-    pinned = re.search(r"^FROM python:(\d+\.\d+)\.", (ROOT / "Dockerfile").read_text(), re.MULTILINE).group(1)
+    pinned = re.search(r"^FROM python:(\d+\.\d+\.\d+)-", (ROOT / "Dockerfile").read_text(), re.MULTILINE).group(1)
     pyenv_root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
-    candidates = [Path(path) for path in sorted(glob.glob(f"{pyenv_root}/versions/{pinned}.*"))]
-    candidates += [Path(sys.base_prefix), Path("/usr/local")]
+    candidates = [Path(pyenv_root) / "versions" / pinned, Path(sys.base_prefix), Path("/usr/local")]
     for prefix in candidates:
         if (
             prefix != Path("/usr")
@@ -108,8 +107,8 @@ def source_built_python() -> Path:
         ):
             return prefix
     pytest.fail(
-        "no CPython built with --enable-shared was found (looked at the running Python, pyenv's "
-        f"{pinned}.x and /usr/local). Install one, for example `pyenv install {pinned}` with "
+        "no CPython built with --enable-shared was found (looked at pyenv's "
+        f"{pinned}, the running Python and /usr/local). Install one, for example `pyenv install {pinned}` with "
         "PYTHON_CONFIGURE_OPTS=--enable-shared, or run these tests with actions/setup-python's Python."
     )
 

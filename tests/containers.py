@@ -154,6 +154,14 @@ def wait_until_healthy(container: Container, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
+def wait_for_log(container: Container, text: str, timeout: float = 30) -> None:
+    """Poll the container's log until text appears in it; fail with the log after timeout."""
+    deadline = time.monotonic() + timeout
+    while text not in (log := container.logs()):
+        assert time.monotonic() < deadline, f"{text!r} not in the log after {timeout:.0f} s:\n{log[-3000:]}"
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def running(
     image: str, *flags: str, host_port: int | None = None, wait: bool = True, command: tuple[str, ...] = ()
@@ -180,10 +188,14 @@ def running(
         docker("rm", "--force", "--volumes", name, check=False)
 
 
-# A route the tests add to the app an image serves, for what needs one that reads the request's body
-# (an upload in flight at `docker stop`, malformed bodies): an app built on the template may have none.
+# Routes the tests add to the app an image serves, for what needs one that reads the request's body
+# (an upload in flight at `docker stop`, malformed bodies), or one that shows what the app believes
+# of a request (forwarded headers): an app built on the template may have neither.
 PROBE_ROUTE = "/probe/upload"
-PROBE_MODULE = f'''"""The app the image serves (its WSGI_APP), with one route the tests add."""
+PROBE_REQUEST_ROUTE = "/probe/request"
+# It says in the log when it starts to read a body, so a test can wait for that moment.
+PROBE_READING = "probe: reading the body"
+PROBE_MODULE = f'''"""The app the image serves (its WSGI_APP), with the routes the tests add."""
 
 import os
 
@@ -195,7 +207,13 @@ app = import_app(os.environ["WSGI_APP"])
 
 @app.post("{PROBE_ROUTE}")
 def probe_upload():
+    print("{PROBE_READING}", flush=True)
     return jsonify(received_bytes=len(request.get_data()))
+
+
+@app.get("{PROBE_REQUEST_ROUTE}")
+def probe_request():
+    return jsonify(remote_addr=request.remote_addr, host=request.host, scheme=request.scheme)
 '''
 
 
@@ -210,7 +228,7 @@ def probe_folder() -> Iterator[Path]:
 
 
 def probed(image: str, folder: Path, *flags: str) -> contextlib.AbstractContextManager[Container]:
-    """Run a gunicorn image serving its own app with the probe's route added, read-only mounted."""
+    """Run a gunicorn image serving its own app with the probe's routes added, read-only mounted."""
     mount = ("--volume", f"{folder}:/probe:ro")
     return running(image, *mount, *flags, command=("--pythonpath", "/probe", "probe:app"))
 
@@ -221,10 +239,13 @@ def process_uids(container: Container) -> list[int]:
     return [int(line.split()[1]) for line in lines]
 
 
-def image_files(image: str, needles: tuple[bytes, ...] = ()) -> tuple[dict[str, tarfile.TarInfo], set[str]]:
-    """Every path in an image's filesystem with its metadata, and the files that contain any needle."""
+def image_files(
+    image: str, needles: tuple[bytes, ...] = (), layers: bool = False
+) -> tuple[dict[str, tarfile.TarInfo], set[str]]:
+    """Every path in an image's filesystem with its metadata, and the files that contain any needle;
+    with layers, in any of its layers (see walk_image), the last layer's entry for a path kept."""
     paths, matches = {}, set()
-    for member, read in walk_image(image):
+    for member, read in walk_image(image, layers=layers):
         paths[member.name.rstrip("/")] = member
         if needles and member.isfile():
             content = read()

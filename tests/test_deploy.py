@@ -27,10 +27,12 @@ from containers import (
     POD_MEMORY,
     PROJECT_NAME,
     ROOT,
+    TABLE,
     VARIANTS,
     Container,
     docker,
     inspect,
+    make,
     rename_project,
     request,
     running,
@@ -115,16 +117,22 @@ def test_only_project_env_spells_the_projects_name():
 
 @pytest.mark.unit
 def test_pod_meets_the_restricted_pod_security_standard(pod, web):
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    pod_context = pod["securityContext"]
+    assert pod_context["runAsNonRoot"] is True and pod_context.get("runAsUser") != 0
+    assert pod_context["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["automountServiceAccountToken"] is False
     assert not {"hostNetwork", "hostPID", "hostIPC"} & pod.keys()
     assert all(set(volume) <= {"name", "emptyDir"} for volume in pod["volumes"])
+    assert pod["containers"] == [web] and not pod.get("initContainers") and not pod.get("ephemeralContainers")
     context = web["securityContext"]
     assert context["allowPrivilegeEscalation"] is False
     assert context["readOnlyRootFilesystem"] is True
     assert context["capabilities"] == {"drop": ["ALL"]}
     assert not context.get("privileged")
+    # A container's own settings override the pod's: none of them may undo what the pod sets.
+    assert context.get("runAsNonRoot", True) is True and context.get("runAsUser") != 0, context
+    assert context.get("seccompProfile", {"type": "RuntimeDefault"})["type"] in ("RuntimeDefault", "Localhost")
+    assert not [port for port in web["ports"] if port.get("hostPort")], web["ports"]
 
 
 @pytest.mark.unit
@@ -460,30 +468,39 @@ def test_image_serves_the_probes_as_the_pod_would_run_it(images, web, pod):
 
 
 @pytest.fixture
-def compose_project(images):
-    """compose.yaml brought up with `docker compose up --wait` on port 8080, and always down again."""
+def compose_project(images, free_port):
+    """compose.yaml brought up with `docker compose up --wait` on a free port, and always down again;
+    the project's name and the port."""
     project = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
     name, _ = images["secure"].split(":")
-    environment = {"PROJECT_NAME": PROJECT_NAME, "IMAGE": name, "VARIANT": "secure", "PORT": "8080"}
+    environment = {"PROJECT_NAME": PROJECT_NAME, "IMAGE": name, "VARIANT": "secure", "PORT": str(free_port)}
     command = [*DOCKER, "compose", "--project-name", project, "--file", str(ROOT / "compose.yaml")]
     env = {**os.environ, **environment}
     try:
         up = subprocess.run([*command, "up", "--detach", "--wait"], env=env, capture_output=True, text=True)
         assert up.returncode == 0, f"docker compose up failed:\n{up.stderr}"
-        yield project
+        yield project, free_port
     finally:
         subprocess.run([*command, "down", "--volumes", "--remove-orphans"], env=env, capture_output=True)
         assert not docker("network", "ls", "--quiet", "--filter", f"name={project}").stdout.strip()
 
 
+@pytest.mark.unit
+def test_compose_publishes_port_8080_on_localhost_unless_port_says_otherwise():
+    service = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["web"]
+    assert service["ports"] == ["127.0.0.1:${PORT:-8080}:8080"]
+
+
 @pytest.mark.integration
-def test_compose_serves_the_secure_image_on_localhost_8080(compose_project):
-    assert request(8080, "/healthz").json() == {"status": "ok"}
+def test_compose_serves_the_secure_image_on_localhost(compose_project):
+    _, port = compose_project
+    assert request(port, "/healthz").json() == {"status": "ok"}
 
 
 @pytest.mark.integration
 def test_compose_runs_it_hardened(compose_project):
-    project_label = f"label=com.docker.compose.project={compose_project}"
+    project, port = compose_project
+    project_label = f"label=com.docker.compose.project={project}"
     container = docker("ps", "--quiet", "--filter", project_label).stdout.split()
     assert len(container) == 1
     details = inspect(container[0])
@@ -492,9 +509,9 @@ def test_compose_runs_it_hardened(compose_project):
     assert "/tmp" in host["Tmpfs"]
     assert host["CapDrop"] == ["ALL"]
     assert "no-new-privileges:true" in host["SecurityOpt"]
-    assert host["Memory"] > 0 and host["NanoCpus"] > 0 and host["PidsLimit"] > 0
+    assert (host["Memory"], host["NanoCpus"], host["PidsLimit"]) == (256 * 1024 * 1024, 1_000_000_000, 128)
     assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 5}
-    assert host["PortBindings"] == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]}
+    assert host["PortBindings"] == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
     assert details["State"]["Health"]["Status"] == "healthy"
     assert details["Config"]["User"] == inspect(details["Image"])["Config"]["User"]
 
@@ -509,11 +526,11 @@ def makefile_default(name: str) -> str:
 @pytest.mark.unit
 def test_make_run_compose_and_the_tests_set_the_same_limits():
     service = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["web"]
-    make = {"memory": makefile_default("MEMORY"), "cpus": makefile_default("CPUS"), "pids": makefile_default("PIDS")}
-    assert make["memory"] == service["mem_limit"]
-    assert float(make["cpus"]) == float(service["cpus"])
-    assert int(make["pids"]) == service["pids_limit"]
-    assert ("--memory", make["memory"], "--cpus", make["cpus"], "--pids-limit", make["pids"]) == LIMITS
+    limits = {"memory": makefile_default("MEMORY"), "cpus": makefile_default("CPUS"), "pids": makefile_default("PIDS")}
+    assert limits["memory"] == service["mem_limit"]
+    assert float(limits["cpus"]) == float(service["cpus"])
+    assert int(limits["pids"]) == service["pids_limit"]
+    assert ("--memory", limits["memory"], "--cpus", limits["cpus"], "--pids-limit", limits["pids"]) == LIMITS
 
 
 @pytest.fixture
@@ -522,23 +539,42 @@ def free_port() -> int:
     return docker_tools.free_port()
 
 
+def hardening_flags(host: dict) -> list[str]:
+    """The hardening a container runs under, from its HostConfig, written as `docker run` takes it."""
+    flags = ["--read-only"] if host["ReadonlyRootfs"] else []
+    flags += [flag for path in host.get("Tmpfs") or {} for flag in ("--tmpfs", path)]
+    flags += [flag for capability in host.get("CapDrop") or [] for flag in ("--cap-drop", capability)]
+    flags += [flag for option in host.get("SecurityOpt") or [] for flag in ("--security-opt", option)]
+    return flags
+
+
+@pytest.mark.unit
+def test_the_makefile_table_hardens_secure_as_the_readme_says():
+    """make run's hardening comes from the table; secure's entry is the README's lockdown line."""
+    assert TABLE["secure"]["hardening"] == [
+        *("--read-only", "--tmpfs", "/tmp"),
+        *("--cap-drop", "ALL", "--security-opt", "no-new-privileges"),
+    ]
+    assert TABLE["production"]["hardening"] == ["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_make_run_limits_memory_cpu_and_processes(images, variant, free_port):
+def test_make_run_limits_and_hardens_each_variant_on_127_0_0_1_only(images, variant, free_port):
     name, _ = images[variant].split(":")
     container = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
-    make = ["make", "--no-print-directory", f"IMAGE={name}", f"CONTAINER={container}", f"PORT={free_port}"]
+    arguments = (f"IMAGE={name}", f"CONTAINER={container}", f"PORT={free_port}")
     try:
         # -o: take the image as built; the test runs exactly the image under test.
-        result = subprocess.run(
-            [*make, "-o", f"build-{variant}", f"run-{variant}"], cwd=ROOT, capture_output=True, text=True
-        )
+        result = make(*arguments, "-o", f"build-{variant}", f"run-{variant}")
         assert result.returncode == 0, result.stdout + result.stderr
         wait_until_serving(Container(id=container, port=free_port))
         host = inspect(container)["HostConfig"]
     finally:
-        subprocess.run([*make, "stop"], cwd=ROOT, capture_output=True)
+        make(*arguments, "stop")
     assert host["Memory"] == 256 * 1024 * 1024
     assert host["NanoCpus"] == 1_000_000_000
     assert host["PidsLimit"] == 128
+    assert hardening_flags(host) == TABLE[variant]["hardening"]
+    assert host["PortBindings"] == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(free_port)}]}
     assert not docker("ps", "--all", "--quiet", "--filter", f"name={container}").stdout.strip()

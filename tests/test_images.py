@@ -209,7 +209,8 @@ def throwaway_ca_bundle(tmp_path_factory) -> tuple[Path, bytes]:
 
 def test_build_time_proxy_cas_stay_out_of_every_image(throwaway_ca_bundle):
     """Build all three with a CA bundle as a secret, from a clean cache so pip really runs with it,
-    and look for that CA, and for any extra CA the host trusts, in every file of every image."""
+    and look for that CA, and for any extra CA the host trusts, in every file of every layer of
+    every image: a file one layer writes and a later one deletes is still shipped."""
     bundle, needle = throwaway_ca_bundle
     needles = [needle] + [
         middle_line(Path(path).read_bytes())
@@ -219,7 +220,7 @@ def test_build_time_proxy_cas_stay_out_of_every_image(throwaway_ca_bundle):
     try:
         for variant in VARIANTS:
             build(variant, name, f"CA_BUNDLE={bundle}", "BUILD_FLAGS=--no-cache")
-            _, found = image_files(f"{name}:{variant}", needles=tuple(needles))
+            _, found = image_files(f"{name}:{variant}", needles=tuple(needles), layers=True)
             assert not found, f"{variant} holds a build-time CA in {sorted(found)}"
     finally:
         docker("image", "rm", "--force", *(f"{name}:{variant}" for variant in VARIANTS), check=False)
@@ -274,11 +275,13 @@ def libpython_in_usr_local(image: str) -> bool:
 def test_secure_build_works_on_a_source_built_python_in_usr_local(images, request):
     """The official images' layout: CPython built from source in /usr/local, with libpython3.X.so.
 
-    Built on the official base, the secure image under test has that layout already, and the other
-    tests have run it. Built on the Debian stand-in, it has not: then build a stand-in from a
-    CPython on this machine, copied to /usr/local, and the secure image on top of it.
+    Built on the official base, the secure image under test has that layout already, and it is run
+    here as it is. Built on the Debian stand-in, it has not: then build a stand-in from a CPython on
+    this machine, copied to /usr/local, and the secure image on top of it.
     """
     if libpython_in_usr_local(images["secure"]):
+        with running(images["secure"], *LOCKDOWN, "--user", "12345:0") as container:
+            assert_serves(container)
         return
     source_built_python = request.getfixturevalue("source_built_python")
     tag = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
@@ -300,23 +303,48 @@ def test_secure_build_works_on_a_source_built_python_in_usr_local(images, reques
         docker("image", "rm", "--force", image, base, check=False)
 
 
+def setuid_or_setgid_files(image: str) -> list[str]:
+    paths, _ = image_files(image)
+    return sorted(path for path, member in paths.items() if member.isfile() and member.mode & 0o6000)
+
+
 @pytest.mark.parametrize("variant", HARDENED)
 def test_image_has_no_setuid_or_setgid_files(images, variant):
-    paths, _ = image_files(images[variant])
-    privileged = sorted(path for path, member in paths.items() if member.isfile() and member.mode & 0o6000)
-    assert not privileged
+    assert not setuid_or_setgid_files(images[variant])
+
+
+def test_the_setuid_check_sees_the_setuid_programs_naive_keeps(images):
+    """The control for the test above: naive keeps its base's su, mount and passwd, and the check sees them."""
+    found = {Path(path).name for path in setuid_or_setgid_files(images["naive"])}
+    assert {"su", "mount", "passwd"} <= found, found
 
 
 # A value given to a variable whose name says it is secret: ENV, ARG, or a build argument in history.
 SECRET_ASSIGNMENT = re.compile(r"\b\w*(SECRET|TOKEN|PASSWORD|PASSWD|API_?KEY|PRIVATE_?KEY|ACCESS_?KEY)\w*=\S", re.I)
 
 
+def secrets_in(image: str) -> list[str]:
+    """The lines of an image's history and the variables of its environment that give a secret a value."""
+    history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", image).stdout.splitlines()
+    environment = inspect(image)["Config"]["Env"] or []
+    return [line for line in history + environment if SECRET_ASSIGNMENT.search(line)]
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_image_history_and_environment_hold_no_secrets(images, variant):
-    history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", images[variant]).stdout
-    assert not SECRET_ASSIGNMENT.search(history), history
-    environment = inspect(images[variant])["Config"]["Env"]
-    assert not [variable for variable in environment if SECRET_ASSIGNMENT.search(variable)]
+    assert not secrets_in(images[variant])
+
+
+def test_the_secret_check_flags_a_token_passed_as_a_build_argument(images, tmp_path):
+    """The control for the test above: a build argument that a RUN sees is written into the history."""
+    (tmp_path / "Dockerfile").write_text(f"FROM {images['naive']}\nARG API_TOKEN\nRUN true\n")
+    tag = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}:secret"
+    try:
+        docker("build", "--quiet", "--tag", tag, "--build-arg", "API_TOKEN=not-a-real-token", str(tmp_path))
+        flagged = secrets_in(tag)
+    finally:
+        docker("image", "rm", "--force", tag, check=False)
+    assert [line for line in flagged if "API_TOKEN=not-a-real-token" in line], flagged
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -4,9 +4,9 @@ The SBOMs are the ones `make scan` writes: Trivy's, which needs no vulnerability
 """
 
 import json
+import os
 import re
 import subprocess
-import tarfile
 import time
 import uuid
 from pathlib import Path
@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import scan
 from containers import PROJECT_NAME, ROOT, copy_from_image, docker, inspect, make, must
+from docker_tools import walk_image
 from factory_copy import make_factory_copy
 
 # The one time every file of the secure image carries (Dockerfile.multistage says why).
@@ -84,23 +85,39 @@ def test_scanner_sees_the_same_python_packages_in_secure_as_in_production_but_pi
     assert python_packages == {name: version for name, version in production.items() if name not in INSTALLERS}
 
 
+# Where nothing answers: Trivy's database repository and checks, and PyPI's advisories for pip-audit.
+UNREACHABLE = "127.0.0.1:1"
+
+
 @pytest.mark.integration
 def test_scan_runs_offline_and_writes_the_sboms(images, tmp_path):
-    """`make scan` on the images: with no vulnerability database it says so, writes every SBOM, and
-    passes unless SCAN_STRICT is set."""
+    """`make scan` on the images, with an empty cache and nothing to fetch from: it says the database
+    cannot be fetched, writes every SBOM, and passes, unless SCAN_STRICT is set."""
     name = images["secure"].partition(":")[0]
-    make = ["make", "--no-print-directory", "scan", f"IMAGE={name}", f"SCAN_DIR={tmp_path}"]
-    result = subprocess.run(make, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    offline = {
+        **os.environ,
+        "TRIVY_CACHE_DIR": str(tmp_path / "trivy-cache"),
+        "TRIVY_DB_REPOSITORY": f"{UNREACHABLE}/none",
+        "TRIVY_CHECKS_BUNDLE_REPOSITORY": f"{UNREACHABLE}/none",
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "HTTPS_PROXY": f"http://{UNREACHABLE}",
+        "https_proxy": f"http://{UNREACHABLE}",
+    }
+
+    def scan_offline(*args: str) -> subprocess.CompletedProcess:
+        command = ["make", "--no-print-directory", "scan", f"IMAGE={name}", f"SCAN_DIR={tmp_path}", *args]
+        return subprocess.run(command, cwd=ROOT, env=offline, capture_output=True, text=True, timeout=600)
+
+    result = scan_offline()
     output = result.stdout + result.stderr
     for variant in images:
         assert (tmp_path / f"{name}-{variant}.cdx.json").is_file(), output
         assert (tmp_path / f"{name}-{variant}.sarif").is_file(), output
-    offline = "vulnerability database cannot be fetched" in output
-    assert result.returncode == 0 or not offline, output
-    if offline:
-        strict = subprocess.run([*make, "SCAN_STRICT=1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-        assert strict.returncode != 0, strict.stdout
-        assert "--strict does not allow" in strict.stderr
+    assert "Trivy's vulnerability database cannot be fetched" in result.stdout, output
+    assert result.returncode == 0, output
+    strict = scan_offline("SCAN_STRICT=1")
+    assert strict.returncode != 0, strict.stdout + strict.stderr
+    assert "the vulnerability scan and pip-audit could not run, which --strict does not allow" in strict.stderr
 
 
 @pytest.mark.integration
@@ -124,21 +141,13 @@ def test_secure_builds_to_the_same_image_id_twice_from_a_clean_cache(tmp_path, d
         docker("image", "rm", "--force", *(f"{name}:secure" for name in names), check=False)
 
 
-def layer_file_times(image: str, work: Path) -> set[int]:
+def layer_file_times(image: str) -> set[int]:
     """The modification time of every entry in every layer of an image, read from `docker save`."""
-    archive = work / "image.tar"
-    docker("save", "--output", str(archive), image)
-    times = set()
-    with tarfile.open(archive) as saved:
-        [manifest] = json.load(saved.extractfile("manifest.json"))
-        for layer in manifest["Layers"]:
-            with tarfile.open(fileobj=saved.extractfile(layer)) as files:
-                times.update(member.mtime for member in files)
-    return times
+    return {member.mtime for member, _ in walk_image(image, layers=True)}
 
 
 @pytest.mark.integration
-def test_secure_takes_its_times_from_the_last_commit_and_one_fixed_file_time(images, tmp_path):
+def test_secure_takes_its_times_from_the_last_commit_and_one_fixed_file_time(images):
     log = ["git", "log", "-1", "--format=%ct"]
     commit_time = int(subprocess.run(log, cwd=ROOT, capture_output=True, text=True, check=True).stdout)
     image = inspect(images["secure"])
@@ -146,7 +155,7 @@ def test_secure_takes_its_times_from_the_last_commit_and_one_fixed_file_time(ima
         "%Y-%m-%dT%H:%M:%SZ", time.gmtime(commit_time)
     )
     assert image["Created"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(commit_time))
-    assert layer_file_times(images["secure"], tmp_path) == {FILE_TIME}
+    assert layer_file_times(images["secure"]) == {FILE_TIME}
 
 
 @pytest.mark.unit
@@ -197,3 +206,60 @@ def test_scan_fails_on_fixable_high_vulnerabilities_secrets_and_high_misconfigur
         ("misconfiguration", "HIGH", True),
         ("misconfiguration", "LOW", False),
     ]
+
+
+def finding(gates: bool) -> dict:
+    """One finding as summary() reports it: a fixable CRITICAL vulnerability, or a MEDIUM one."""
+    severity = "CRITICAL" if gates else "MEDIUM"
+    return {"kind": "vulnerability", "id": "CVE-1", "severity": severity, "what": "p 1, fixed in 2", "gates": gates}
+
+
+@pytest.fixture
+def gate(monkeypatch, tmp_path, capsys):
+    """scan.main on images whose findings, pins pip-audit calls vulnerable, and database the test
+    gives, in place of Trivy and pip-audit; what it returns, and what it printed."""
+
+    def run(findings: dict[str, list], *flags: str, vulnerable_pins: tuple[str, ...] = (), database: bool = True):
+        monkeypatch.setattr(scan, "trivy_command", lambda: "trivy")
+        monkeypatch.setattr(scan, "database_error", lambda trivy: None if database else "no network")
+        monkeypatch.setattr(
+            scan,
+            "scan_image",
+            lambda trivy, image, out, vulnerabilities: {
+                "os": "debian 13",
+                "debian_packages": 1,
+                "python_packages": 1,
+                "findings": findings[image],
+            },
+        )
+        monkeypatch.setattr(scan, "pip_audit", lambda requirements: (list(vulnerable_pins), None))
+        arguments = ["--out", str(tmp_path), "--requirements", "requirements.txt", *flags, *findings]
+        code = scan.main(arguments)
+        printed = capsys.readouterr()
+        return code, printed.out + printed.err
+
+    return run
+
+
+@pytest.mark.unit
+def test_make_scan_fails_on_a_gating_finding_of_any_image_but_a_report_only_one(gate):
+    code, output = gate({"a:naive": [finding(True)], "a:secure": [finding(False)]}, "--report-only", "a:naive")
+    assert code == 0, output
+    code, output = gate({"a:naive": [], "a:secure": [finding(True)]}, "--report-only", "a:naive")
+    assert code == 1, output
+    assert "FAIL CRITICAL" in output and "scan: a:secure failed" in output
+
+
+@pytest.mark.unit
+def test_make_scan_fails_on_a_vulnerable_pin(gate):
+    code, output = gate({"a:secure": []}, vulnerable_pins=("flask 0.12: PYSEC-2018-66",))
+    assert code == 1, output
+    assert "FAIL flask 0.12: PYSEC-2018-66" in output and "scan: requirements.txt failed" in output
+
+
+@pytest.mark.unit
+def test_make_scan_without_its_database_fails_only_when_strict(gate):
+    assert gate({"a:secure": []}, database=False)[0] == 0
+    code, output = gate({"a:secure": []}, "--strict", database=False)
+    assert code == 1, output
+    assert "the vulnerability scan could not run, which --strict does not allow" in output
