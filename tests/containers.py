@@ -216,7 +216,8 @@ def probed(image: str, folder: Path, *flags: str) -> contextlib.AbstractContextM
 
 
 def process_uids(container: Container) -> list[int]:
-    """The real UIDs of every process in the container, as the host's ps sees them."""
+    """The real UIDs of every process in the container, as the engine's ps sees them (docker top),
+    wherever the engine runs: on this machine or in a VM."""
     lines = docker("top", container.id, "-eo", "pid,uid").stdout.splitlines()[1:]
     return [int(line.split()[1]) for line in lines]
 
