@@ -74,6 +74,11 @@ def build(variant: str, image: str, *make_args: str, timeout: float = 900) -> No
     must(make(f"build-{variant}", f"IMAGE={image}", *make_args, timeout=timeout), f"`make build-{variant}`")
 
 
+def platform_tag(platform: str) -> str:
+    """What the Makefile adds to a tag built for another platform than the engine's: -arm64."""
+    return "-" + platform.removeprefix("linux/").replace("/", "-")
+
+
 def copy_from_image(image: str, path: str, destination: Path) -> Path:
     """Copy a file or folder of an image out of a container that never starts; return where it went."""
     container = docker("create", image).stdout.strip()
