@@ -33,9 +33,13 @@ BASE_IMAGE ?= $(shell awk '/^FROM .* AS python-base$$/ {print $$2}' Dockerfile)
 # the architecture ($(IMAGE):secure-arm64), and its stand-in base named after it, so they never
 # take the place of the engine's own.
 PLATFORM ?=
-# The platform `make compare` measures beside the engine's own (linux/amd64 on an arm64 machine);
-# empty for none. Its images are built under emulation the first time, which takes minutes.
-COMPARE_PLATFORM ?= linux/arm64
+# The platform the engine runs under emulation: of linux/amd64 and linux/arm64, the one that is not
+# its own (linux/amd64 on Apple Silicon). Asked of the engine the first time a target needs it, then
+# kept: the first use replaces this definition with the answer.
+EMULATED_PLATFORM = $(eval EMULATED_PLATFORM := $$(shell DOCKER="$(DOCKER)" $(PYTHON) scripts/docker_tools.py emulated-platform 2>/dev/null))$(EMULATED_PLATFORM)
+# The platform `make compare` measures beside the engine's own: the emulated one; empty for none.
+# Its images are built under emulation the first time, which takes minutes.
+COMPARE_PLATFORM ?= $(EMULATED_PLATFORM)
 # The host port `make run` publishes on 127.0.0.1.
 PORT ?= 8080
 # Name of the container `make run` starts.
@@ -67,9 +71,10 @@ BUILD_FLAGS ?=
 # (REGISTRY=ghcr.io/acme, after docker login ghcr.io).
 REGISTRY_PORT ?= 5000
 REGISTRY ?= 127.0.0.1:$(REGISTRY_PORT)
-# The variants `make push` publishes, each as one tag for the engine's platform and PUBLISH_PLATFORM.
+# The variants `make push` publishes, each as one tag for the engine's platform and PUBLISH_PLATFORM,
+# by default the emulated one.
 PUBLISH ?= production secure
-PUBLISH_PLATFORM ?= linux/arm64
+PUBLISH_PLATFORM ?= $(EMULATED_PLATFORM)
 # The local registry's storage and log; the cosign key pair `make push` signs with (COSIGN_PASSWORD,
 # from the environment, protects the private key); the file of the digests `make push` published.
 REGISTRY_DIR ?= .registry
@@ -124,7 +129,7 @@ RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
 .PHONY: help engine base free-8080 variants images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
-	lessons registry registry-stop keys push verify up-published test test-unit test-integration test-arm64 test-kubernetes test-template-copy lint lock clean
+	lessons registry registry-stop keys push verify up-published test test-unit test-integration test-emulated test-kubernetes test-template-copy lint lock clean
 
 help: ## Show this help
 	@echo "Usage: make TARGET [VAR=value ...]"
@@ -300,7 +305,7 @@ $(CHECKOV): requirements-checkov.txt
 	$(VENV)/checkov/bin/pip install --quiet --require-hashes -r requirements-checkov.txt
 	@touch $@
 
-test: free-8080 $(VENV)/bin/pytest ## Run every test but test-kubernetes: unit, integration against real containers, arm64
+test: free-8080 $(VENV)/bin/pytest ## Run every test but test-kubernetes: unit, integration against real containers, the emulated platform's image
 	$(VENV)/bin/pytest -m "not kubernetes"
 
 test-unit: $(VENV)/bin/pytest ## Run the unit tests (no Docker, no root needed)
@@ -310,9 +315,9 @@ test-integration: free-8080 $(VENV)/bin/pytest ## Build the images and test them
 	$(VENV)/bin/pytest -m integration
 
 # `make engine` sets up the emulation first, saying so, when it is missing.
-test-arm64: PLATFORM = linux/arm64
-test-arm64: engine $(VENV)/bin/pytest ## Build the secure image for linux/arm64 and test it under emulation
-	$(VENV)/bin/pytest -m arm64
+test-emulated: PLATFORM = $(EMULATED_PLATFORM)
+test-emulated: engine $(VENV)/bin/pytest ## Build the secure image for the emulated platform (linux/arm64; linux/amd64 on Apple Silicon) and test it
+	$(VENV)/bin/pytest -m emulated
 
 test-kubernetes: $(VENV)/bin/pytest $(CHECKOV) ## Render the Kubernetes manifests with kubectl's kustomize and check them (needs kubectl)
 	CHECKOV=$(CHECKOV) $(VENV)/bin/pytest -m kubernetes

@@ -8,11 +8,14 @@
 - free_port() and wait_until_serving(): a port nothing listens on, and polling /healthz on a published
   port until it answers or the container exits;
 - pull() and age_days(): a pull bounded in time, and an image's age, for scripts/base-image.sh;
-- variants(): each variant's Dockerfile and hardening flags, read from the Makefile, their one home.
+- variants(): each variant's Dockerfile and hardening flags, read from the Makefile, their one home;
+- engine_platform() and emulated_platform(): the platform the engine runs natively, as it reports
+  it, and of linux/amd64 and linux/arm64 the other one, which it runs under emulation.
 
 `python3 scripts/docker_tools.py wait PORT CONTAINER SECONDS` is the Makefile's wait for `make run`;
 `pull SECONDS IMAGE [PLATFORM]` and `age-days IMAGE` are what base-image.sh asks of Python, where
-the shell's tools differ between Linux and macOS (GNU timeout, date -d).
+the shell's tools differ between Linux and macOS (GNU timeout, date -d); `emulated-platform` prints
+the Makefile's default COMPARE_PLATFORM and PUBLISH_PLATFORM.
 """
 
 import http.client
@@ -194,6 +197,22 @@ def variants() -> dict[str, dict]:
     return found
 
 
+# The two platforms the images are built for: an engine runs one natively, the other under emulation.
+AMD64, ARM64 = "linux/amd64", "linux/arm64"
+
+
+def engine_platform() -> str:
+    """The engine's own platform, as it reports it: linux/amd64, or linux/arm64 on Apple Silicon,
+    whatever the machine that runs make (a Mac runs the engine in a Linux VM)."""
+    return docker("version", "--format", "{{.Server.Os}}/{{.Server.Arch}}").strip()
+
+
+def emulated_platform(native: str) -> str:
+    """Of linux/amd64 and linux/arm64, the one an engine whose own platform is native runs under
+    emulation: linux/amd64 on Apple Silicon, linux/arm64 on an amd64 machine."""
+    return AMD64 if native == ARM64 else ARM64
+
+
 def exit_on_failure(main: Callable[[], int], program: str) -> int | str:
     """Run a script's main; a failed command ends it with its message, not a traceback."""
     try:
@@ -204,7 +223,8 @@ def exit_on_failure(main: Callable[[], int], program: str) -> int | str:
 
 USAGE = """usage: docker_tools.py wait PORT CONTAINER SECONDS
        docker_tools.py pull SECONDS IMAGE [PLATFORM]
-       docker_tools.py age-days IMAGE"""
+       docker_tools.py age-days IMAGE
+       docker_tools.py emulated-platform"""
 
 
 def main(argv: list[str]) -> int:
@@ -223,6 +243,13 @@ def main(argv: list[str]) -> int:
             print(age_days(arguments[0]))
         except CommandFailed as error:
             print(error, file=sys.stderr)
+            return 1
+        return 0
+    if command == "emulated-platform" and not arguments:
+        try:
+            print(emulated_platform(engine_platform()))
+        except (CommandFailed, OSError) as error:
+            print(f"cannot ask the engine its platform: {error}", file=sys.stderr)
             return 1
         return 0
     print(USAGE, file=sys.stderr)

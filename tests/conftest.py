@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from containers import DOCKER, PROJECT_NAME, ROOT, SECURITY_HEADERS, VARIANTS, build, docker, probe_folder
-from docker_tools import WSGI_APP
+from docker_tools import WSGI_APP, CommandFailed, emulated_platform, engine_platform
 from gunicorn.util import import_app
 from werkzeug.serving import make_server
 
@@ -64,6 +64,15 @@ def docker_engine():
             "which installs and starts one on Debian; then run the tests again."
         )
     return result.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def emulated(docker_engine) -> str:
+    """The platform the engine runs under emulation, from the one it reports as its own."""
+    try:
+        return emulated_platform(engine_platform())
+    except CommandFailed as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="session")

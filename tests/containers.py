@@ -74,6 +74,11 @@ def build(variant: str, image: str, *make_args: str, timeout: float = 900) -> No
     must(make(f"build-{variant}", f"IMAGE={image}", *make_args, timeout=timeout), f"`make build-{variant}`")
 
 
+def platform_tag(platform: str) -> str:
+    """What the Makefile adds to a tag built for another platform than the engine's: -arm64."""
+    return "-" + platform.removeprefix("linux/").replace("/", "-")
+
+
 def copy_from_image(image: str, path: str, destination: Path) -> Path:
     """Copy a file or folder of an image out of a container that never starts; return where it went."""
     container = docker("create", image).stdout.strip()
@@ -234,7 +239,8 @@ def probed(image: str, folder: Path, *flags: str) -> contextlib.AbstractContextM
 
 
 def process_uids(container: Container) -> list[int]:
-    """The real UIDs of every process in the container, as the host's ps sees them."""
+    """The real UIDs of every process in the container, as the engine's ps sees them (docker top),
+    wherever the engine runs: on this machine or in a VM."""
     lines = docker("top", container.id, "-eo", "pid,uid").stdout.splitlines()[1:]
     return [int(line.split()[1]) for line in lines]
 

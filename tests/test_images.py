@@ -202,8 +202,14 @@ def throwaway_ca_bundle(tmp_path_factory) -> tuple[Path, bytes]:
         capture_output=True,
     )
     certificate = (directory / "ca.crt").read_bytes()
+    # The file this Python's OpenSSL trusts, wherever the system keeps it (SSL_CERT_FILE first).
+    trusted = ssl.get_default_verify_paths().cafile
+    if trusted is None:
+        pytest.fail(
+            "this Python trusts no CA file (ssl.get_default_verify_paths().cafile is None): set SSL_CERT_FILE to one."
+        )
     bundle = directory / "bundle.pem"
-    bundle.write_bytes(Path(ssl.get_default_verify_paths().openssl_cafile).read_bytes() + certificate)
+    bundle.write_bytes(Path(trusted).read_bytes() + certificate)
     return bundle, middle_line(certificate)
 
 

@@ -291,6 +291,22 @@ def test_make_engine_on_macos_with_an_engine_answering_does_nothing(tmp_path, pl
 
 
 @pytest.mark.unit
+@pytest.mark.parametrize(
+    ("engine", "emulated"),
+    [("linux/amd64", "linux/arm64"), ("linux/arm64", "linux/amd64")],
+    ids=["amd64", "Apple Silicon"],
+)
+def test_compare_push_and_test_emulated_take_the_platform_the_engine_does_not_run_natively(tmp_path, engine, emulated):
+    docker = tmp_path / "docker"
+    docker.write_text(f'#!/bin/sh\n[ "$1" = version ] && echo {engine}\n')
+    docker.chmod(0o755)
+    settings = make("help", docker_command=str(docker)).stdout
+    assert f" COMPARE_PLATFORM={emulated} " in settings and f" PUBLISH_PLATFORM={emulated} " in settings, settings
+    dry_run = make("-n", "test-emulated", docker_command=str(docker)).stdout
+    assert f'PLATFORM="{emulated}" scripts/ensure-docker.sh' in dry_run, dry_run
+
+
+@pytest.mark.unit
 def test_the_created_label_is_the_commits_time_also_where_date_has_no_d(tmp_path, bsd_tools):
     makefile_alone(tmp_path, (ROOT / "project.env").read_text())
     dry_run = subprocess.run(

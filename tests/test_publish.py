@@ -20,7 +20,7 @@ from pathlib import Path
 import publish
 import pytest
 import yaml
-from containers import LOCKDOWN, PROJECT_NAME, ROOT, docker, make, must, request
+from containers import LOCKDOWN, PROJECT_NAME, ROOT, docker, inspect, make, must, platform_tag, request
 from docker_tools import free_port
 
 PASSWORD = "a password for this test"
@@ -73,13 +73,14 @@ def verify(published: Path, keys: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def published(images, registry, keys, tmp_path_factory) -> dict:
-    """The secure image published for both platforms; the arm64 build `make push` makes is removed."""
+def published(images, emulated, registry, keys, tmp_path_factory) -> dict:
+    """The secure image published for both platforms; the emulated platform's build `make push`
+    makes is removed."""
     path = tmp_path_factory.mktemp("published") / "published.json"
     try:
         yield push(images, registry, keys, path) | {"file": path}
     finally:
-        docker("image", "rm", "--force", images["secure"] + "-arm64", check=False)
+        docker("image", "rm", "--force", images["secure"] + platform_tag(emulated), check=False)
 
 
 @pytest.fixture
@@ -243,8 +244,8 @@ def test_the_sbom_attestation_lists_flask_and_gunicorn_at_the_pinned_versions(pu
 @pytest.mark.integration
 def test_the_provenance_names_the_commit_the_base_and_the_requirements(published, keys, images):
     repository = published["repository"]
-    labels = docker("image", "inspect", "--format", "{{json .Config.Labels}}", images["secure"]).stdout
-    labels = json.loads(labels)
+    native = inspect(images["secure"])
+    labels = native["Config"]["Labels"]
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     for platform, digest in published["variants"]["secure"]["platforms"].items():
         statement = attestation(keys, f"{repository}@{digest}", "slsaprovenance1")
@@ -257,7 +258,8 @@ def test_the_provenance_names_the_commit_the_base_and_the_requirements(published
         assert definition["externalParameters"]["request"]["platform"] == platform
         base = [uri for uri in dependencies if uri.startswith("docker-image://")]
         assert len(base) == 1 and dependencies[base[0]]["digest"]["sha256"]
-        if platform == "linux/amd64":
+        # The engine's own image is built on the base the label names; the emulated one on its platform's.
+        if platform == f"{native['Os']}/{native['Architecture']}":
             assert base == [f"docker-image://{labels['org.opencontainers.image.base.name']}"]
 
 
@@ -350,7 +352,7 @@ def test_verify_fails_for_an_image_signed_with_another_key(single, tmp_path):
 @pytest.mark.integration
 def test_verify_fails_when_an_attestation_is_deleted(single, keys):
     repository = single["repository"]
-    digest = single["variants"]["secure"]["platforms"]["linux/amd64"]
+    [digest] = single["variants"]["secure"]["platforms"].values()
     delete_tag(repository, digest.replace(":", "-") + ".att")
     result = verify(single["file"], keys)
     assert result.returncode != 0
@@ -360,7 +362,7 @@ def test_verify_fails_when_an_attestation_is_deleted(single, keys):
 @pytest.mark.integration
 def test_verify_fails_when_an_attestation_is_replaced_by_one_of_another_key(single, keys, tmp_path):
     repository = single["repository"]
-    digest = single["variants"]["secure"]["platforms"]["linux/amd64"]
+    [digest] = single["variants"]["secure"]["platforms"].values()
     delete_tag(repository, digest.replace(":", "-") + ".att")
     other = tmp_path / "other-keys"
     must(make("keys", f"KEYS_DIR={other}", "COSIGN_PASSWORD="), "`make keys` of another pair")
