@@ -8,7 +8,8 @@
 - free_port() and wait_until_serving(): a port nothing listens on, and polling /healthz on a published
   port until it answers or the container exits;
 - pull() and age_days(): a pull bounded in time, and an image's age, for scripts/base-image.sh;
-- variants(): each variant's Dockerfile and hardening flags, read from the Makefile, their one home.
+- variants(): each variant's Dockerfile and hardening flags, read from the Makefile, their one home;
+  hardened(): the variants among them that run hardened.
 
 `python3 scripts/docker_tools.py wait PORT CONTAINER SECONDS` is the Makefile's wait for `make run`;
 `pull SECONDS IMAGE [PLATFORM]` and `age-days IMAGE` are what base-image.sh asks of Python, where
@@ -172,6 +173,11 @@ def variants() -> dict[str, dict]:
         name, dockerfile, *flags = line.split()
         found[name] = {"dockerfile": dockerfile, "hardening": flags}
     return found
+
+
+def hardened(table: dict[str, dict]) -> tuple[str, ...]:
+    """The variants built to run hardened: those `make run` gives hardening flags (all but naive)."""
+    return tuple(name for name, row in table.items() if row["hardening"])
 
 
 def exit_on_failure(main: Callable[[], int], program: str) -> int | str:
