@@ -92,3 +92,21 @@ def test_ci_builds_each_variant_from_the_dockerfile_the_makefile_names():
     table = {name: row["dockerfile"] for name, row in TABLE.items()}
     assert {row["variant"]: row["dockerfile"] for row in builds} == table
     assert all(table[row["variant"]] == row["dockerfile"] for row in builds)
+
+
+def readme_row(label: str) -> list[str]:
+    """The cells after the first of the README's table row whose first cell is label."""
+    for line in (ROOT / "README.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] == label:
+            return cells[1:]
+    pytest.fail(f"the README has no table row {label!r}")
+
+
+def test_the_readme_counts_as_many_stages_as_each_dockerfile_has_from_lines():
+    dockerfiles = [cell.strip("`") for cell in readme_row("Dockerfile")]
+    stages = readme_row("Stages (`FROM` lines)")
+    assert sorted(dockerfiles) == sorted(DOCKERFILES)
+    for dockerfile, cell in zip(dockerfiles, stages, strict=True):
+        froms = [line for line in instructions(dockerfile) if line.upper().startswith("FROM ")]
+        assert cell.startswith(f"{len(froms)}:"), f"{dockerfile} has {len(froms)} FROM lines; the README says {cell!r}"
