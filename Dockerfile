@@ -5,7 +5,7 @@
 # The base image, pinned to a patch release so a rebuild cannot change Python underneath you.
 # `--build-arg BASE_IMAGE=...` replaces it (the Makefile does so for a mirror or a stand-in); the
 # default names the stage below, so Dependabot, which cannot read build arguments, still sees and
-# bumps the tag. Bump it in all three Dockerfiles at once, then run `make test`. The stage only
+# bumps the tag. Bump it in all four Dockerfiles at once, then run `make test`. The stage only
 # names the image and never runs, hence no HEALTHCHECK. checkov, which cannot read build arguments
 # either, takes FROM ${BASE_IMAGE} for an image without a tag (CKV_DOCKER_7); its skip holds for the
 # whole file, so tests/test_dockerfiles.py checks the pin instead.

@@ -1,4 +1,4 @@
-# One Flask app, three Dockerfiles. `make` lists the targets.
+# One Flask app, four Dockerfiles. `make` lists the targets.
 
 # The project's name (PROJECT_NAME) and WSGI entry point (WSGI_APP), from the one file that holds them.
 ifeq ($(wildcard project.env),)
@@ -24,9 +24,9 @@ $(error WSGI_APP="$(WSGI_APP)" is not a WSGI entry point: module:app for an app 
 endif
 # The docker command; set DOCKER="sudo docker" or DOCKER=podman where that is what you use.
 DOCKER ?= docker
-# Image name; the variants are its tags: $(IMAGE):naive, $(IMAGE):production, $(IMAGE):secure.
+# Image name; the variants are its tags: $(IMAGE):naive, $(IMAGE):production, $(IMAGE):slim, $(IMAGE):secure.
 IMAGE ?= $(PROJECT_NAME)
-# The base image of all three Dockerfiles; by default the one they pin, read from Dockerfile.
+# The base image of all four Dockerfiles; by default the one they pin, read from Dockerfile.
 BASE_IMAGE ?= $(shell awk '/^FROM .* AS python-base$$/ {print $$2}' Dockerfile)
 # The platform to build and run for, such as linux/arm64; empty is the engine's own. Another
 # architecture's runs under QEMU emulation, which `make engine` sets up. Its images are tagged with
@@ -114,15 +114,19 @@ STAMP = --label org.opencontainers.image.source=$(SOURCE_URL) \
 BASE_DIGEST = {{if .RepoDigests}}{{index .RepoDigests 0}}{{else}}{{.Id}}{{end}}
 # The table of variants, which the scripts and the tests read too (make variants): each one's
 # Dockerfile, and the hardening it runs under. Production gets no capabilities and no way to gain
-# them; secure also a read-only root, the README's lockdown line. Every variant gets the same limits.
-VARIANTS := naive production secure
+# them; slim and secure also a read-only root, the README's lockdown line. Every variant gets the
+# same limits. The order is the lesson's.
+VARIANTS := naive production slim secure
 DOCKERFILE_naive := Dockerfile.naive
 DOCKERFILE_production := Dockerfile
+DOCKERFILE_slim := Dockerfile.slim
 DOCKERFILE_secure := Dockerfile.multistage
 NO_PRIVILEGES := --cap-drop ALL --security-opt no-new-privileges
 HARDENING_naive :=
 HARDENING_production := $(NO_PRIVILEGES)
-HARDENING_secure := --read-only --tmpfs /tmp $(NO_PRIVILEGES)
+LOCKDOWN := --read-only --tmpfs /tmp $(NO_PRIVILEGES)
+HARDENING_slim := $(LOCKDOWN)
+HARDENING_secure := $(LOCKDOWN)
 LIMITS = --memory $(MEMORY) --cpus $(CPUS) --pids-limit $(PIDS)
 BUILDS := $(addprefix build-,$(VARIANTS))
 RUNS := $(addprefix run-,$(VARIANTS))
@@ -154,10 +158,11 @@ engine: ## Make sure Docker Engine with buildx and Compose runs, and can emulate
 base: engine ## Rebuild the stand-in base image now, with Debian's current packages (see Troubleshooting)
 	@DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" scripts/base-image.sh --rebuild
 
-build: build-naive build-production build-secure ## Build all three images
+build: $(BUILDS) ## Build all four images
 
 build-naive: ## Build $(IMAGE):naive from Dockerfile.naive
 build-production: ## Build $(IMAGE):production from Dockerfile
+build-slim: ## Build $(IMAGE):slim from Dockerfile.slim
 build-secure: ## Build $(IMAGE):secure from Dockerfile.multistage
 $(BUILDS): build-%: engine
 	@base=$$(DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" PYTHON="$(PYTHON)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
@@ -172,6 +177,7 @@ run: run-secure ## Run the secure image on http://localhost:$(PORT)
 
 run-naive: ## Run $(IMAGE):naive on http://localhost:$(PORT)
 run-production: ## Run $(IMAGE):production on http://localhost:$(PORT), without capabilities
+run-slim: ## Run $(IMAGE):slim on http://localhost:$(PORT), read-only and without capabilities
 run-secure: ## Run $(IMAGE):secure on http://localhost:$(PORT), read-only and without capabilities
 # stop comes first, so that a name taken by a container of someone else's stops make before a build.
 $(RUNS): run-%: stop build-%
@@ -217,7 +223,7 @@ free-8080: engine
 logs: ## Follow the log of the running container
 	@$(DOCKER) logs --follow $(CONTAINER)
 
-# Build whichever of the three images is missing, saying so; the inspection targets need all three.
+# Build whichever of the images is missing, saying so; the inspection targets need all four.
 images: engine
 	@log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
 	for v in $(VARIANTS); do $(DOCKER) image inspect $(IMAGE):$$v$(ARCH_TAG) >/dev/null 2>&1 && continue; \
@@ -345,7 +351,7 @@ lock: $(VENV)/bin/pytest ## Re-pin requirements*.txt with hashes from requiremen
 	$(VENV)/bin/uv pip compile --quiet --universal --generate-hashes --python-version 3.11 --no-header \
 		requirements-checkov.in -o requirements-checkov.txt
 
-clean: stop ## Remove the three images and their other-platform builds, the test environment and caches
+clean: stop ## Remove the four images and their other-platform builds, the test environment and caches
 	@$(DOCKER) image rm --force $(sort $(foreach v,$(VARIANTS),$(IMAGE):$(v) $(IMAGE):$(v)$(ARCH_TAG) \
 		$(IMAGE):$(v)$(call arch_tag,$(COMPARE_PLATFORM)))) >/dev/null 2>&1 || true
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""Measure the three images side by side, in one run on one machine: build, start-up, memory, load.
+"""Measure the images side by side, in one run on one machine: build, start-up, memory, load.
 
 Usage: python3 scripts/bench.py --base IMAGE --memory M --cpus N --pids-limit N [--ca-bundle FILE]
        [--out DIR] [--readme FILE]
@@ -6,12 +6,12 @@ Usage: python3 scripts/bench.py --base IMAGE --memory M --cpus N --pids-limit N 
 proxy CA bundle if there is one.
 
 For each variant it measures the cold build (base image present, no build cache) and the warm
-rebuild after a one-line change to src/app.py; then, with the three containers running within the
+rebuild after a one-line change to src/app.py; then, with the containers running within the
 limits, the time from `docker run` to the first 200 on /healthz and the idle memory, throughput
 and latency under wrk at 1, 16 and 64 connections, latency at a fixed rate (open loop, see
 clients.py), /healthz under 256 slow-header clients, and 1,000 keep-alive connections at once.
 Repeated measurements take the variants in turn, run by run, so that a change in the machine's
-load falls on all three alike; each is reported as its median with its range [min-max].
+load falls on all alike; each is reported as its median with its range [min-max].
 It writes DIR/bench.json and DIR/bench.md, puts the tables between the bench markers of the
 README, and removes every image and container it made, also when it fails.
 """
@@ -40,6 +40,7 @@ from docker_tools import (
     docker,
     docker_result,
     exit_on_failure,
+    hardened,
     run,
     variants,
     wait_until_serving,
@@ -49,6 +50,7 @@ from docker_tools import (
 TABLE = variants()
 VARIANTS = {name: row["dockerfile"] for name, row in TABLE.items()}
 HARDENING = {name: row["hardening"] for name, row in TABLE.items()}
+HARDENED = hardened(TABLE)
 CONNECTIONS = [1, 16, 64]
 # The slow-client run also measures production as it was served before gevent, for comparison:
 # gunicorn's threaded worker, two processes of four threads.
@@ -236,17 +238,17 @@ def goals(variants: dict) -> list[dict]:
         found[-1].update(met=met, gap=gap, decimals=decimals)
 
     goal("secure image size", variants["secure"]["size_bytes"] / MB, 35, "MB")
-    for name in ("production", "secure"):
+    for name in HARDENED:
         goal(f"{name}: warm rebuild after a code change", variants[name]["build"]["warm_seconds"], 2, "s")
     goal("secure: docker run to first 200 on /healthz", variants["secure"]["startup"]["median_seconds"], 1, "s")
-    for name in ("production", "secure"):
+    for name in HARDENED:
         at64 = variants[name]["load"]["64"]
         ratio = at64["requests_per_second"] / naive64["requests_per_second"]
         goal(f"{name}: throughput at 64 connections, times naive's", ratio, 2, "x", at_most=False)
         share = at64["p99_ms"] / naive64["p99_ms"]
         goal(f"{name}: p99 latency at 64 connections, as a share of naive's", share, 1 / 3, "x")
     goal("secure idle memory", variants["secure"]["idle_memory"]["median_bytes"] / MB, 50, "MB")
-    for name in ("production", "secure"):
+    for name in HARDENED:
         healthz = variants[name]["slow_clients"]["healthz"]
         goal(f"{name}: /healthz failures under 256 slow-header clients", healthz["failures"], 0, "", decimals=0)
         p99 = healthz["p99_ms"] if healthz["p99_ms"] is not None else float("inf")

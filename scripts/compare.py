@@ -4,7 +4,7 @@ Usage: python3 scripts/compare.py [--hadolint PATH] [--out DIR] [--readme FILE] 
 
 Prints a table, writes it as DIR/compare.md and the sizes as a bar chart, DIR/sizes.svg, and puts
 the table between the compare markers of the README. What an image contains is read from its
-exported filesystem, so the check needs no shell in it. `make compare` passes the three variants,
+exported filesystem, so the check needs no shell in it. `make compare` passes every variant,
 each for the engine's own platform and for the one it emulates (linux/amd64 on Apple Silicon,
 linux/arm64 elsewhere).
 """

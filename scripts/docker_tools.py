@@ -9,6 +9,7 @@
   port until it answers or the container exits;
 - pull() and age_days(): a pull bounded in time, and an image's age, for scripts/base-image.sh;
 - variants(): each variant's Dockerfile and hardening flags, read from the Makefile, their one home;
+  hardened(): the variants among them that run hardened;
 - engine_platform() and emulated_platform(): the platform the engine runs natively, as it reports
   it, and of linux/amd64 and linux/arm64 the other one, which it runs under emulation.
 
@@ -195,6 +196,11 @@ def variants() -> dict[str, dict]:
         name, dockerfile, *flags = line.split()
         found[name] = {"dockerfile": dockerfile, "hardening": flags}
     return found
+
+
+def hardened(table: dict[str, dict]) -> tuple[str, ...]:
+    """The variants built to run hardened: those `make run` gives hardening flags (all but naive)."""
+    return tuple(name for name, row in table.items() if row["hardening"])
 
 
 # The two platforms the images are built for: an engine runs one natively, the other under emulation.

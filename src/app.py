@@ -1,6 +1,6 @@
 """The sample app: a greeting and a route that reads a body, on the template's skeleton.
 
-The images serve it through WSGI_APP in project.env (app:app): gunicorn in production and secure,
+The images serve it through WSGI_APP in project.env (app:app): gunicorn in production, slim and secure,
 Flask's development server in the naive image. `python src/app.py` runs the development server too.
 """
 

@@ -1,4 +1,4 @@
-"""gunicorn settings for the production and secure images, all read from the environment."""
+"""gunicorn settings for the images that serve with gunicorn (all but naive), all read from the environment."""
 
 import settings
 

@@ -18,11 +18,13 @@ from pathlib import Path
 
 import docker_tools
 import pytest
-from docker_tools import DOCKER, PROJECT_NAME, ROOT, CommandFailed, docker_result, variants, walk_image
+from docker_tools import DOCKER, PROJECT_NAME, ROOT, CommandFailed, docker_result, hardened, variants, walk_image
 
 # The variants, and the README's lockdown line, which is how secure runs: the Makefile's table.
 TABLE = variants()
 VARIANTS = tuple(TABLE)
+# The images built to be run hardened: all but naive.
+HARDENED = hardened(TABLE)
 # The security headers with the values the README promises, on every response; HSTS over HTTPS only.
 # The Content-Security-Policy is the app's own setting (the security_headers fixture adds it).
 SECURITY_HEADERS = {

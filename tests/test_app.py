@@ -86,7 +86,7 @@ def test_unhandled_exception_becomes_json_500_without_traceback(app, client, mon
 
 def served_by_gunicorn(app: Flask, raw: bytes) -> tuple[wsgi.Response, bytes]:
     """The app's answer to raw request bytes, read by gunicorn's own parser and written by its WSGI
-    response object, in this process: what the production and secure images do, without a socket."""
+    response object, in this process: what the gunicorn images do, without a socket."""
     config, peer = Config(), ("192.0.2.7", 40000)
     gunicorn_request = next(RequestParser(config, iter([raw]), peer))
     response, environ = wsgi.create(gunicorn_request, None, peer, ("127.0.0.1", 8080), config)

@@ -1,4 +1,4 @@
-"""The Dockerfiles as text: what hadolint says of them, and the base image they share."""
+"""The Dockerfiles as text: what hadolint says of them, the base image they share, what the README says of them."""
 
 import re
 import sys
@@ -12,6 +12,9 @@ from containers import ROOT, TABLE
 pytestmark = pytest.mark.unit
 
 HADOLINT = Path(sys.executable).parent / "hadolint"
+# Every variant's Dockerfile, and those meant to be copied: all but naive's, whose mistakes are its lesson.
+DOCKERFILES = tuple(row["dockerfile"] for row in TABLE.values())
+TO_COPY = tuple(dockerfile for dockerfile in DOCKERFILES if dockerfile != TABLE["naive"]["dockerfile"])
 
 
 def hadolint_findings(dockerfile: str) -> set[str]:
@@ -19,7 +22,7 @@ def hadolint_findings(dockerfile: str) -> set[str]:
     return set(compare.hadolint_findings(str(HADOLINT), str(ROOT / dockerfile)))
 
 
-@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.multistage"])
+@pytest.mark.parametrize("dockerfile", TO_COPY)
 def test_hadolint_finds_nothing_in_the_dockerfiles_to_copy(dockerfile):
     assert hadolint_findings(dockerfile) == set()
 
@@ -29,10 +32,10 @@ def test_hadolint_flags_exactly_the_lessons_of_the_naive_dockerfile():
     assert hadolint_findings("Dockerfile.naive") == {"DL3057", "DL3042"}
 
 
-def test_the_three_dockerfiles_pin_the_same_patch_release_of_python():
+def test_every_dockerfile_pins_the_same_patch_release_of_python():
     pins = {
         name: re.findall(r"^FROM (python:\S+) AS python-base$", (ROOT / name).read_text(), re.MULTILINE)
-        for name in ("Dockerfile", "Dockerfile.multistage", "Dockerfile.naive")
+        for name in DOCKERFILES
     }
     assert all(len(found) == 1 for found in pins.values()), pins
     tags = {found[0] for found in pins.values()}
@@ -55,7 +58,7 @@ def test_every_runtime_requirement_is_pinned_with_hashes():
         assert re.search(r"--hash=sha256:[0-9a-f]{64}", line), f"no hash: {line}"
 
 
-@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.multistage"])
+@pytest.mark.parametrize("dockerfile", TO_COPY)
 def test_dependencies_are_installed_with_require_hashes(dockerfile):
     installs = [line for line in (ROOT / dockerfile).read_text().splitlines() if "pip " in line and " install" in line]
     assert installs
@@ -68,12 +71,13 @@ def instructions(dockerfile: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
-@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.multistage", "Dockerfile.naive"])
-def test_no_add_instruction(dockerfile):
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_no_dockerfile_uses_add(dockerfile):
+    """ADD also fetches URLs and unpacks archives; COPY only copies, so it does what it says."""
     assert not [line for line in instructions(dockerfile) if line.upper().startswith("ADD ")]
 
 
-@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.multistage", "Dockerfile.naive"])
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
 def test_no_run_only_updates_package_lists(dockerfile):
     # A cached `apt-get update` layer goes stale while later installs reuse it (hadolint DL3009 and
     # Docker's best practices): update and install belong in one RUN.
@@ -88,3 +92,21 @@ def test_ci_builds_each_variant_from_the_dockerfile_the_makefile_names():
     table = {name: row["dockerfile"] for name, row in TABLE.items()}
     assert {row["variant"]: row["dockerfile"] for row in builds} == table
     assert all(table[row["variant"]] == row["dockerfile"] for row in builds)
+
+
+def readme_row(label: str) -> list[str]:
+    """The cells after the first of the README's table row whose first cell is label."""
+    for line in (ROOT / "README.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] == label:
+            return cells[1:]
+    pytest.fail(f"the README has no table row {label!r}")
+
+
+def test_the_readme_counts_as_many_stages_as_each_dockerfile_has_from_lines():
+    dockerfiles = [cell.strip("`") for cell in readme_row("Dockerfile")]
+    stages = readme_row("Stages (`FROM` lines)")
+    assert sorted(dockerfiles) == sorted(DOCKERFILES)
+    for dockerfile, cell in zip(dockerfiles, stages, strict=True):
+        froms = [line for line in instructions(dockerfile) if line.upper().startswith("FROM ")]
+        assert cell.startswith(f"{len(froms)}:"), f"{dockerfile} has {len(froms)} FROM lines; the README says {cell!r}"

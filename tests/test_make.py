@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from containers import DOCKER, PROJECT_NAME, ROOT, docker, inspect, make
+from containers import DOCKER, PROJECT_NAME, ROOT, VARIANTS, docker, inspect, make
 from docker_tools import WSGI_APP
 
 # What `docker pull` prints when it fails, as Docker Engine words it, and whether it means that no
@@ -355,7 +355,7 @@ def test_make_refuses_a_project_env_that_docker_compose_or_kustomize_would_misre
 @pytest.mark.parametrize("entry_point", ["app:app", "myservice.web:create_app()", "acme:create_app()"])
 def test_project_env_names_the_entry_point_every_build_is_given(tmp_path, entry_point):
     makefile_alone(tmp_path, f"PROJECT_NAME=my-service\nWSGI_APP={entry_point}\n")
-    for variant in ("naive", "production", "secure"):
+    for variant in VARIANTS:
         build = subprocess.run(["make", "-n", f"build-{variant}"], cwd=tmp_path, capture_output=True, text=True)
         assert build.returncode == 0, build.stderr
         assert f"--build-arg 'WSGI_APP={entry_point}'" in build.stdout

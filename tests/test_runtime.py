@@ -19,6 +19,7 @@ import pytest
 from bench import memory_bytes
 from clients import keepalive_crowd, slow_header_attack
 from containers import (
+    HARDENED,
     HSTS,
     LIMITS,
     LOCKDOWN,
@@ -41,7 +42,6 @@ import settings
 
 pytestmark = pytest.mark.integration
 
-HARDENED = ("production", "secure")
 # The README's full lockdown: no capabilities, no new privileges, read-only root, bounded resources,
 # and a UID that exists nowhere in the image.
 FULL_LOCKDOWN = (*LOCKDOWN, "--pids-limit", "64", "--memory", POD_MEMORY, "--cpus", "1")

@@ -5,7 +5,7 @@ Everything else under tests/ tests what a service built on this template keeps, 
 
 import compare
 import pytest
-from containers import inspect, running
+from containers import VARIANTS, inspect, running
 from docker_tools import MB
 
 
@@ -28,7 +28,7 @@ def test_echo_counts_the_body(client):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("variant", ["naive", "production", "secure"])
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_every_image_greets(images, variant):
     with running(images[variant]) as container:
         assert container.get("/").json() == {"message": "Hello from flask-app!"}

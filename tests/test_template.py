@@ -326,8 +326,8 @@ def test_copier_update_brings_a_template_commit_into_a_copy_and_keeps_the_copys_
 
     # Later, the template changes a file of its own, the first line of .dockerignore, and the
     # sample's app, test and dependencies, which the copy must not take.
-    makefile_line = "# One Flask app, three Dockerfiles, kept current with copier update. `make` lists the targets."
-    edit(template / "Makefile", "# One Flask app, three Dockerfiles. `make` lists the targets.", makefile_line)
+    makefile_line = "# One Flask app, four Dockerfiles, kept current with copier update. `make` lists the targets."
+    edit(template / "Makefile", "# One Flask app, four Dockerfiles. `make` lists the targets.", makefile_line)
     dockerignore = (template / ".dockerignore").read_text().splitlines()[0]
     edit(template / ".dockerignore", dockerignore, dockerignore + " (the template's)")
     edit(template / "src" / "app.py", "Hello from flask-app!", "Hello from the sample!")
