@@ -65,7 +65,10 @@ PRACTICES = [
         "the code copied before the requirements are installed",
         (
             ("WORKDIR /app\nCOPY src/ ./\n", ""),
-            ("COPY requirements.txt /tmp/requirements.txt\n", "WORKDIR /app\nCOPY src/ ./\nCOPY requirements.txt /tmp/requirements.txt\n"),
+            (
+                "COPY requirements.txt /tmp/requirements.txt\n",
+                "WORKDIR /app\nCOPY src/ ./\nCOPY requirements.txt /tmp/requirements.txt\n",
+            ),
         ),
     ),
     Practice(
@@ -99,7 +102,12 @@ PRACTICES = [
         "exec-form",
         "Exec form for ENTRYPOINT and CMD",
         "shell form: /bin/sh -c runs gunicorn, and is PID 1",
-        (('ENTRYPOINT ["gunicorn", "--config", "/app/gunicorn.conf.py"]', "ENTRYPOINT gunicorn --config /app/gunicorn.conf.py"),),
+        (
+            (
+                'ENTRYPOINT ["gunicorn", "--config", "/app/gunicorn.conf.py"]',
+                "ENTRYPOINT gunicorn --config /app/gunicorn.conf.py",
+            ),
+        ),
     ),
     Practice(
         "no-setuid",
@@ -136,7 +144,8 @@ PRACTICES = [
         "vulnerabilities",
         "Scan the image for known vulnerabilities",
         "",
-        unmeasured="Trivy's vulnerability database cannot be downloaded here; `make scan` lists the packages it would check",
+        unmeasured="Trivy's vulnerability database cannot be downloaded here; `make scan` lists the packages "
+        "it would check",
     ),
 ]
 
@@ -201,7 +210,13 @@ def running(tag: str) -> dict:
         docker("stop", name)
         stop_seconds = time.monotonic() - started
         exit_code = int(docker("inspect", "--format", "{{.State.ExitCode}}", name))
-        return {"user": user, "health": health, "written": written, "stop_seconds": stop_seconds, "exit_code": exit_code}
+        return {
+            "user": user,
+            "health": health,
+            "written": written,
+            "stop_seconds": stop_seconds,
+            "exit_code": exit_code,
+        }
     finally:
         remove(name)
 
@@ -248,9 +263,7 @@ def changes(baseline: dict, undone: dict) -> list[str]:
     def timed(key: str, what: str) -> None:
         before, after = baseline[key]["median"], undone[key]["median"]
         if after > 2 * before and after - before > 0.5:
-            said.append(
-                f"{what} {before:.2f} s → {after:.2f} s [{undone[key]['min']:.2f}-{undone[key]['max']:.2f}]"
-            )
+            said.append(f"{what} {before:.2f} s → {after:.2f} s [{undone[key]['min']:.2f}-{undone[key]['max']:.2f}]")
 
     timed("rebuild_seconds", "warm rebuild after a code change")
     timed("stop_seconds", "docker stop")
@@ -282,7 +295,9 @@ def report(facts: dict) -> dict:
         if practice.unmeasured:
             row["not_measured"] = practice.unmeasured
         else:
-            row["changes"] = changes(facts["production"], facts[practice.name]) + ([practice.note] if practice.note else [])
+            row["changes"] = changes(facts["production"], facts[practice.name]) + (
+                [practice.note] if practice.note else []
+            )
         rows.append(row)
     return {"baseline": facts["production"], "images": facts, "practices": rows}
 
@@ -292,7 +307,7 @@ def markdown(result: dict, rounds: int) -> str:
     lines = [
         "# What each practice buys, measured",
         "",
-        f"Written by `make lessons`: the production Dockerfile as it is, and once for each practice with that",
+        "Written by `make lessons`: the production Dockerfile as it is, and once for each practice with that",
         f"practice alone undone, built and run in one run on one machine; timed figures are medians of {rounds}",
         "rounds, with their range, the images taking turns. The production image itself: "
         f"{baseline['size_bytes'] / MB:.1f} MB, warm rebuild {baseline['rebuild_seconds']['median']:.2f} s, "
