@@ -409,3 +409,14 @@ def test_what_publishing_keeps_in_the_project_stays_out_of_every_build_context()
         for name in ("REGISTRY_DIR", "KEYS_DIR", "PUBLISHED", "OVERLAY")
     }
     assert kept <= set((ROOT / ".dockerignore").read_text().splitlines())
+
+
+@pytest.mark.unit
+def test_deploy_files_refuses_a_publication_without_the_image_the_manifests_run(tmp_path, capsys):
+    """The overlay runs the secure image: a push of production alone leaves it nothing to deploy."""
+    published = tmp_path / "published.json"
+    published.write_text(json.dumps({"repository": "127.0.0.1:5000/app", "variants": {"production": {}}}))
+    command = ["deploy-files", "--published", str(published), "--overlay", str(tmp_path / "overlay")]
+    assert publish.main([*command, "--identity", "someone"]) == 1
+    assert "holds no secure: publish it too" in capsys.readouterr().err
+    assert not (tmp_path / "overlay").exists()
