@@ -1,0 +1,70 @@
+"""The build cache, as the build reports it: after a one-line change to src/app.py, which steps
+BuildKit reuses (it marks them CACHED in `docker build --progress plain`) and which it runs again.
+
+Each test builds a copy of the project with `make`, as a user would, once as it is and once after
+the change. The change carries a new random string every run, so no earlier run's cache can hold
+its result.
+"""
+
+import re
+import uuid
+
+import pytest
+from bench import change_one_line, copy_context
+from containers import PROJECT_NAME, docker, make, must
+
+pytestmark = pytest.mark.integration
+
+# A step of the build's plain progress: `#12 [4/6] RUN ...`, or `#12 [build 4/6] RUN ...` in a named stage.
+STEP = re.compile(r"^#(\d+) \[(?:[\w.-]+ )?\d+/\d+\] (.*)$")
+
+
+def build_steps(output: str) -> list[tuple[str, bool]]:
+    """The steps of a `--progress plain` build in the order it lists them, each with whether it was
+    CACHED (reused) rather than run; FROM, which names an image and runs nothing, left out."""
+    steps: dict[str, str] = {}
+    cached = set()
+    for line in output.splitlines():
+        if match := STEP.match(line):
+            steps.setdefault(match.group(1), match.group(2))
+        elif match := re.match(r"^#(\d+) CACHED$", line):
+            cached.add(match.group(1))
+    return [(step, number in cached) for number, step in steps.items() if not step.startswith("FROM ")]
+
+
+@pytest.fixture
+def rebuilt(docker_engine, tmp_path):
+    """A function that builds one variant from a copy of the project, then again after a one-line
+    change to src/app.py, and returns the second build's steps; both images are removed afterwards."""
+    project = copy_context(tmp_path / "project")
+    name = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
+    tags = []
+
+    def rebuild(variant: str) -> list[tuple[str, bool]]:
+        before = make(f"build-{variant}", f"IMAGE={name}-before", project=project)
+        tags.append(f"{name}-before:{variant}")
+        must(before, f"`make build-{variant}` of the copy")
+        change_one_line(project / "src" / "app.py", uuid.uuid4().hex)
+        after = make(f"build-{variant}", f"IMAGE={name}-after", "BUILD_FLAGS=--progress=plain", project=project)
+        tags.append(f"{name}-after:{variant}")
+        must(after, f"`make build-{variant}` of the copy after a one-line change")
+        return build_steps(after.stdout + after.stderr)
+
+    yield rebuild
+    docker("image", "rm", "--force", *tags, check=False)
+
+
+def test_a_code_change_reuses_productions_dependency_layer_and_runs_only_the_copy_of_the_code_and_after(rebuilt):
+    steps = rebuilt("production")
+    instructions = [instruction for instruction, _ in steps]
+    code = instructions.index("COPY src/ ./")
+    assert all(reused for _, reused in steps[:code]), steps
+    assert not any(reused for _, reused in steps[code:]), steps
+    assert [reused for instruction, reused in steps if " install --require-hashes " in instruction] == [True], steps
+
+
+def test_a_code_change_makes_naive_reinstall_every_dependency(rebuilt):
+    steps = rebuilt("naive")
+    installs = [reused for instruction, reused in steps if "pip install -r requirements.txt" in instruction]
+    assert ("COPY . .", False) in steps, steps
+    assert installs == [False], steps
