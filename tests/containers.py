@@ -226,8 +226,13 @@ def probe_request():
 
 @contextlib.contextmanager
 def probe_folder() -> Iterator[Path]:
-    """A folder holding probe.py, which any user can read, so a container of any UID can import it."""
-    with tempfile.TemporaryDirectory(prefix="probe-") as folder:
+    """A folder holding probe.py, which any user can read, so a container of any UID can import it.
+    It lies in the project's .pytest_cache, not the system's temporary folder: an engine in a VM
+    mounts only the folders it shares with the host (Colima: the home folder), and a checkout is
+    in one of them."""
+    cache = ROOT / ".pytest_cache"
+    cache.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="probe-", dir=cache) as folder:
         Path(folder).chmod(0o755)
         (Path(folder) / "probe.py").write_text(PROBE_MODULE)
         (Path(folder) / "probe.py").chmod(0o644)
