@@ -24,6 +24,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from docker_tools import request
+
 HOST = "127.0.0.1"
 
 
@@ -59,16 +61,11 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
 def get(port: int, path: str = "/healthz", timeout: float = 5) -> float | None:
     """One GET on a new connection; its duration in seconds if it answered 200, else None."""
     started = time.monotonic()
-    connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        response.read()
-        return time.monotonic() - started if response.status == 200 else None
+        status = request(port, path, host=HOST, timeout=timeout).status
     except (OSError, http.client.HTTPException):
         return None
-    finally:
-        connection.close()
+    return time.monotonic() - started if status == 200 else None
 
 
 # Slow clients

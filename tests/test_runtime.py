@@ -348,7 +348,7 @@ def test_forwarded_headers_from_an_untrusted_peer_are_not_believed(serving):
     assert "Strict-Transport-Security" not in response.headers
     seen = request(serving.port, PROBE_REQUEST_ROUTE, headers=FORGED).json()
     assert seen["scheme"] == "http" and seen["remote_addr"] != FORGED["X-Forwarded-For"], seen
-    assert seen["host"] == f"localhost:{serving.port}", seen
+    assert seen["host"] == f"127.0.0.1:{serving.port}", seen
 
 
 def test_forwarded_proto_from_a_trusted_peer_is_believed_and_for_and_host_from_none(serving):
