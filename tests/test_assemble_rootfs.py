@@ -131,7 +131,7 @@ def misaligned_copy(source: Path, target: Path) -> None:
     target.write_bytes(data)
 
 
-@pytest.mark.unit
+@pytest.mark.linux
 def test_load_segments_aligned_tells_a_loadable_library_from_a_misaligned_one(tmp_path):
     library = Path(_ctypes.__file__)
     misaligned_copy(library, tmp_path / "misaligned.so")
@@ -141,7 +141,7 @@ def test_load_segments_aligned_tells_a_loadable_library_from_a_misaligned_one(tm
         ctypes.CDLL(str(tmp_path / "misaligned.so"))
 
 
-@pytest.mark.unit
+@pytest.mark.linux
 def test_a_file_that_strip_would_misalign_keeps_its_symbols(tmp_path, monkeypatch):
     """As strip does to two of numpy's bundled libraries: the original is kept, and named."""
     library = tmp_path / "libpatched.so"

@@ -48,7 +48,7 @@ def test_the_emulated_platform_is_the_one_the_engine_does_not_run_natively(nativ
     assert emulated_platform(native) == expected
 
 
-@pytest.mark.unit
+@pytest.mark.linux
 def test_elf_machine_names_the_architecture_of_this_machines_python():
     with open(os.path.realpath(sys.executable), "rb") as python:
         header = python.read(20)
