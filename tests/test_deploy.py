@@ -143,10 +143,9 @@ def test_read_only_root_has_a_writable_tmp(pod, web):
 
 
 @pytest.mark.unit
-def test_probes_ask_the_apps_health_route_on_the_container_port(app, web):
+def test_probes_ask_the_apps_health_route_on_the_container_port(client, web):
     ports = {port["name"]: port["containerPort"] for port in web["ports"]}
     assert ports == {"http": settings.PORT}
-    client = app.test_client()
     for probe in (web["readinessProbe"], web["livenessProbe"]):
         assert probe["httpGet"]["port"] in ports
         assert client.get(probe["httpGet"]["path"]).status_code == 200
