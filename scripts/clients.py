@@ -24,6 +24,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from docker_tools import request
+
 HOST = "127.0.0.1"
 
 
@@ -59,16 +61,11 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
 def get(port: int, path: str = "/healthz", timeout: float = 5) -> float | None:
     """One GET on a new connection; its duration in seconds if it answered 200, else None."""
     started = time.monotonic()
-    connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        response.read()
-        return time.monotonic() - started if response.status == 200 else None
+        status = request(port, path, host=HOST, timeout=timeout).status
     except (OSError, http.client.HTTPException):
         return None
-    finally:
-        connection.close()
+    return time.monotonic() - started if status == 200 else None
 
 
 # Slow clients
@@ -114,11 +111,17 @@ async def _slow_client(port: int, deadline: float, interval: float, stats: dict)
 
 
 def slow_header_attack(
-    port: int, clients: int = 256, seconds: float = 20, interval: float = 1.0, probe_every: float = 0.1
+    port: int,
+    clients: int = 256,
+    seconds: float = 20,
+    interval: float = 1.0,
+    probe_every: float = 0.1,
+    probe_timeout: float = 5,
 ) -> dict:
     """Hold `clients` slow-header connections for `seconds`; probe /healthz meanwhile; return both.
 
-    The probes start once every slow client has connected (or after a fifth of the time).
+    The probes start once every slow client has connected (or after a fifth of the time); a probe
+    not answered 200 within probe_timeout seconds is a failure.
     """
     deadline = time.monotonic() + seconds
     stats = {"clients_connected": 0, "opened": 0, "refused": 0, "open_at_end": 0, "closed_by_server": []}
@@ -138,7 +141,7 @@ def slow_header_attack(
         due = time.monotonic()
         while due < deadline - 1:
             time.sleep(max(0, due - time.monotonic()))
-            probes.append(pool.submit(get, port, "/healthz", min(5, max(0.5, deadline - due))))
+            probes.append(pool.submit(get, port, "/healthz", probe_timeout))
             due += probe_every
     latencies = [probe.result() for probe in probes]
     failures = latencies.count(None)

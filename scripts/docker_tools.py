@@ -5,8 +5,9 @@
 - DOCKER, the command, which may hold arguments ("sudo docker"): the DOCKER environment variable;
 - docker() and docker_result(): run it, and fail with the command and what it printed;
 - walk_image(): every file of an image, read without starting it, as it runs or layer by layer;
-- free_port() and wait_until_serving(): a port nothing listens on, and polling /healthz on a published
-  port until it answers or the container exits;
+- free_port(), request() and wait_until_serving(): a port nothing listens on, one HTTP request to a
+  port of 127.0.0.1 with its whole answer, and polling /healthz on a published port until it answers
+  or the container exits;
 - pull() and age_days(): a pull bounded in time, and an image's age, for scripts/base-image.sh;
 - variants(): each variant's Dockerfile and hardening flags, read from the Makefile, their one home;
   hardened(): the variants among them that run hardened;
@@ -30,6 +31,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -110,16 +112,42 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def serving(port: int, timeout: float = 1) -> bool:
-    """Whether GET /healthz on 127.0.0.1:port answers 200 now."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+@dataclass
+class Response:
+    status: int
+    headers: dict
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def request(
+    port: int,
+    path: str = "/healthz",
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: dict | None = None,
+    host: str = "127.0.0.1",
+    timeout: float = 5,
+) -> Response:
+    """One HTTP request on a connection of its own; the whole response, read. A connection refused,
+    a timeout or a broken answer raises OSError or http.client.HTTPException."""
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        connection.request("GET", "/healthz")
-        return connection.getresponse().status == 200
-    except (OSError, http.client.HTTPException):
-        return False
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return Response(response.status, dict(response.getheaders()), response.read())
     finally:
         connection.close()
+
+
+def serving(port: int, timeout: float = 1) -> bool:
+    """Whether GET /healthz on 127.0.0.1:port answers 200 now."""
+    try:
+        return request(port, timeout=timeout).status == 200
+    except (OSError, http.client.HTTPException):
+        return False
 
 
 def wait_until_serving(port: int, container: str, timeout: float, poll: float = 0.2) -> float:

@@ -34,6 +34,7 @@ import argparse
 import base64
 import datetime
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -43,11 +44,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import scan
-from docker_tools import DOCKER, PROJECT_NAME, ROOT, docker, exit_on_failure, run, run_command, variants
+from docker_tools import DOCKER, PROJECT_NAME, ROOT, docker, exit_on_failure, request, run, run_command, variants
 
 # The tools, from Debian's packages: the version each is pinned to. cosign comes from trixie, which
 # `make engine` adds as a source on Debian 12. Bump one by changing its version here, after
@@ -122,9 +122,8 @@ def tool(name: str) -> str:
 
 def registry_answers(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2) as response:
-            return response.status == 200
-    except OSError:
+        return request(port, "/v2/", timeout=2).status == 200
+    except (OSError, http.client.HTTPException):
         return False
 
 

@@ -1,5 +1,5 @@
-"""Shared set-up: the app as the images serve it, on a local port, a Docker engine, the three images
-built once, and what the root tests need."""
+"""Shared set-up: the app as the images serve it, through a test client or on a local port, a Docker
+engine, the four images built once, and what the root tests need."""
 
 import glob
 import os
@@ -7,11 +7,10 @@ import re
 import subprocess
 import sys
 import threading
-import uuid
 from pathlib import Path
 
 import pytest
-from containers import DOCKER, PROJECT_NAME, ROOT, SECURITY_HEADERS, VARIANTS, build, docker, probe_folder
+from containers import DOCKER, ROOT, SECURITY_HEADERS, VARIANTS, images_under_test, probe_folder
 from docker_tools import WSGI_APP, CommandFailed, emulated_platform, engine_platform
 from gunicorn.util import import_app
 from werkzeug.serving import make_server
@@ -21,6 +20,12 @@ from werkzeug.serving import make_server
 def app():
     """The app the images serve: project.env's WSGI_APP, imported (or made, for a factory) as gunicorn does."""
     return import_app(WSGI_APP)
+
+
+@pytest.fixture
+def client(app):
+    """A test client of the app the images serve."""
+    return app.test_client()
 
 
 @pytest.fixture(scope="session")
@@ -77,26 +82,10 @@ def emulated(docker_engine) -> str:
 
 @pytest.fixture(scope="session")
 def images(docker_engine):
-    """The three images, built once per session under a name of their own, removed at the end.
-
-    With FLASK_APP_TEST_IMAGE=NAME, the tests use NAME:naive, NAME:production and NAME:secure as
-    they are (CI builds them once and tests exactly those) and leave them in place.
-    """
-    prebuilt = os.environ.get("FLASK_APP_TEST_IMAGE")
-    name = prebuilt or f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
-    tags = {variant: f"{name}:{variant}" for variant in VARIANTS}
-    if prebuilt:
-        missing = [tag for tag in tags.values() if docker("image", "inspect", tag, check=False).returncode != 0]
-        if missing:
-            pytest.fail(f"FLASK_APP_TEST_IMAGE={prebuilt}, but {', '.join(missing)} is not there; build or load it.")
+    """The four images, NAME:VARIANT, built once per session or given by FLASK_APP_TEST_IMAGE=NAME
+    (see images_under_test)."""
+    with images_under_test(VARIANTS) as tags:
         yield tags
-        return
-    try:
-        for variant in VARIANTS:
-            build(variant, name)
-        yield tags
-    finally:
-        docker("image", "rm", "--force", *tags.values(), check=False)
 
 
 @pytest.fixture(scope="session")

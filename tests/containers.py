@@ -4,8 +4,8 @@ Every container started here is removed when its `with` block ends, whether the 
 """
 
 import contextlib
-import http.client
 import json
+import os
 import re
 import subprocess
 import tarfile
@@ -18,7 +18,18 @@ from pathlib import Path
 
 import docker_tools
 import pytest
-from docker_tools import DOCKER, PROJECT_NAME, ROOT, CommandFailed, docker_result, hardened, variants, walk_image
+from docker_tools import (
+    DOCKER,
+    PROJECT_NAME,
+    ROOT,
+    CommandFailed,
+    Response,
+    docker_result,
+    hardened,
+    request,
+    variants,
+    walk_image,
+)
 
 # The variants, and the README's lockdown line, which is how secure runs: the Makefile's table.
 TABLE = variants()
@@ -57,11 +68,16 @@ def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
 
 
 def make(
-    *args: str, project: Path = ROOT, docker_command: str = " ".join(DOCKER), timeout: float = 900
+    *args: str,
+    project: Path = ROOT,
+    docker_command: str = " ".join(DOCKER),
+    env: dict[str, str] | None = None,
+    timeout: float = 900,
 ) -> subprocess.CompletedProcess:
-    """Run a target of a project's Makefile (this one's by default) as a user would."""
+    """Run a target of a project's Makefile (this one's by default) as a user would, in the
+    environment env (this process's if None)."""
     command = ["make", "--no-print-directory", *args, f"DOCKER={docker_command}"]
-    return subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def must(result: subprocess.CompletedProcess, what: str) -> None:
@@ -74,6 +90,33 @@ def must(result: subprocess.CompletedProcess, what: str) -> None:
 def build(variant: str, image: str, *make_args: str, timeout: float = 900) -> None:
     """Build one variant with the Makefile, as a user would; fail with the end of its output."""
     must(make(f"build-{variant}", f"IMAGE={image}", *make_args, timeout=timeout), f"`make build-{variant}`")
+
+
+@contextlib.contextmanager
+def images_under_test(
+    variants: tuple[str, ...], *make_args: str, tag_suffix: str = "", timeout: float = 900
+) -> Iterator[dict[str, str]]:
+    """The images the tests run, NAME:VARIANT plus tag_suffix for each variant: built with the
+    Makefile under a name of their own, and removed at the end.
+
+    With FLASK_APP_TEST_IMAGE=NAME, NAME's images as they are (CI builds them once and tests exactly
+    those), left in place.
+    """
+    prebuilt = os.environ.get("FLASK_APP_TEST_IMAGE")
+    name = prebuilt or f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
+    tags = {variant: f"{name}:{variant}{tag_suffix}" for variant in variants}
+    if prebuilt:
+        missing = [tag for tag in tags.values() if docker("image", "inspect", tag, check=False).returncode != 0]
+        if missing:
+            pytest.fail(f"FLASK_APP_TEST_IMAGE={prebuilt}, but {', '.join(missing)} is not there; build or load it.")
+        yield tags
+        return
+    try:
+        for variant in variants:
+            build(variant, name, *make_args, timeout=timeout)
+        yield tags
+    finally:
+        docker("image", "rm", "--force", *tags.values(), check=False)
 
 
 def platform_tag(platform: str) -> str:
@@ -94,35 +137,6 @@ def copy_from_image(image: str, path: str, destination: Path) -> Path:
 def inspect(target: str) -> dict:
     """`docker inspect` of one image or container, as a dict."""
     return json.loads(docker("inspect", target).stdout)[0]
-
-
-@dataclass
-class Response:
-    status: int
-    headers: dict
-    body: bytes
-
-    def json(self):
-        return json.loads(self.body)
-
-
-def request(
-    port: int,
-    path: str = "/healthz",
-    method: str = "GET",
-    body: bytes | None = None,
-    headers: dict | None = None,
-    host: str = "localhost",
-    timeout: float = 5,
-) -> Response:
-    """One HTTP request to the published port; the whole response, read."""
-    connection = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        return Response(response.status, dict(response.getheaders()), response.read())
-    finally:
-        connection.close()
 
 
 @dataclass

@@ -22,12 +22,6 @@ pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
-def client(app):
-    """A test client of the app the images serve."""
-    return app.test_client()
-
-
-@pytest.fixture
 def uploads():
     """An app of the test's own on the skeleton, with a route that reads the body: POST /upload."""
     app = skeleton.init_app(Flask("uploads"))

@@ -15,7 +15,6 @@ import sys
 import uuid
 from pathlib import Path
 
-import docker_tools
 import jsonschema
 import kubernetes_validate
 import publish
@@ -38,6 +37,7 @@ from containers import (
     running,
     wait_until_serving,
 )
+from docker_tools import free_port
 
 import settings
 
@@ -143,10 +143,9 @@ def test_read_only_root_has_a_writable_tmp(pod, web):
 
 
 @pytest.mark.unit
-def test_probes_ask_the_apps_health_route_on_the_container_port(app, web):
+def test_probes_ask_the_apps_health_route_on_the_container_port(client, web):
     ports = {port["name"]: port["containerPort"] for port in web["ports"]}
     assert ports == {"http": settings.PORT}
-    client = app.test_client()
     for probe in (web["readinessProbe"], web["livenessProbe"]):
         assert probe["httpGet"]["port"] in ports
         assert client.get(probe["httpGet"]["path"]).status_code == 200
@@ -468,18 +467,18 @@ def test_image_serves_the_probes_as_the_pod_would_run_it(images, web, pod):
 
 
 @pytest.fixture
-def compose_project(images, free_port):
+def compose_project(images):
     """compose.yaml brought up with `docker compose up --wait` on a free port, and always down again;
     the project's name and the port."""
-    project = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
+    project, port = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}", free_port()
     name, _ = images["secure"].split(":")
-    environment = {"PROJECT_NAME": PROJECT_NAME, "IMAGE": name, "VARIANT": "secure", "PORT": str(free_port)}
+    environment = {"PROJECT_NAME": PROJECT_NAME, "IMAGE": name, "VARIANT": "secure", "PORT": str(port)}
     command = [*DOCKER, "compose", "--project-name", project, "--file", str(ROOT / "compose.yaml")]
     env = {**os.environ, **environment}
     try:
         up = subprocess.run([*command, "up", "--detach", "--wait"], env=env, capture_output=True, text=True)
         assert up.returncode == 0, f"docker compose up failed:\n{up.stderr}"
-        yield project, free_port
+        yield project, port
     finally:
         subprocess.run([*command, "down", "--volumes", "--remove-orphans"], env=env, capture_output=True)
         assert not docker("network", "ls", "--quiet", "--filter", f"name={project}").stdout.strip()
@@ -533,12 +532,6 @@ def test_make_run_compose_and_the_tests_set_the_same_limits():
     assert ("--memory", limits["memory"], "--cpus", limits["cpus"], "--pids-limit", limits["pids"]) == LIMITS
 
 
-@pytest.fixture
-def free_port() -> int:
-    """A port of 127.0.0.1 that nothing listens on now."""
-    return docker_tools.free_port()
-
-
 def hardening_flags(host: dict) -> list[str]:
     """The hardening a container runs under, from its HostConfig, written as `docker run` takes it."""
     flags = ["--read-only"] if host["ReadonlyRootfs"] else []
@@ -560,15 +553,15 @@ def test_the_makefile_table_hardens_secure_as_the_readme_says():
 
 @pytest.mark.integration
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_make_run_limits_and_hardens_each_variant_on_127_0_0_1_only(images, variant, free_port):
+def test_make_run_limits_and_hardens_each_variant_on_127_0_0_1_only(images, variant):
     name, _ = images[variant].split(":")
-    container = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
-    arguments = (f"IMAGE={name}", f"CONTAINER={container}", f"PORT={free_port}")
+    container, port = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}", free_port()
+    arguments = (f"IMAGE={name}", f"CONTAINER={container}", f"PORT={port}")
     try:
         # -o: take the image as built; the test runs exactly the image under test.
         result = make(*arguments, "-o", f"build-{variant}", f"run-{variant}")
         assert result.returncode == 0, result.stdout + result.stderr
-        wait_until_serving(Container(id=container, port=free_port))
+        wait_until_serving(Container(id=container, port=port))
         host = inspect(container)["HostConfig"]
     finally:
         make(*arguments, "stop")
@@ -576,5 +569,5 @@ def test_make_run_limits_and_hardens_each_variant_on_127_0_0_1_only(images, vari
     assert host["NanoCpus"] == 1_000_000_000
     assert host["PidsLimit"] == 128
     assert hardening_flags(host) == TABLE[variant]["hardening"]
-    assert host["PortBindings"] == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(free_port)}]}
+    assert host["PortBindings"] == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
     assert not docker("ps", "--all", "--quiet", "--filter", f"name={container}").stdout.strip()

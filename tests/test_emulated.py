@@ -10,17 +10,14 @@ test-emulated` runs these alone.
 import os
 import platform
 import sys
-import uuid
 
 import pytest
 from containers import (
     LOCKDOWN,
-    PROJECT_NAME,
     assert_serves,
-    build,
-    docker,
     elf_machine,
     image_elf_files,
+    images_under_test,
     inspect,
     platform_tag,
     running,
@@ -34,25 +31,13 @@ ELF_MACHINE = {AMD64: "x86-64", ARM64: "aarch64"}
 
 @pytest.fixture(scope="module")
 def emulated_secure(emulated):
-    """The secure image built for the emulated platform under a name of its own, removed at the end.
-
-    With FLASK_APP_TEST_IMAGE=NAME, NAME:secure-ARCH as it is, left in place (CI builds it).
-    """
-    prebuilt = os.environ.get("FLASK_APP_TEST_IMAGE")
-    name = prebuilt or f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
-    tag = f"{name}:secure{platform_tag(emulated)}"
-    if prebuilt:
-        if docker("image", "inspect", tag, check=False).returncode != 0:
-            pytest.fail(f"FLASK_APP_TEST_IMAGE={prebuilt}, but {tag} is not there; build or load it.")
-        yield tag
-        return
-    try:
-        # Under emulation, and the first time with the platform's stand-in base to build, which runs
-        # Debian's package scripts (Python byte-compiling its standard library) under QEMU too.
-        build("secure", name, f"PLATFORM={emulated}", timeout=2400)
-        yield tag
-    finally:
-        docker("image", "rm", "--force", tag, check=False)
+    """The secure image built for the emulated platform, NAME:secure-ARCH, or FLASK_APP_TEST_IMAGE's
+    (see images_under_test)."""
+    # Under emulation, and the first time with the platform's stand-in base to build, which runs
+    # Debian's package scripts (Python byte-compiling its standard library) under QEMU too.
+    suffix = platform_tag(emulated)
+    with images_under_test(("secure",), f"PLATFORM={emulated}", tag_suffix=suffix, timeout=2400) as tags:
+        yield tags["secure"]
 
 
 @pytest.mark.unit
@@ -63,7 +48,7 @@ def test_the_emulated_platform_is_the_one_the_engine_does_not_run_natively(nativ
     assert emulated_platform(native) == expected
 
 
-@pytest.mark.unit
+@pytest.mark.linux
 def test_elf_machine_names_the_architecture_of_this_machines_python():
     with open(os.path.realpath(sys.executable), "rb") as python:
         header = python.read(20)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from containers import DOCKER, PROJECT_NAME, ROOT, VARIANTS, docker, inspect, make
+from containers import DOCKER, PROJECT_NAME, ROOT, VARIANTS, docker, inspect, make, must
 from docker_tools import WSGI_APP
 
 # What `docker pull` prints when it fails, as Docker Engine words it, and whether it means that no
@@ -229,7 +229,8 @@ def test_the_image_source_label_drops_credentials_from_the_remote(tmp_path):
     remote = "https://builder:ghp_s3cretToken@git.example.com/team/flask-app.git"
     subprocess.run(["git", "init", "--quiet", tmp_path], check=True)
     subprocess.run(["git", "-C", tmp_path, "remote", "add", "origin", remote], check=True)
-    dry_run = subprocess.run(["make", "-n", "build-naive"], cwd=tmp_path, capture_output=True, text=True, check=True)
+    dry_run = make("-n", "build-naive", project=tmp_path)
+    must(dry_run, "make -n build-naive")
     assert "org.opencontainers.image.source=https://git.example.com/team/flask-app.git" in dry_run.stdout
     assert "s3cret" not in dry_run.stdout and "builder" not in dry_run.stdout
 
@@ -309,14 +310,9 @@ def test_compare_push_and_test_emulated_take_the_platform_the_engine_does_not_ru
 @pytest.mark.unit
 def test_the_created_label_is_the_commits_time_also_where_date_has_no_d(tmp_path, bsd_tools):
     makefile_alone(tmp_path, (ROOT / "project.env").read_text())
-    dry_run = subprocess.run(
-        ["make", "-n", "build-naive", "SOURCE_DATE_EPOCH=1700000000", f"PYTHON={sys.executable}"],
-        cwd=tmp_path,
-        env={**os.environ, "PATH": bsd_tools},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    arguments = ("-n", "build-naive", "SOURCE_DATE_EPOCH=1700000000", f"PYTHON={sys.executable}")
+    dry_run = make(*arguments, project=tmp_path, env={**os.environ, "PATH": bsd_tools})
+    must(dry_run, "make -n build-naive")
     assert "--label org.opencontainers.image.created=2023-11-14T22:13:20Z " in dry_run.stdout
     assert "illegal option" not in dry_run.stderr
 
@@ -324,10 +320,12 @@ def test_the_created_label_is_the_commits_time_also_where_date_has_no_d(tmp_path
 @pytest.mark.unit
 def test_project_env_names_the_images_the_container_and_the_compose_project(tmp_path):
     makefile_alone(tmp_path, "# renamed\nPROJECT_NAME=my-service\nWSGI_APP=app:app\n")
-    run = subprocess.run(["make", "-n", "run-secure"], cwd=tmp_path, capture_output=True, text=True, check=True)
+    run = make("-n", "run-secure", project=tmp_path)
+    must(run, "make -n run-secure")
     assert "--tag my-service:secure" in run.stdout
     assert "--name my-service " in run.stdout and "no-new-privileges my-service:secure " in run.stdout
-    up = subprocess.run(["make", "-n", "up"], cwd=tmp_path, capture_output=True, text=True, check=True)
+    up = make("-n", "up", project=tmp_path)
+    must(up, "make -n up")
     assert "PROJECT_NAME=my-service IMAGE=my-service VARIANT=secure" in up.stdout
     assert "flask-app" not in run.stdout + up.stdout
 
@@ -346,7 +344,7 @@ def test_project_env_names_the_images_the_container_and_the_compose_project(tmp_
 )
 def test_make_refuses_a_project_env_that_docker_compose_or_kustomize_would_misread(tmp_path, line):
     makefile_alone(tmp_path, f"# renamed\n{line}\nWSGI_APP=app:app\n")
-    result = subprocess.run(["make", "help"], cwd=tmp_path, capture_output=True, text=True)
+    result = make("help", project=tmp_path)
     assert result.returncode != 0
     assert "project.env needs one line PROJECT_NAME=name, with nothing else on it" in result.stderr
 
@@ -356,7 +354,7 @@ def test_make_refuses_a_project_env_that_docker_compose_or_kustomize_would_misre
 def test_project_env_names_the_entry_point_every_build_is_given(tmp_path, entry_point):
     makefile_alone(tmp_path, f"PROJECT_NAME=my-service\nWSGI_APP={entry_point}\n")
     for variant in VARIANTS:
-        build = subprocess.run(["make", "-n", f"build-{variant}"], cwd=tmp_path, capture_output=True, text=True)
+        build = make("-n", f"build-{variant}", project=tmp_path)
         assert build.returncode == 0, build.stderr
         assert f"--build-arg 'WSGI_APP={entry_point}'" in build.stdout
 
@@ -377,21 +375,21 @@ def test_project_env_names_the_entry_point_every_build_is_given(tmp_path, entry_
 )
 def test_make_refuses_an_entry_point_that_compose_kustomize_or_gunicorn_would_misread(tmp_path, line):
     makefile_alone(tmp_path, f"PROJECT_NAME=my-service\n{line}\n")
-    result = subprocess.run(["make", "help"], cwd=tmp_path, capture_output=True, text=True)
+    result = make("help", project=tmp_path)
     assert result.returncode != 0
     assert "project.env needs one line WSGI_APP=module:name, with nothing else on it" in result.stderr
 
 
 @pytest.mark.unit
 def test_make_refuses_a_bad_entry_point_given_on_its_command_line():
-    result = subprocess.run(["make", "help", "WSGI_APP=app app"], cwd=ROOT, capture_output=True, text=True)
+    result = make("help", "WSGI_APP=app app")
     assert result.returncode != 0
     assert 'WSGI_APP="app app" is not a WSGI entry point' in result.stderr
 
 
 @pytest.mark.unit
 def test_make_refuses_a_bad_project_name_given_on_its_command_line():
-    result = subprocess.run(["make", "help", "PROJECT_NAME=My_Service"], cwd=ROOT, capture_output=True, text=True)
+    result = make("help", "PROJECT_NAME=My_Service")
     assert result.returncode != 0
     assert 'PROJECT_NAME="My_Service" is not a name Docker and Kubernetes both accept' in result.stderr
 
@@ -399,7 +397,7 @@ def test_make_refuses_a_bad_project_name_given_on_its_command_line():
 @pytest.mark.unit
 def test_make_says_what_to_do_without_project_env(tmp_path):
     makefile_alone(tmp_path)
-    result = subprocess.run(["make", "help"], cwd=tmp_path, capture_output=True, text=True)
+    result = make("help", project=tmp_path)
     assert result.returncode != 0
     assert "project.env is missing" in result.stderr
 

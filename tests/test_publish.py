@@ -13,7 +13,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -93,18 +92,16 @@ def single(images, registry, keys, tmp_path) -> dict:
     }
 
 
-def registry_request(method: str, url: str, accept: str = "") -> urllib.request.addinfourl:
-    request = urllib.request.Request(url, method=method, headers={"Accept": accept} if accept else {})
-    return urllib.request.urlopen(request, timeout=30)
-
-
 def delete_tag(repository: str, tag: str) -> None:
     """Delete the manifest a tag names, as someone with write access to the registry can."""
-    host, name = repository.split("/", 1)
-    accept = "application/vnd.oci.image.manifest.v1+json"
-    with registry_request("HEAD", f"http://{host}/v2/{name}/manifests/{tag}", accept) as response:
-        digest = response.headers["Docker-Content-Digest"]
-    registry_request("DELETE", f"http://{host}/v2/{name}/manifests/{digest}").close()
+    address, name = repository.split("/", 1)
+    host, port = address.split(":")
+    accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    found = request(int(port), f"/v2/{name}/manifests/{tag}", "HEAD", headers=accept, host=host, timeout=30)
+    assert found.status == 200, f"{repository}:{tag}: {found.status}"
+    digest = found.headers["Docker-Content-Digest"]
+    deleted = request(int(port), f"/v2/{name}/manifests/{digest}", "DELETE", host=host, timeout=30)
+    assert deleted.status == 202, f"{repository}@{digest}: {deleted.status} {deleted.body!r}"
 
 
 def cosign(*args: str, password: str = "") -> subprocess.CompletedProcess:
@@ -182,9 +179,7 @@ def up_published(published: dict, keys: Path, project: str, *settings: str) -> s
     arguments = make_env(
         PUBLISHED=str(published["file"]), OVERLAY=str(Path(published["file"]).parent / "overlay"), KEYS_DIR=str(keys)
     )
-    command = ["make", "--no-print-directory", *arguments, *settings]
-    environment = {**os.environ, "COMPOSE_PROJECT_NAME": project}
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=environment, timeout=600)
+    return make(*arguments, *settings, env={**os.environ, "COMPOSE_PROJECT_NAME": project}, timeout=600)
 
 
 @pytest.fixture
@@ -192,8 +187,7 @@ def compose_project() -> str:
     """A Compose project name for one test; whatever it started is taken down at the end."""
     project = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
     yield project
-    environment = {**os.environ, "COMPOSE_PROJECT_NAME": project}
-    subprocess.run(["make", "--no-print-directory", "down"], cwd=ROOT, capture_output=True, env=environment)
+    make("down", env={**os.environ, "COMPOSE_PROJECT_NAME": project})
 
 
 @pytest.mark.integration
@@ -379,8 +373,7 @@ def test_verify_fails_when_an_attestation_is_replaced_by_one_of_another_key(sing
 @pytest.mark.unit
 def test_make_keys_asks_for_a_password_or_an_explicit_empty_one(tmp_path):
     environment = {name: value for name, value in os.environ.items() if name != "COSIGN_PASSWORD"}
-    command = ["make", "--no-print-directory", "keys", f"KEYS_DIR={tmp_path / 'keys'}"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=environment, timeout=60)
+    result = make("keys", f"KEYS_DIR={tmp_path / 'keys'}", env=environment, timeout=60)
     assert result.returncode != 0
     assert "set COSIGN_PASSWORD to the password that protects the signing key" in result.stderr
     assert not (tmp_path / "keys").exists()

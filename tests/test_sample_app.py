@@ -9,12 +9,6 @@ from containers import VARIANTS, inspect, running
 from docker_tools import MB
 
 
-@pytest.fixture
-def client(app):
-    """A test client of the sample app, as project.env's WSGI_APP names it."""
-    return app.test_client()
-
-
 @pytest.mark.unit
 def test_root_greets(client):
     response = client.get("/")

@@ -105,8 +105,7 @@ def test_scan_runs_offline_and_writes_the_sboms(images, tmp_path):
     }
 
     def scan_offline(*args: str) -> subprocess.CompletedProcess:
-        command = ["make", "--no-print-directory", "scan", f"IMAGE={name}", f"SCAN_DIR={tmp_path}", *args]
-        return subprocess.run(command, cwd=ROOT, env=offline, capture_output=True, text=True, timeout=600)
+        return make("scan", f"IMAGE={name}", f"SCAN_DIR={tmp_path}", *args, env=offline, timeout=600)
 
     result = scan_offline()
     output = result.stdout + result.stderr

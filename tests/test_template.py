@@ -87,12 +87,6 @@ def project(tmp_path, docker_engine):
             docker("image", "rm", "--force", f"{name}:{variant}", check=False)
 
 
-@pytest.fixture
-def unused_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on now."""
-    return free_port()
-
-
 def entry_point_module(copy: Path) -> Path:
     """The file of the module project.env's WSGI_APP names: a module's, or a package's __init__.py."""
     module = Path("src", *WSGI_APP.partition(":")[0].split("."))
@@ -132,13 +126,13 @@ def test_a_copy_with_a_package_a_native_dependency_and_its_own_greeting_serves_l
 
 
 @pytest.mark.integration
-def test_make_run_reports_at_once_a_container_that_exits_as_it_starts(project, unused_port):
+def test_make_run_reports_at_once_a_container_that_exits_as_it_starts(project):
     copy, name = project
     app = entry_point_module(copy)
     app.write_text("import myservice  # a package that was never added to src/\n" + app.read_text())
     must(make_in(copy, "build-production", f"IMAGE={name}"), "make build-production")
     container = f"{name}-run"
-    run = ("-o", "build-production", "run-production", f"IMAGE={name}", f"CONTAINER={container}", f"PORT={unused_port}")
+    run = ("-o", "build-production", "run-production", f"IMAGE={name}", f"CONTAINER={container}", f"PORT={free_port()}")
     started = time.monotonic()
     try:
         # -o: run the image just built, so that the time is make run's alone, with no build or pull in it.
@@ -154,21 +148,22 @@ def test_make_run_reports_at_once_a_container_that_exits_as_it_starts(project, u
 
 
 @pytest.mark.integration
-def test_a_copy_renamed_in_project_env_runs_and_composes_under_its_new_name(project, unused_port):
+def test_a_copy_renamed_in_project_env_runs_and_composes_under_its_new_name(project):
     """make run, make stop, make up and make down, after a change to project.env alone."""
     copy, name = project
+    port = free_port()
     rename_project(copy, name)
     try:
-        must(make_in(copy, "run-secure", f"PORT={unused_port}"), "make run-secure")
+        must(make_in(copy, "run-secure", f"PORT={port}"), "make run-secure")
         (container,) = docker("ps", "--quiet", "--filter", f"name=^/{name}$").stdout.split()
         assert inspect(container)["Config"]["Image"] == f"{name}:secure"
         must(make_in(copy, "stop"), "make stop")
         assert not docker("ps", "--all", "--quiet", "--filter", f"name=^/{name}$").stdout.strip()
 
-        must(make_in(copy, "up", f"PORT={unused_port}"), "make up")
+        must(make_in(copy, "up", f"PORT={port}"), "make up")
         (service,) = docker("ps", "--quiet", "--filter", f"label=com.docker.compose.project={name}").stdout.split()
         assert inspect(service)["Config"]["Image"] == f"{name}:secure"
-        assert request(unused_port, "/").status == 200
+        assert request(port, "/").status == 200
     finally:
         make_in(copy, "down")
         make_in(copy, "stop")
