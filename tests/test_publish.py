@@ -405,19 +405,6 @@ def test_what_publishing_keeps_in_the_project_stays_out_of_every_build_context()
 
 
 @pytest.mark.unit
-def test_what_publishing_keeps_in_the_project_never_goes_into_a_copy_of_the_template():
-    """copier copies a template given as a folder with whatever lies in it: not the signing key,
-    the registry's storage, the digests or the overlay's inputs."""
-    makefile = (ROOT / "Makefile").read_text()
-    kept = [
-        re.search(rf"^{name} \?= (\S+)$", makefile, re.M).group(1) for name in ("REGISTRY_DIR", "KEYS_DIR", "PUBLISHED")
-    ]
-    overlay = re.search(r"^OVERLAY \?= (\S+)$", makefile, re.M).group(1)
-    kept += [f"{overlay}/published.env", f"{overlay}/signer.yaml"]
-    assert set(kept) <= set(yaml.safe_load((ROOT / "copier.yml").read_text())["_exclude"])
-
-
-@pytest.mark.unit
 def test_deploy_files_refuses_a_publication_without_the_image_the_manifests_run(tmp_path, capsys):
     """The overlay runs the secure image: a push of production alone leaves it nothing to deploy."""
     published = tmp_path / "published.json"

@@ -393,3 +393,16 @@ def test_a_factory_shaped_copy_serves_its_pages_static_files_and_database_locked
     assert b'href="/assets/style.css"' in home.body
     assert home.headers["Content-Security-Policy"] == HTML_CONTENT_SECURITY_POLICY
     assert (sample.status, sample.json()) == (404, {"error": "Not Found", "status": 404})
+
+
+@pytest.mark.unit
+def test_what_publishing_keeps_in_the_project_never_goes_into_a_copy_of_the_template():
+    """copier copies a template given as a folder with whatever lies in it: not the signing key,
+    the registry's storage, the digests or the overlay's inputs."""
+    makefile = (ROOT / "Makefile").read_text()
+    kept = [
+        re.search(rf"^{name} \?= (\S+)$", makefile, re.M).group(1) for name in ("REGISTRY_DIR", "KEYS_DIR", "PUBLISHED")
+    ]
+    overlay = re.search(r"^OVERLAY \?= (\S+)$", makefile, re.M).group(1)
+    kept += [f"{overlay}/published.env", f"{overlay}/signer.yaml"]
+    assert set(kept) <= set(yaml.safe_load((ROOT / "copier.yml").read_text())["_exclude"])
