@@ -105,7 +105,8 @@ def source_built_python() -> Path:
     (a prefix of its own, libpython3.X.so): pyenv's of the patch release the Dockerfiles pin, else the one
     running the tests if it is such a build (as actions/setup-python's are), else /usr/local's.
     """
-    pinned = re.search(r"^FROM python:(\d+\.\d+\.\d+)-", (ROOT / "Dockerfile").read_text(), re.MULTILINE).group(1)
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    pinned = re.search(r"^FROM docker\.io/library/python:(\d+\.\d+\.\d+)-", dockerfile, re.MULTILINE).group(1)
     pyenv_root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
     candidates = [Path(pyenv_root) / "versions" / pinned, Path(sys.base_prefix), Path("/usr/local")]
     for prefix in candidates:
