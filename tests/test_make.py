@@ -65,7 +65,7 @@ STUB_DOCKER = """#!/usr/bin/env bash
 if [ "$1 $2" = "image inspect" ]; then
     [ "${*: -1}" = "$STAND_IN" ] || exit 1
     case "$4" in
-    *Created*) echo "$STUB_CREATED" ;;
+    *Created*) echo "\\"$STUB_CREATED\\"" ;;
     *packages*) echo "$STUB_PACKAGES" ;;
     esac
     exit 0

@@ -21,7 +21,7 @@ import publish
 import pytest
 import yaml
 from containers import LOCKDOWN, PROJECT_NAME, ROOT, docker, inspect, make, must, platform_tag, request
-from docker_tools import free_port
+from docker_tools import free_port, tool
 
 PASSWORD = "a password for this test"
 # The open files and processes a Podman container gets: more than gunicorn needs here, and within
@@ -110,7 +110,7 @@ def delete_tag(repository: str, tag: str) -> None:
 def cosign(*args: str, password: str = "") -> subprocess.CompletedProcess:
     """cosign, with the password of the private key it may read (the other keys here have none)."""
     environment = {**os.environ, "COSIGN_PASSWORD": password}
-    return subprocess.run([publish.tool("cosign"), *args], capture_output=True, text=True, timeout=120, env=environment)
+    return subprocess.run([tool("cosign"), *args], capture_output=True, text=True, timeout=120, env=environment)
 
 
 def attestation(keys: Path, reference: str, kind: str) -> dict:
@@ -269,7 +269,7 @@ def podman() -> list[str]:
     at the end with all it holds."""
     with tempfile.TemporaryDirectory(prefix="podman-") as folder:
         store = ["--root", f"{folder}/root", "--runroot", f"{folder}/run", "--storage-driver", "vfs"]
-        command = [publish.tool("podman"), *store]
+        command = [tool("podman"), *store]
         yield command
         subprocess.run([*command, "rm", "--all", "--force", "--time", "0"], capture_output=True)
         subprocess.run([*command, "rmi", "--all", "--force"], capture_output=True)
@@ -306,7 +306,7 @@ def test_verify_fails_when_another_image_is_pushed_over_the_tag(single, keys, im
     tag = single["variants"]["secure"]["tags"][0]
     archive = Path(single["file"]).parent / "production.tar"
     docker("save", "--output", str(archive), images["production"])
-    skopeo = publish.tool("skopeo")
+    skopeo = tool("skopeo")
     subprocess.run([skopeo, "copy", "--quiet", "--format", "oci", "--dest-tls-verify=false",
                     f"docker-archive:{archive}", f"docker://{tag}"], check=True)  # fmt: skip
     result = verify(single["file"], keys)
