@@ -142,7 +142,7 @@ RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
 .PHONY: help engine base free-8080 compose-present variants images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
-	lessons registry registry-stop keys push verify up-published test test-unit test-integration test-emulated test-kubernetes test-template-copy lint lock clean
+	lessons registry registry-stop keys push verify up-published test test-unit test-integration test-emulated test-kubernetes kube-play test-template-copy lint lock clean
 
 help: ## Show this help
 	@echo "Usage: make TARGET [VAR=value ...]"
@@ -339,7 +339,10 @@ test-emulated: PLATFORM = $(EMULATED_PLATFORM)
 test-emulated: engine $(VENV)/bin/pytest ## Build the secure image for the emulated platform (linux/arm64; linux/amd64 on Apple Silicon) and test it
 	$(VENV)/bin/pytest -m emulated
 
-test-kubernetes: $(VENV)/bin/pytest $(CHECKOV) ## Render the Kubernetes manifests with kubectl's kustomize and check them (needs kubectl)
+kube-play: build-secure $(VENV)/bin/pytest ## Run the Kubernetes manifests with podman kube play against $(IMAGE):secure, prove what they ask for, take them down (needs kubectl)
+	@DOCKER="$(DOCKER)" PODMAN="$(PODMAN)" $(VENV)/bin/python scripts/kube_play.py $(IMAGE):secure
+
+test-kubernetes: $(VENV)/bin/pytest $(CHECKOV) ## Render the Kubernetes manifests with kubectl's kustomize, check them, and test make kube-play (needs kubectl and Podman)
 	CHECKOV=$(CHECKOV) $(VENV)/bin/pytest -m kubernetes
 
 # Where test-template-copy makes its copy; it is removed first, and kept afterwards to look into.

@@ -76,7 +76,7 @@ def run(*command: str, timeout: float = 900) -> str:
 
 @functools.cache
 def engine() -> str:
-    """"podman" when DOCKER runs Podman (podman, or the docker alias of podman-docker), else "docker"."""
+    """ "podman" when DOCKER runs Podman (podman, or the docker alias of podman-docker), else "docker"."""
     try:
         version = subprocess.run([*DOCKER, "--version"], capture_output=True, text=True, timeout=30).stdout
     except OSError:

@@ -6,13 +6,14 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import uuid
 from pathlib import Path
 
 import pytest
 from containers import DOCKER, PROJECT_NAME, ROOT, SECURITY_HEADERS, VARIANTS, build, docker, probe_folder
-from docker_tools import WSGI_APP, CommandFailed, emulated_platform, engine_platform
+from docker_tools import WSGI_APP, CommandFailed, emulated_platform, engine_platform, tool
 from gunicorn.util import import_app
 from werkzeug.serving import make_server
 
@@ -130,3 +131,17 @@ def root_user() -> None:
         pytest.fail(
             "this test runs ldconfig -r, chroot and chown, which need root: run it as root, or run `make test-unit`."
         )
+
+
+@pytest.fixture
+def podman() -> list[str]:
+    """Podman with a store of its own in a temporary folder (whose path Podman wants short), removed
+    at the end with all it holds."""
+    with tempfile.TemporaryDirectory(prefix="podman-") as folder:
+        store = ["--root", f"{folder}/root", "--runroot", f"{folder}/run", "--storage-driver", "vfs"]
+        command = [tool("podman"), *store]
+        yield command
+        subprocess.run([*command, "pod", "rm", "--all", "--force", "--time", "0"], capture_output=True)
+        subprocess.run([*command, "rm", "--all", "--force", "--time", "0"], capture_output=True)
+        subprocess.run([*command, "rmi", "--all", "--force"], capture_output=True)
+        subprocess.run([*command, "volume", "rm", "--all", "--force"], capture_output=True)

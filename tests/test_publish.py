@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import urllib.request
 import uuid
 from pathlib import Path
@@ -261,18 +260,6 @@ def test_the_provenance_names_the_commit_the_base_and_the_requirements(published
         # The engine's own image is built on the base the label names; the emulated one on its platform's.
         if platform == f"{native['Os']}/{native['Architecture']}":
             assert base == [f"docker-image://{labels['org.opencontainers.image.base.name']}"]
-
-
-@pytest.fixture
-def podman() -> list[str]:
-    """Podman with a store of its own in a temporary folder (whose path Podman wants short), removed
-    at the end with all it holds."""
-    with tempfile.TemporaryDirectory(prefix="podman-") as folder:
-        store = ["--root", f"{folder}/root", "--runroot", f"{folder}/run", "--storage-driver", "vfs"]
-        command = [tool("podman"), *store]
-        yield command
-        subprocess.run([*command, "rm", "--all", "--force", "--time", "0"], capture_output=True)
-        subprocess.run([*command, "rmi", "--all", "--force"], capture_output=True)
 
 
 @pytest.mark.integration
