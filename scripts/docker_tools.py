@@ -3,7 +3,8 @@
 - PROJECT_NAME, from project.env, which names the tests' and the bench's throwaway images too, and
   WSGI_APP, the entry point the images serve and the tests import;
 - DOCKER, the command, which may hold arguments ("sudo docker"): the DOCKER environment variable;
-  engine(), which engine it runs, Docker or Podman (whose `docker` may be Podman's alias);
+  engine(), which engine it runs, Docker or Podman (whose `docker` may be Podman's alias), and
+  podman_run_flags(), what every Podman container is told that Docker does by itself;
 - docker() and docker_result(): run it, and fail with the command and what it printed;
 - walk_image(): every file of an image, read without starting it, as it runs or layer by layer;
 - free_port() and wait_until_serving(): a port nothing listens on, and polling /healthz on a published
@@ -74,6 +75,18 @@ def run(*command: str, timeout: float = 900) -> str:
     return run_command(*command, timeout=timeout).stdout
 
 
+# The open files and processes a Podman container gets, as `make run` names them (ENGINE_RUN_FLAGS):
+# as root, Podman asks for 1,048,576 of each, more than a host whose own limit is lower lets it set.
+PODMAN_ULIMITS = {"nofile": "4096:4096", "nproc": "4096:4096"}
+
+
+def podman_run_flags() -> list[str]:
+    """What `make run` tells Podman that Docker does by itself: the limits, and under --read-only no
+    tmpfs but the ones asked for (Podman adds /run and /var/tmp otherwise)."""
+    limits = [flag for name, limit in PODMAN_ULIMITS.items() for flag in ("--ulimit", f"{name}={limit}")]
+    return [*limits, "--read-only-tmpfs=false"]
+
+
 @functools.cache
 def engine() -> str:
     """ "podman" when DOCKER runs Podman (podman, or the docker alias of podman-docker), else "docker"."""
@@ -82,6 +95,15 @@ def engine() -> str:
     except OSError:
         return "docker"
     return "podman" if "podman" in version.lower() else "docker"
+
+
+def as_docker_writes_it(inspected: dict) -> dict:
+    """One object of `inspect`, images as Docker writes them: Podman's leaves out of Config what is
+    unset (User, Cmd) and keeps the health check beside it."""
+    if engine() == "podman" and "State" not in inspected:
+        config = {"User": "", "Cmd": None, "Healthcheck": inspected.get("Healthcheck"), **inspected["Config"]}
+        return {**inspected, "Config": config}
+    return inspected
 
 
 def tool(name: str) -> str:
@@ -113,6 +135,9 @@ def tool(name: str) -> str:
 
 
 def docker_result(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run one docker command; under Podman, a container it runs or creates gets podman_run_flags()."""
+    if engine() == "podman" and args[:1] in (("run",), ("create",)):
+        args = (args[0], *podman_run_flags(), *args[1:])
     return run_command(*DOCKER, *args, check=check, timeout=timeout)
 
 

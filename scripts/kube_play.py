@@ -13,9 +13,9 @@ capabilities and no way to gain any, on a read-only root with a writable /tmp, a
 answers; and after `podman kube down` no pod, container or volume of the play is left.
 
 PODMAN is the podman command (it may hold arguments: "podman --root DIR --runroot DIR"), DOCKER
-the engine the image was built with. Podman gives a container of the play open-file and process
-limits of 4096, the ones `make run` names for Podman, through a containers.conf of the play's own
-(CONTAINERS_CONF): as root it would ask for 1,048,576, more than some hosts allow.
+the engine the image was built with. Podman gives a container of the play the open-file and
+process limits `make run` names for Podman (PODMAN_ULIMITS), through a containers.conf of the
+play's own (CONTAINERS_CONF): as root it would ask for 1,048,576, more than some hosts allow.
 """
 
 import contextlib
@@ -32,14 +32,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
-from docker_tools import DOCKER, ROOT, CommandFailed, free_port, run_command, serving, tool
+from docker_tools import DOCKER, PODMAN_ULIMITS, ROOT, CommandFailed, free_port, run_command, serving, tool
 
 PODMAN = os.environ.get("PODMAN", "podman").split()
 # The init process of the pause container that holds a pod's namespaces, where Podman looks for it:
 # Debian's podman does not depend on its package.
 CATATONIT = ("/usr/libexec/podman/catatonit", "/usr/lib/podman/catatonit", "/usr/bin/catatonit")
 # What every container of the play may open and start, as `make run` names it for Podman.
-CONTAINERS_CONF = '[containers]\ndefault_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]\n'
+CONTAINERS_CONF = f"[containers]\ndefault_ulimits = {json.dumps([f'{n}={v}' for n, v in PODMAN_ULIMITS.items()])}\n"
 # What the container's Python reports of its PID 1 (the server) and of writing where it may not.
 REPORT = """
 import json

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from containers import DOCKER, PROJECT_NAME, ROOT, SECURITY_HEADERS, VARIANTS, build, docker, probe_folder
-from docker_tools import WSGI_APP, CommandFailed, emulated_platform, engine_platform, tool
+from docker_tools import WSGI_APP, CommandFailed, emulated_platform, engine, engine_platform, tool
 from gunicorn.util import import_app
 from werkzeug.serving import make_server
 
@@ -51,10 +51,9 @@ def local_server(app):
 @pytest.fixture(scope="session")
 def docker_engine():
     """A Docker engine that answers; the tests fail, not skip, when there is none."""
+    version = "{{.Version.Version}}" if engine() == "podman" else "{{.ServerVersion}}"
     try:
-        result = subprocess.run(
-            [*DOCKER, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=30
-        )
+        result = subprocess.run([*DOCKER, "info", "--format", version], capture_output=True, text=True, timeout=30)
     except FileNotFoundError:
         pytest.fail(
             f"the docker command ({' '.join(DOCKER)}) is not installed. Install Docker, or run `make engine` on Debian."

@@ -377,6 +377,7 @@ def test_the_secret_check_flags_a_token_passed_as_a_build_argument(images, tmp_p
     assert [line for line in flagged if "API_TOKEN=not-a-real-token" in line], flagged
 
 
+@pytest.mark.docker
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_image_passes_its_container_structure_test(images, variant):
     """tests/structure-VARIANT.yaml: user, ports, entrypoint, OCI labels, files that must (not) be there."""
