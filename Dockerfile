@@ -2,7 +2,8 @@
 # It keeps the base image's shell, pip and apt, which makes it easy to debug; Dockerfile.multistage
 # removes them and everything else the server does not run.
 
-# The base image, pinned to a patch release so a rebuild cannot change Python underneath you.
+# The base image, pinned to a patch release so a rebuild cannot change Python underneath you, and
+# named with its registry: Podman, which has no default registry, finds the image Docker does.
 # `--build-arg BASE_IMAGE=...` replaces it (the Makefile does so for a mirror or a stand-in); the
 # default names the stage below, so Dependabot, which cannot read build arguments, still sees and
 # bumps the tag. Bump it in all four Dockerfiles at once, then run `make test`. The stage only
@@ -12,7 +13,7 @@
 # checkov:skip=CKV_DOCKER_7: FROM ${BASE_IMAGE} is the pinned python-base stage unless overridden
 ARG BASE_IMAGE=python-base
 # hadolint ignore=DL3057
-FROM python:3.13.17-slim-trixie AS python-base
+FROM docker.io/library/python:3.13.17-slim-trixie AS python-base
 FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -51,6 +52,8 @@ ENV WSGI_APP=${WSGI_APP}
 
 USER 10001:10001
 EXPOSE 8080
-HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --start-interval=1s --retries=3 \
+# No --start-interval: Docker Engine 25 added it, and Podman's builder and older engines stop at it.
+# The first check runs after --interval, so the engine says healthy about 10 s after the start.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python3", "/app/healthcheck.py"]
 ENTRYPOINT ["gunicorn", "--config", "/app/gunicorn.conf.py"]

@@ -24,6 +24,8 @@ $(error WSGI_APP="$(WSGI_APP)" is not a WSGI entry point: module:app for an app 
 endif
 # The docker command; set DOCKER="sudo docker" or DOCKER=podman where that is what you use.
 DOCKER ?= docker
+# The podman command `make kube-play` starts the pod spec with: DOCKER's when it is Podman.
+PODMAN ?= $(if $(filter podman,$(ENGINE)),$(DOCKER),podman)
 # Image name; the variants are its tags: $(IMAGE):naive, $(IMAGE):production, $(IMAGE):slim, $(IMAGE):secure.
 IMAGE ?= $(PROJECT_NAME)
 # The base image of all four Dockerfiles; by default the one they pin, read from Dockerfile.
@@ -92,6 +94,17 @@ PYTHON ?= python3
 VENV ?= .venv
 
 comma := ,
+# The engine DOCKER runs, docker or podman (also podman-docker's `docker`): Podman is told a few
+# things Docker does by itself. It builds OCI images unless asked for Docker's format, the one that
+# keeps HEALTHCHECK. As root it gives a container 1,048,576 open files and processes, more than a
+# host whose own limit is lower (a container, a CI sandbox) lets it set, so the limits are named.
+# And under --read-only it mounts tmpfs on /run and /var/tmp too, unless told not to: only the
+# hardening's own --tmpfs /tmp stays writable, as with Docker.
+ENGINE := $(if $(findstring podman,$(DOCKER) $(shell $(DOCKER) --version 2>/dev/null)),podman,docker)
+# Buildah takes no SOURCE_DATE_EPOCH: --timestamp gives the image, its history and every file the
+# last commit's time, so that one commit builds one image there too.
+BUILD_FORMAT = $(if $(filter podman,$(ENGINE)),--format docker --timestamp $(SOURCE_DATE_EPOCH))
+ENGINE_RUN_FLAGS := $(if $(filter podman,$(ENGINE)),--ulimit nofile=4096:4096 --ulimit nproc=4096:4096 --read-only-tmpfs=false)
 # What a platform adds to a tag (linux/arm64 adds -arm64), and what PLATFORM adds to docker build and run.
 arch_tag = $(if $(1),-$(subst /,-,$(patsubst linux/%,%,$(1))))
 ARCH_TAG := $(call arch_tag,$(PLATFORM))
@@ -132,8 +145,8 @@ BUILDS := $(addprefix build-,$(VARIANTS))
 RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
-.PHONY: help engine base free-8080 variants images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
-	lessons registry registry-stop keys push verify up-published test test-unit test-integration test-emulated test-kubernetes test-template-copy lint lock clean
+.PHONY: help engine base free-8080 compose-present variants images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
+	lessons registry registry-stop keys push verify up-published test test-unit test-integration test-emulated test-kubernetes kube-play test-template-copy lint lock clean
 
 help: ## Show this help
 	@echo "Usage: make TARGET [VAR=value ...]"
@@ -152,8 +165,8 @@ help: ## Show this help
 		"REGISTRY_DIR=$(REGISTRY_DIR) KEYS_DIR=$(KEYS_DIR) PUBLISHED=$(PUBLISHED) KEYLESS=$(KEYLESS)" \
 		"CERTIFICATE_IDENTITY=$(CERTIFICATE_IDENTITY) OVERLAY=$(OVERLAY) (make push, make verify)"
 
-engine: ## Make sure Docker Engine with buildx and Compose runs, and can emulate PLATFORM (installs on Debian)
-	@DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" scripts/ensure-docker.sh
+engine: ## Make sure Docker Engine with buildx and Compose runs, or Podman with DOCKER=podman, and can emulate PLATFORM (installs on Debian)
+	@DOCKER="$(DOCKER)" PYTHON="$(PYTHON)" PLATFORM="$(PLATFORM)" scripts/ensure-$(ENGINE).sh
 
 base: engine ## Rebuild the stand-in base image now, with Debian's current packages (see Troubleshooting)
 	@DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" scripts/base-image.sh --rebuild
@@ -168,7 +181,7 @@ $(BUILDS): build-%: engine
 	@base=$$(DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" PYTHON="$(PYTHON)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
 	base_digest=$$($(DOCKER) image inspect --format '$(BASE_DIGEST)' $$base) || exit 1; \
 	echo "Building $(IMAGE):$*$(ARCH_TAG) from $(DOCKERFILE_$*) on $$base$(if $(PLATFORM), for $(PLATFORM))"; \
-	$(DOCKER) build $(PLATFORM_FLAG) $(BUILD_FLAGS) --file $(DOCKERFILE_$*) --tag $(IMAGE):$*$(ARCH_TAG) \
+	$(DOCKER) build $(PLATFORM_FLAG) $(BUILD_FORMAT) $(BUILD_FLAGS) --file $(DOCKERFILE_$*) --tag $(IMAGE):$*$(ARCH_TAG) \
 		--build-arg BASE_IMAGE=$$base --build-arg 'WSGI_APP=$(WSGI_APP)' $(SECRET) $(STAMP) \
 		--label org.opencontainers.image.base.name=$$base --label org.opencontainers.image.base.digest=$${base_digest#*@} . \
 	|| { echo "make: building $(IMAGE):$*$(ARCH_TAG) failed; the step marked ERROR above is the one that failed." >&2; exit 1; }
@@ -182,7 +195,7 @@ run-secure: ## Run $(IMAGE):secure on http://localhost:$(PORT), read-only and wi
 # stop comes first, so that a name taken by a container of someone else's stops make before a build.
 $(RUNS): run-%: stop build-%
 	@$(DOCKER) run $(PLATFORM_FLAG) --detach --name $(CONTAINER) --label "$(RUN_LABEL)" --publish 127.0.0.1:$(PORT):8080 \
-		$(LIMITS) $(HARDENING_$*) $(IMAGE):$*$(ARCH_TAG) >/dev/null \
+		$(LIMITS) $(ENGINE_RUN_FLAGS) $(HARDENING_$*) $(IMAGE):$*$(ARCH_TAG) >/dev/null \
 		|| { $(DOCKER) rm --force $(CONTAINER) >/dev/null 2>&1; \
 			echo "make: docker could not start $(CONTAINER) (its error is above); if port $(PORT) is taken, use another: make run PORT=8081." >&2; \
 			exit 1; }
@@ -194,17 +207,22 @@ $(RUNS): run-%: stop build-%
 # Docker Compose with what compose.yaml reads from the environment.
 COMPOSE = PROJECT_NAME=$(PROJECT_NAME) IMAGE=$(IMAGE) VARIANT=$(VARIANT) PORT=$(PORT) $(DOCKER) compose
 
-up: build-$(VARIANT) ## Run $(IMAGE):$(VARIANT) with Docker Compose (compose.yaml) and wait until healthy
+# Podman has a compose command from 4.7 on, which runs docker-compose or podman-compose.
+compose-present:
+	@$(DOCKER) compose version >/dev/null 2>&1 || { echo "make: $(DOCKER) has no compose command (Podman 4.7 and later have one," \
+		"which runs docker-compose or podman-compose, either installed); without it, make run starts the same image with the same hardening." >&2; exit 1; }
+
+up: compose-present build-$(VARIANT) ## Run $(IMAGE):$(VARIANT) with Docker Compose (compose.yaml) and wait until healthy
 	$(COMPOSE) up --detach --wait
 	@echo "$(IMAGE):$(VARIANT) is serving on http://localhost:$(PORT) (make down to stop)"
 
-down: ## Stop and remove what `make up` started
+down: compose-present ## Stop and remove what `make up` started
 	$(COMPOSE) down --remove-orphans
 
 stop: ## Stop and remove the container `make run` started
-	@for id in $$($(DOCKER) ps --all --quiet --filter name='^/$(CONTAINER)$$' --filter "label=$(RUN_LABEL)" 2>/dev/null); do \
+	@for id in $$($(DOCKER) ps --all --quiet --filter name='^/?$(CONTAINER)$$' --filter "label=$(RUN_LABEL)" 2>/dev/null); do \
 		$(DOCKER) rm --force $$id >/dev/null; done
-	@if [ -n "$$($(DOCKER) ps --all --quiet --filter name='^/$(CONTAINER)$$' 2>/dev/null)" ]; then \
+	@if [ -n "$$($(DOCKER) ps --all --quiet --filter name='^/?$(CONTAINER)$$' 2>/dev/null)" ]; then \
 		echo "make: a container named $(CONTAINER) exists that make run did not start; it is left alone." \
 			"Remove it (docker rm -f $(CONTAINER)) or choose another name (make run CONTAINER=...)." >&2; exit 1; fi
 
@@ -212,10 +230,10 @@ stop: ## Stop and remove the container `make run` started
 # `make run` left there is stopped; anything else holding the port stops the tests before any image
 # is built.
 free-8080: engine
-	@for id in $$($(DOCKER) ps --quiet --filter "label=$(RUN_LABEL)" --filter publish=8080); do \
+	@for id in $$($(DOCKER) ps --filter "label=$(RUN_LABEL)" --format '{{.ID}} {{.Ports}}' | awk '/:8080->/ {print $$1}'); do \
 		echo "make: stopping $$($(DOCKER) inspect --format '{{.Name}}' $$id | tr -d /), the container make run left on port 8080, which the tests need."; \
 		$(DOCKER) rm --force $$id >/dev/null; done
-	@holder=$$($(DOCKER) ps --filter publish=8080 --format '{{.Names}}'); \
+	@holder=$$($(DOCKER) ps --format '{{.Names}} {{.Ports}}' | awk '/:8080->/ {print $$1}'); \
 	if [ -n "$$holder" ]; then echo "make: port 8080, which the tests serve on, is held by the container $$holder; stop it (docker stop $$holder) and run the tests again." >&2; exit 1; fi; \
 	if ! $(PYTHON) -c 'import socket; socket.create_server(("127.0.0.1", 8080)).close()' 2>/dev/null; then \
 		echo "make: port 8080 on 127.0.0.1, which the tests serve on, is in use by another program; stop it (ss -ltnp 'sport = :8080' names it, or lsof -i :8080 on macOS) and run the tests again." >&2; exit 1; fi
@@ -311,8 +329,14 @@ $(CHECKOV): requirements-checkov.txt
 	$(VENV)/checkov/bin/pip install --quiet --require-hashes -r requirements-checkov.txt
 	@touch $@
 
+# With Podman, the tests marked docker are left out, saying so: they need Docker itself (pyproject.toml).
+BUT_DOCKER = $(if $(filter podman,$(ENGINE)),and not docker)
+LEFT_OUT = make: with Podman, the tests marked docker are left out: Compose, BuildKit's reproducible history, Docker's size accounting, container-structure-test and publishing need Docker itself.
+LEAVE_OUT_DOCKER = $(if $(BUT_DOCKER),@echo "$(LEFT_OUT)")
+
 test: free-8080 $(VENV)/bin/pytest ## Run every test but test-kubernetes: unit, integration against real containers, the emulated platform's image
-	$(VENV)/bin/pytest -m "not kubernetes"
+	$(LEAVE_OUT_DOCKER)
+	$(VENV)/bin/pytest -m "$(strip not kubernetes $(BUT_DOCKER))"
 
 # The unit tests, and on Linux those that read and load this machine's own ELF files (a Mac has none).
 UNIT_TESTS := unit$(if $(filter Linux,$(shell uname -s)), or linux)
@@ -320,14 +344,18 @@ test-unit: $(VENV)/bin/pytest ## Run the unit tests (no Docker, no root needed)
 	$(VENV)/bin/pytest -m "$(UNIT_TESTS)"
 
 test-integration: free-8080 $(VENV)/bin/pytest ## Build the images and test them as running containers
-	$(VENV)/bin/pytest -m integration
+	$(LEAVE_OUT_DOCKER)
+	$(VENV)/bin/pytest -m "$(strip integration $(BUT_DOCKER))"
 
 # `make engine` sets up the emulation first, saying so, when it is missing.
 test-emulated: PLATFORM = $(EMULATED_PLATFORM)
 test-emulated: engine $(VENV)/bin/pytest ## Build the secure image for the emulated platform (linux/arm64; linux/amd64 on Apple Silicon) and test it
 	$(VENV)/bin/pytest -m emulated
 
-test-kubernetes: $(VENV)/bin/pytest $(CHECKOV) ## Render the Kubernetes manifests with kubectl's kustomize and check them (needs kubectl)
+kube-play: build-secure $(VENV)/bin/pytest ## Run the Kubernetes manifests with podman kube play against $(IMAGE):secure, prove what they ask for, take them down (needs kubectl)
+	@DOCKER="$(DOCKER)" PODMAN="$(PODMAN)" $(VENV)/bin/python scripts/kube_play.py $(IMAGE):secure
+
+test-kubernetes: $(VENV)/bin/pytest $(CHECKOV) ## Render the Kubernetes manifests with kubectl's kustomize, check them, and test make kube-play (needs kubectl and Podman)
 	CHECKOV=$(CHECKOV) $(VENV)/bin/pytest -m kubernetes
 
 # Where test-template-copy makes its copy; it is removed first, and kept afterwards to look into.

@@ -4,7 +4,8 @@
 #   scripts/base-image.sh IMAGE
 #       IMAGE itself if it is present or can be pulled. Where no registry answers (an offline
 #       machine, a firewall), a stand-in built from Debian's packages with mmdebstrap instead:
-#       Debian 13 with its python3, pip and venv, named flask-app-base:debian13 (never python:*),
+#       Debian 13 with its python3, pip and venv, named localhost/flask-app-base:debian13 (never
+#       python:*; localhost/, which Docker and Podman both read as this machine's own image),
 #       rebuilt once it is a week old or when its package list here changes. A registry that
 #       answers with an error fails the script.
 #   scripts/base-image.sh --rebuild
@@ -14,7 +15,7 @@
 #       with a shared libpython), copied to /usr/local: the layout of the official python images.
 #
 # With PLATFORM=os/arch (linux/arm64), the image is that platform's: pulled for it, or a stand-in
-# built from that architecture's packages and named after it (flask-app-base:debian13-arm64), so
+# built from that architecture's packages and named after it (localhost/flask-app-base:debian13-arm64), so
 # it never takes the place of the engine's own. Building another architecture's stand-in runs
 # its package scripts under QEMU, which `make engine PLATFORM=...` sets up.
 #
@@ -29,7 +30,14 @@ PYTHON=${PYTHON:-python3}
 DOCKER_TOOLS=$(dirname "$0")/docker_tools.py
 PLATFORM=${PLATFORM:-}
 ARCH=${PLATFORM#*/}
-STAND_IN=${STAND_IN:-flask-app-base:debian13${PLATFORM:+-${ARCH//\//-}}}
+STAND_IN=${STAND_IN:-localhost/flask-app-base:debian13${PLATFORM:+-${ARCH//\//-}}}
+# Podman, which DOCKER may run: its import takes the platform as --os, --arch and --variant, and its
+# image inspect has no Variant (the architecture's variant is not checked there).
+if "${DOCKER[@]}" --version 2>/dev/null | grep -qi podman; then
+    PODMAN=yes
+else
+    PODMAN=
+fi
 # Debian 13, the release of the pinned python:3.13.*-slim-trixie base. Its python3 is 3.13 too, so
 # the stand-in runs the Python minor version the real base does (a different patch release).
 SUITE=trixie
@@ -88,7 +96,14 @@ import_rootfs() {
         say "building $tag failed in mmdebstrap; its error is above."
         exit 1
     fi
-    "${DOCKER[@]}" import ${PLATFORM:+--platform "$PLATFORM"} \
+    local flags=(${PLATFORM:+--platform "$PLATFORM"})
+    if [ -n "$PODMAN" ]; then
+        # Quiet, as Docker's import is: Podman reports each blob it copies.
+        flags=(--quiet)
+        [ -z "$PLATFORM" ] || flags+=(--os "${PLATFORM%%/*}" --arch "$(cut -d/ -f2 <<<"$PLATFORM")")
+        [ -z "$(cut -d/ -f3 <<<"$PLATFORM")" ] || flags+=(--variant "$(cut -d/ -f3 <<<"$PLATFORM")")
+    fi
+    "${DOCKER[@]}" import ${flags[@]+"${flags[@]}"} \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'ENV LANG=C.UTF-8' \
         --change 'CMD ["python3"]' \
@@ -162,7 +177,9 @@ image=$1
 # Present, and for the platform asked for if there is one (a tag holds one platform's image).
 present() {
     local platform
-    platform=$("${DOCKER[@]}" image inspect --format '{{.Os}}/{{.Architecture}}{{with .Variant}}/{{.}}{{end}}' "$1" 2>/dev/null) \
+    local variant='{{with .Variant}}/{{.}}{{end}}'
+    [ -z "$PODMAN" ] || variant=
+    platform=$("${DOCKER[@]}" image inspect --format "{{.Os}}/{{.Architecture}}$variant" "$1" 2>/dev/null) \
         && { [ -z "$PLATFORM" ] || [ "$platform" = "$PLATFORM" ] || [ "${platform%/*}" = "$PLATFORM" ]; }
 }
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from docker_tools import DOCKER, MB, docker, exit_on_failure, walk_image
+from docker_tools import DOCKER, MB, as_docker_writes_it, docker, exit_on_failure, walk_image
 
 SHELLS = {"sh", "bash", "dash", "ash", "busybox"}
 
@@ -69,7 +69,7 @@ def hadolint_findings(hadolint: str, dockerfile: str) -> list[str]:
 
 
 def describe(image: str, dockerfile: str, hadolint: str) -> dict:
-    info = json.loads(docker("image", "inspect", image))[0]
+    info = as_docker_writes_it(json.loads(docker("image", "inspect", image))[0])
     health = (info["Config"].get("Healthcheck") or {}).get("Test") or ["NONE"]
     return {
         "image": image,

@@ -3,6 +3,8 @@
 - PROJECT_NAME, from project.env, which names the tests' and the bench's throwaway images too, and
   WSGI_APP, the entry point the images serve and the tests import;
 - DOCKER, the command, which may hold arguments ("sudo docker"): the DOCKER environment variable;
+  engine(), which engine it runs, Docker or Podman (whose `docker` may be Podman's alias), and
+  podman_run_flags(), what every Podman container is told that Docker does by itself;
 - docker() and docker_result(): run it, and fail with the command and what it printed;
 - walk_image(): every file of an image, read without starting it, as it runs or layer by layer;
 - free_port(), request() and wait_until_serving(): a port nothing listens on, one HTTP request to a
@@ -12,18 +14,22 @@
 - variants(): each variant's Dockerfile and hardening flags, read from the Makefile, their one home;
   hardened(): the variants among them that run hardened;
 - engine_platform() and emulated_platform(): the platform the engine runs natively, as it reports
-  it, and of linux/amd64 and linux/arm64 the other one, which it runs under emulation.
+  it, and of linux/amd64 and linux/arm64 the other one, which it runs under emulation;
+- tool(): a command from Debian's packages at a pinned version, installed if it is missing.
 
 `python3 scripts/docker_tools.py wait PORT CONTAINER SECONDS` is the Makefile's wait for `make run`;
 `pull SECONDS IMAGE [PLATFORM]` and `age-days IMAGE` are what base-image.sh asks of Python, where
 the shell's tools differ between Linux and macOS (GNU timeout, date -d); `emulated-platform` prints
-the Makefile's default COMPARE_PLATFORM and PUBLISH_PLATFORM.
+the Makefile's default COMPARE_PLATFORM and PUBLISH_PLATFORM; `install NAME` installs one of the
+pinned tools, for scripts/ensure-podman.sh.
 """
 
+import functools
 import http.client
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -41,6 +47,17 @@ PROJECT_NAME = re.search(r"^PROJECT_NAME=(\S+)$", PROJECT_ENV, re.MULTILINE).gro
 WSGI_APP = re.search(r"^WSGI_APP=(\S+)$", PROJECT_ENV, re.MULTILINE).group(1)
 DOCKER = os.environ.get("DOCKER", "docker").split()
 MB = 1_000_000  # as `docker images` counts
+# The tools from Debian's packages: the version each is pinned to. cosign comes from trixie, which
+# `make engine` adds as a source on Debian 12. Bump one by changing its version here, after
+# `apt-cache policy NAME` shows the new one; a tool already on PATH is used as it is.
+DEBIAN_PACKAGES = {
+    "cosign": ("cosign", "2.5.0-2+b5"),
+    "skopeo": ("skopeo", "1.9.3+ds1-1+b10"),
+    "docker-registry": ("docker-registry", "2.8.2+ds1-1"),
+    # The engine of DOCKER=podman, and the init process of the pods `make kube-play` starts.
+    "podman": ("podman", "4.3.1+ds1-8+deb12u1+b3"),
+    "catatonit": ("catatonit", "0.1.7-1+b2"),
+}
 
 
 class CommandFailed(Exception):
@@ -60,7 +77,69 @@ def run(*command: str, timeout: float = 900) -> str:
     return run_command(*command, timeout=timeout).stdout
 
 
+# The open files and processes a Podman container gets, as `make run` names them (ENGINE_RUN_FLAGS):
+# as root, Podman asks for 1,048,576 of each, more than a host whose own limit is lower lets it set.
+PODMAN_ULIMITS = {"nofile": "4096:4096", "nproc": "4096:4096"}
+
+
+def podman_run_flags() -> list[str]:
+    """What `make run` tells Podman that Docker does by itself: the limits, and under --read-only no
+    tmpfs but the ones asked for (Podman adds /run and /var/tmp otherwise)."""
+    limits = [flag for name, limit in PODMAN_ULIMITS.items() for flag in ("--ulimit", f"{name}={limit}")]
+    return [*limits, "--read-only-tmpfs=false"]
+
+
+@functools.cache
+def engine() -> str:
+    """ "podman" when DOCKER runs Podman (podman, or the docker alias of podman-docker), else "docker"."""
+    try:
+        version = subprocess.run([*DOCKER, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except OSError:
+        return "docker"
+    return "podman" if "podman" in version.lower() else "docker"
+
+
+def as_docker_writes_it(inspected: dict) -> dict:
+    """One object of `inspect`, images as Docker writes them: Podman's leaves out of Config what is
+    unset (User, Cmd) and keeps the health check beside it."""
+    if engine() == "podman" and "State" not in inspected:
+        config = {"User": "", "Cmd": None, "Healthcheck": inspected.get("Healthcheck"), **inspected["Config"]}
+        return {**inspected, "Config": config}
+    return inspected
+
+
+def tool(name: str) -> str:
+    """The command of a tool of DEBIAN_PACKAGES, installed from Debian's packages if it is missing."""
+    found = shutil.which(name)
+    if found:
+        return found
+    package, version = DEBIAN_PACKAGES[name]
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise CommandFailed(f"{name} is not installed: install it (Debian: apt-get install {package}) and try again.")
+    print(f"installing {package} {version} from Debian's packages.", file=sys.stderr, flush=True)
+    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", f"{package}={version}"]
+    result = subprocess.run(install, capture_output=True, text=True, env=environment)
+    if result.returncode != 0:
+        # Package lists that are missing or older than the pinned version: fetch them, then again.
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=environment)
+        result = subprocess.run(install, capture_output=True, text=True, env=environment)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or [""])[-1]
+        raise CommandFailed(
+            f"installing {package}={version} failed ({last}); run `make engine` first, "
+            "which adds Debian's trixie source on Debian 12, or install it yourself."
+        )
+    if package == "docker-registry" and shutil.which("systemctl"):
+        # Debian's package starts a registry of its own on :5000, all interfaces, wanting passwords.
+        subprocess.run(["systemctl", "disable", "--now", "docker-registry"], capture_output=True)
+    return shutil.which(name) or name
+
+
 def docker_result(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run one docker command; under Podman, a container it runs or creates gets podman_run_flags()."""
+    if engine() == "podman" and args[:1] in (("run",), ("create",)):
+        args = (args[0], *podman_run_flags(), *args[1:])
     return run_command(*DOCKER, *args, check=check, timeout=timeout)
 
 
@@ -211,8 +290,9 @@ def pull(image: str, platform: str, seconds: float) -> int:
 
 
 def age_days(image: str) -> int:
-    """Whole days since an image was created, by the time the engine records (RFC 3339)."""
-    created = datetime.fromisoformat(docker("image", "inspect", "--format", "{{.Created}}", image).strip())
+    """Whole days since an image was created, by the time the engine records (RFC 3339 as JSON, which
+    Podman writes too; its plain {{.Created}} is Go's own format)."""
+    created = datetime.fromisoformat(json.loads(docker("image", "inspect", "--format", "{{json .Created}}", image)))
     return (datetime.now(UTC) - created).days
 
 
@@ -238,7 +318,8 @@ AMD64, ARM64 = "linux/amd64", "linux/arm64"
 def engine_platform() -> str:
     """The engine's own platform, as it reports it: linux/amd64, or linux/arm64 on Apple Silicon,
     whatever the machine that runs make (a Mac runs the engine in a Linux VM)."""
-    return docker("version", "--format", "{{.Server.Os}}/{{.Server.Arch}}").strip()
+    template = "{{.Server.OsArch}}" if engine() == "podman" else "{{.Server.Os}}/{{.Server.Arch}}"
+    return docker("version", "--format", template).strip()
 
 
 def emulated_platform(native: str) -> str:
@@ -258,7 +339,8 @@ def exit_on_failure(main: Callable[[], int], program: str) -> int | str:
 USAGE = """usage: docker_tools.py wait PORT CONTAINER SECONDS
        docker_tools.py pull SECONDS IMAGE [PLATFORM]
        docker_tools.py age-days IMAGE
-       docker_tools.py emulated-platform"""
+       docker_tools.py emulated-platform
+       docker_tools.py install NAME"""
 
 
 def main(argv: list[str]) -> int:
@@ -284,6 +366,13 @@ def main(argv: list[str]) -> int:
             print(emulated_platform(engine_platform()))
         except (CommandFailed, OSError) as error:
             print(f"cannot ask the engine its platform: {error}", file=sys.stderr)
+            return 1
+        return 0
+    if command == "install" and len(arguments) == 1 and arguments[0] in DEBIAN_PACKAGES:
+        try:
+            print(tool(arguments[0]))
+        except CommandFailed as error:
+            print(error, file=sys.stderr)
             return 1
         return 0
     print(USAGE, file=sys.stderr)

@@ -92,7 +92,7 @@ PRACTICES = [
         "no HEALTHCHECK",
         (
             (
-                "HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --start-interval=1s --retries=3 \\\n"
+                "HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \\\n"
                 '    CMD ["python3", "/app/healthcheck.py"]\n',
                 "",
             ),

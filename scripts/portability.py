@@ -60,7 +60,7 @@ TOOLS = (
     Rule("stat -c or --format", option("stat", r"-[a-zA-Z]*c|--format|--printf"), "BSD stat formats with -f"),
     Rule("grep -P", option("grep", r"-[a-zA-Z]*P|--perl-regexp"), "BSD grep has no Perl regexes; use -E"),
     Rule("find -printf", option("find", r"-printf|-fprintf"), "BSD find has no -printf; use -exec or stat"),
-    Rule("nproc", re.compile(command("nproc")), "macOS has no nproc; ask Python (os.cpu_count())"),
+    Rule("nproc", re.compile(command("nproc") + "(?!=)"), "macOS has no nproc; ask Python (os.cpu_count())"),
 )
 
 # Bash syntax newer than macOS's /bin/bash, 3.2.

@@ -37,7 +37,6 @@ import hashlib
 import http.client
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -47,18 +46,8 @@ import time
 from pathlib import Path
 
 import scan
-from docker_tools import DOCKER, PROJECT_NAME, ROOT, docker, exit_on_failure, request, run, run_command, variants
+from docker_tools import DOCKER, PROJECT_NAME, ROOT, docker, exit_on_failure, request, run, run_command, tool, variants
 
-# The tools, from Debian's packages: the version each is pinned to. cosign comes from trixie, which
-# `make engine` adds as a source on Debian 12. Bump one by changing its version here, after
-# `apt-cache policy NAME` shows the new one; a tool already on PATH is used as it is.
-DEBIAN_PACKAGES = {
-    "cosign": ("cosign", "2.5.0-2+b5"),
-    "skopeo": ("skopeo", "1.9.3+ds1-1+b10"),
-    "docker-registry": ("docker-registry", "2.8.2+ds1-1"),
-    # Not for publishing: the tests pull a published image into a store of Podman's own with it.
-    "podman": ("podman", "4.3.1+ds1-8+deb12u1+b3"),
-}
 # The predicate types cosign gives the two attestations (--type cyclonedx and slsaprovenance1).
 SBOM_TYPE = "https://cyclonedx.org/bom"
 PROVENANCE_TYPE = "https://slsa.dev/provenance/v1"
@@ -88,33 +77,6 @@ class Failed(Exception):
 
 def say(message: str) -> None:
     print(f"publish: {message}", flush=True)
-
-
-def tool(name: str) -> str:
-    """The command of a tool this script runs, installed from Debian's packages if it is missing."""
-    found = shutil.which(name)
-    if found:
-        return found
-    package, version = DEBIAN_PACKAGES[name]
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise Failed(f"{name} is not installed: install it (Debian: apt-get install {package}) and try again.")
-    say(f"installing {package} {version} from Debian's packages.")
-    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", f"{package}={version}"]
-    result = subprocess.run(install, capture_output=True, text=True, env=environment)
-    if result.returncode != 0:
-        # Package lists that are missing or older than the pinned version: fetch them, then again.
-        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=environment)
-        result = subprocess.run(install, capture_output=True, text=True, env=environment)
-    if result.returncode != 0:
-        raise Failed(
-            f"installing {package}={version} failed ({scan.last_line(result.stderr)}); run `make engine` first, "
-            "which adds Debian's trixie source on Debian 12, or install it yourself."
-        )
-    if package == "docker-registry" and shutil.which("systemctl"):
-        # Debian's package starts a registry of its own on :5000, all interfaces, wanting passwords.
-        subprocess.run(["systemctl", "disable", "--now", "docker-registry"], capture_output=True)
-    return shutil.which(name) or name
 
 
 # --- the local registry ---

@@ -6,12 +6,13 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
 import pytest
-from containers import DOCKER, ROOT, SECURITY_HEADERS, VARIANTS, images_under_test, probe_folder
-from docker_tools import WSGI_APP, CommandFailed, emulated_platform, engine_platform
+from containers import DOCKER, PROJECT_NAME, ROOT, SECURITY_HEADERS, VARIANTS, build, docker, images_under_test, probe_folder
+from docker_tools import WSGI_APP, CommandFailed, emulated_platform, engine, engine_platform, tool
 from gunicorn.util import import_app
 from werkzeug.serving import make_server
 
@@ -55,10 +56,9 @@ def local_server(app):
 @pytest.fixture(scope="session")
 def docker_engine():
     """A Docker engine that answers; the tests fail, not skip, when there is none."""
+    version = "{{.Version.Version}}" if engine() == "podman" else "{{.ServerVersion}}"
     try:
-        result = subprocess.run(
-            [*DOCKER, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=30
-        )
+        result = subprocess.run([*DOCKER, "info", "--format", version], capture_output=True, text=True, timeout=30)
     except FileNotFoundError:
         pytest.fail(
             f"the docker command ({' '.join(DOCKER)}) is not installed. Install Docker, or run `make engine` on Debian."
@@ -94,7 +94,8 @@ def source_built_python() -> Path:
     (a prefix of its own, libpython3.X.so): pyenv's of the patch release the Dockerfiles pin, else the one
     running the tests if it is such a build (as actions/setup-python's are), else /usr/local's.
     """
-    pinned = re.search(r"^FROM python:(\d+\.\d+\.\d+)-", (ROOT / "Dockerfile").read_text(), re.MULTILINE).group(1)
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    pinned = re.search(r"^FROM docker\.io/library/python:(\d+\.\d+\.\d+)-", dockerfile, re.MULTILINE).group(1)
     pyenv_root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
     candidates = [Path(pyenv_root) / "versions" / pinned, Path(sys.base_prefix), Path("/usr/local")]
     for prefix in candidates:
@@ -118,3 +119,17 @@ def root_user() -> None:
         pytest.fail(
             "this test runs ldconfig -r, chroot and chown, which need root: run it as root, or run `make test-unit`."
         )
+
+
+@pytest.fixture
+def podman() -> list[str]:
+    """Podman with a store of its own in a temporary folder (whose path Podman wants short), removed
+    at the end with all it holds."""
+    with tempfile.TemporaryDirectory(prefix="podman-") as folder:
+        store = ["--root", f"{folder}/root", "--runroot", f"{folder}/run", "--storage-driver", "vfs"]
+        command = [tool("podman"), *store]
+        yield command
+        subprocess.run([*command, "pod", "rm", "--all", "--force", "--time", "0"], capture_output=True)
+        subprocess.run([*command, "rm", "--all", "--force", "--time", "0"], capture_output=True)
+        subprocess.run([*command, "rmi", "--all", "--force"], capture_output=True)
+        subprocess.run([*command, "volume", "rm", "--all", "--force"], capture_output=True)

@@ -24,7 +24,9 @@ from docker_tools import (
     ROOT,
     CommandFailed,
     Response,
+    as_docker_writes_it,
     docker_result,
+    engine,
     hardened,
     request,
     variants,
@@ -128,15 +130,17 @@ def copy_from_image(image: str, path: str, destination: Path) -> Path:
     """Copy a file or folder of an image out of a container that never starts; return where it went."""
     container = docker("create", image).stdout.strip()
     try:
-        docker("cp", "--follow-link", f"{container}:{path}", str(destination))
+        # Podman's cp follows a link it is given by itself, and has no --follow-link.
+        follow = () if engine() == "podman" else ("--follow-link",)
+        docker("cp", *follow, f"{container}:{path}", str(destination))
     finally:
         docker("rm", "--force", container, check=False)
     return destination
 
 
 def inspect(target: str) -> dict:
-    """`docker inspect` of one image or container, as a dict."""
-    return json.loads(docker("inspect", target).stdout)[0]
+    """`docker inspect` of one image or container, as a dict, as Docker writes it."""
+    return as_docker_writes_it(json.loads(docker("inspect", target).stdout)[0])
 
 
 @dataclass
@@ -167,11 +171,18 @@ def wait_until_serving(container: Container, timeout: float = 30) -> None:
 
 
 def wait_until_healthy(container: Container, timeout: float = 60) -> None:
-    """Poll Docker's health status until it is healthy; fail at unhealthy or after timeout."""
+    """Poll the engine's health status until it is healthy; fail at unhealthy or after timeout.
+
+    Docker runs the image's HEALTHCHECK on its schedule. Podman does so through systemd timers, and
+    where there is no systemd (a container, a CI sandbox) never by itself: there the test runs the
+    image's check at each poll, as `podman healthcheck run` does for a person.
+    """
     deadline = time.monotonic() + timeout
     while (status := inspect(container.id)["State"]["Health"]["Status"]) != "healthy":
         assert status != "unhealthy", f"the container became unhealthy; its log:\n{container.logs()}"
         assert time.monotonic() < deadline, f"still {status} after {timeout:.0f} s"
+        if engine() == "podman" and not Path("/run/systemd/system").exists():
+            docker("healthcheck", "run", container.id, check=False)
         time.sleep(0.2)
 
 
@@ -261,9 +272,24 @@ def probed(image: str, folder: Path, *flags: str) -> contextlib.AbstractContextM
 
 def process_uids(container: Container) -> list[int]:
     """The real UIDs of every process in the container, as the engine's ps sees them (docker top),
-    wherever the engine runs: on this machine or in a VM."""
+    wherever the engine runs: on this machine or in a VM. Podman's top runs ps inside the container
+    for these columns, which the secure image has not: there each process's host PID is read on
+    this machine, where Podman runs, and its UID mapped back into the container's user namespace."""
+    if engine() == "podman":
+        return [container_uid(int(pid)) for pid in docker("top", container.id, "hpid").stdout.split()[1:]]
     lines = docker("top", container.id, "-eo", "pid,uid").stdout.splitlines()[1:]
     return [int(line.split()[1]) for line in lines]
+
+
+def container_uid(host_pid: int) -> int:
+    """The real UID of a process of this machine, as its user namespace numbers it (uid_map)."""
+    proc = Path("/proc") / str(host_pid)
+    [real] = [int(line.split()[1]) for line in (proc / "status").read_text().splitlines() if line.startswith("Uid:")]
+    for line in (proc / "uid_map").read_text().splitlines():
+        inside, outside, count = (int(number) for number in line.split())
+        if outside <= real < outside + count:
+            return inside + real - outside
+    pytest.fail(f"UID {real} of process {host_pid} is not mapped into its container's user namespace")
 
 
 def image_files(

@@ -20,7 +20,7 @@ from containers import (
     wait_until_healthy,
     wait_until_serving,
 )
-from docker_tools import serving
+from docker_tools import engine, serving
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +81,9 @@ def stopped(container: Container) -> tuple[float, int]:
 
 def test_a_shell_form_cmd_keeps_sigterm_from_gunicorn_so_docker_stop_kills_it(images, shell_form):
     with running(shell_form) as container:
-        pid_1 = docker("top", container.id, "-o", "pid,args").stdout.splitlines()[1]
+        # Podman's top reads these columns itself; given ps options, it runs ps in the container.
+        columns = ("pid", "args") if engine() == "podman" else ("-o", "pid,args")
+        pid_1 = docker("top", container.id, *columns).stdout.splitlines()[1]
         shell_seconds, shell_code = stopped(container)
     with running(images["production"]) as container:
         exec_seconds, exec_code = stopped(container)

@@ -34,7 +34,7 @@ def test_hadolint_flags_exactly_the_lessons_of_the_naive_dockerfile():
 
 def test_every_dockerfile_pins_the_same_patch_release_of_python():
     pins = {
-        name: re.findall(r"^FROM (python:\S+) AS python-base$", (ROOT / name).read_text(), re.MULTILINE)
+        name: re.findall(r"^FROM docker\.io/library/(python:\S+) AS python-base$", (ROOT / name).read_text(), re.M)
         for name in DOCKERFILES
     }
     assert all(len(found) == 1 for found in pins.values()), pins
@@ -69,6 +69,31 @@ def instructions(dockerfile: str) -> list[str]:
     """The Dockerfile's instructions, continuation lines joined, comments dropped."""
     text = re.sub(r"\\\n", " ", (ROOT / dockerfile).read_text())
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_every_image_a_dockerfile_names_is_fully_qualified(dockerfile):
+    """Podman resolves a short name through its search registries, or stops where none is set; a
+    name with its registry means the same image to Docker and Podman. The others are the build
+    argument, a stage, or scratch."""
+    stages = {"scratch", "${BASE_IMAGE}"}
+    for line in instructions(dockerfile):
+        if line.upper().startswith("FROM "):
+            image = line.split()[1]
+            assert image in stages or re.match(r"[a-z0-9.-]+\.[a-z]+(:\d+)?/", image), line
+            stages.update(line.split()[3:4])
+
+
+# What a HEALTHCHECK may say: the options Docker Engine of every version and Podman's builder both
+# read. --start-interval (Docker Engine 25) stops Podman's build, and older Docker's.
+HEALTHCHECK_OPTIONS = {"--interval", "--timeout", "--start-period", "--retries"}
+
+
+@pytest.mark.parametrize("dockerfile", TO_COPY)
+def test_the_healthcheck_uses_only_options_both_engines_build(dockerfile):
+    [healthcheck] = [line for line in instructions(dockerfile) if line.startswith("HEALTHCHECK ")]
+    options = set(re.findall(r"(--[a-z-]+)=", healthcheck.partition(" CMD ")[0]))
+    assert options and options <= HEALTHCHECK_OPTIONS, healthcheck
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)

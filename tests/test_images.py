@@ -181,7 +181,8 @@ def image_python(image: str, code: str, *args: str) -> str:
 def test_image_runs_the_debian_release_and_python_minor_version_of_the_pinned_base(images, variant):
     """python:3.13.X-slim-trixie pins Debian 13 (trixie) and Python 3.13: the image runs both, on
     the pinned base or on the stand-in built from that Debian release's packages."""
-    pinned = re.search(r"^FROM python:(\d+\.\d+)\.\d+-slim-(\w+) AS", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    pinned = re.search(r"^FROM docker\.io/library/python:(\d+\.\d+)\.\d+-slim-(\w+) AS", dockerfile, re.MULTILINE)
     python_minor, codename = pinned.groups()
     code = (
         "import platform, sys;"
@@ -411,6 +412,7 @@ def test_the_secret_check_flags_a_token_passed_as_a_build_argument(images, tmp_p
     assert [line for line in flagged if "API_TOKEN=not-a-real-token" in line], flagged
 
 
+@pytest.mark.docker
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_image_passes_its_container_structure_test(images, variant):
     """tests/structure-VARIANT.yaml: user, ports, entrypoint, OCI labels, files that must (not) be there."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from containers import DOCKER, PROJECT_NAME, ROOT, VARIANTS, docker, inspect, make, must
-from docker_tools import WSGI_APP
+from docker_tools import WSGI_APP, podman_run_flags
 
 # What `docker pull` prints when it fails, as Docker Engine words it, and whether it means that no
 # registry could be reached (then, and only then, the stand-in base is used).
@@ -65,7 +65,7 @@ STUB_DOCKER = """#!/usr/bin/env bash
 if [ "$1 $2" = "image inspect" ]; then
     [ "${*: -1}" = "$STAND_IN" ] || exit 1
     case "$4" in
-    *Created*) echo "$STUB_CREATED" ;;
+    *Created*) echo "\\"$STUB_CREATED\\"" ;;
     *packages*) echo "$STUB_PACKAGES" ;;
     esac
     exit 0
@@ -305,6 +305,45 @@ def test_compare_push_and_test_emulated_take_the_platform_the_engine_does_not_ru
     assert f" COMPARE_PLATFORM={emulated} " in settings and f" PUBLISH_PLATFORM={emulated} " in settings, settings
     dry_run = make("-n", "test-emulated", docker_command=str(docker)).stdout
     assert f'PLATFORM="{emulated}" scripts/ensure-docker.sh' in dry_run, dry_run
+
+
+@pytest.mark.unit
+def test_make_engine_with_podman_missing_names_what_to_install_and_installs_nothing(tmp_path):
+    """Without podman, apt-get, docker and dockerd: one sentence, and no engine install is tried."""
+    path = commands_except(tmp_path / "bin", "podman", "apt-get", "apt", "docker", "dockerd", "sudo")
+    result = subprocess.run(
+        [ROOT / "scripts" / "ensure-podman.sh"],
+        env={**os.environ, "PATH": path, "DOCKER": "podman"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(
+        "ensure-podman.sh: podman is not installed. Install Podman (Fedora, RHEL: dnf install podman;"
+    )
+
+
+@pytest.mark.unit
+def test_make_up_with_a_podman_that_has_no_compose_says_so_before_building(tmp_path):
+    podman = tmp_path / "podman"
+    podman.write_text('#!/bin/sh\n[ "$1" = --version ] && echo "podman version 4.3.1" && exit 0\nexit 125\n')
+    podman.chmod(0o755)
+    result = make("up", docker_command=str(podman))
+    assert result.returncode != 0
+    assert "has no compose command (Podman 4.7 and later have one" in result.stderr, result.stderr
+    assert "Building" not in result.stdout
+
+
+@pytest.mark.unit
+def test_podman_builds_in_dockers_format_and_runs_with_the_flags_the_tests_give_it_and_docker_neither():
+    """The Makefile and the tests' podman_run_flags() tell Podman the same; Docker is told neither."""
+    podman = make("-n", "run-secure", docker_command="podman").stdout
+    assert re.search(r"podman build\s+--format docker ", podman), podman
+    assert f" {' '.join(podman_run_flags())} " in podman, podman
+    docker = make("-n", "run-secure", docker_command="docker").stdout
+    assert "--format docker" not in docker and "--ulimit" not in docker and "--read-only-tmpfs" not in docker
 
 
 @pytest.mark.unit

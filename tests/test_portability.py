@@ -79,6 +79,7 @@ PORTABLE = {
     "?= and :=": ("make", "PLATFORM ?=\nARCH_TAG := $(call arch_tag,$(PLATFORM))"),
     "a brace group": ("sh", "{ apt-get update -qq && apt-get install -y wrk; } >/dev/null"),
     "2>&1 |": ("sh", "docker pull python 2>&1 | tail -n 1"),
+    "nproc=, a limit's name": ("make", "LIMITS := --ulimit nproc=4096:4096"),
 }
 
 

@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -20,12 +21,9 @@ import publish
 import pytest
 import yaml
 from containers import LOCKDOWN, PROJECT_NAME, ROOT, docker, inspect, make, must, platform_tag, request
-from docker_tools import free_port
+from docker_tools import free_port, podman_run_flags, tool
 
 PASSWORD = "a password for this test"
-# The open files and processes a Podman container gets: more than gunicorn needs here, and within
-# the hard limits of the machines that run the tests.
-LIMIT = 4096
 
 
 def make_env(**variables: str) -> list[str]:
@@ -107,7 +105,7 @@ def delete_tag(repository: str, tag: str) -> None:
 def cosign(*args: str, password: str = "") -> subprocess.CompletedProcess:
     """cosign, with the password of the private key it may read (the other keys here have none)."""
     environment = {**os.environ, "COSIGN_PASSWORD": password}
-    return subprocess.run([publish.tool("cosign"), *args], capture_output=True, text=True, timeout=120, env=environment)
+    return subprocess.run([tool("cosign"), *args], capture_output=True, text=True, timeout=120, env=environment)
 
 
 def attestation(keys: Path, reference: str, kind: str) -> dict:
@@ -119,6 +117,7 @@ def attestation(keys: Path, reference: str, kind: str) -> dict:
 
 
 @pytest.mark.integration
+@pytest.mark.docker
 def test_push_publishes_one_two_platform_oci_index_under_the_variant_and_the_version_tags(published):
     entry = published["variants"]["secure"]
     index = json.loads(publish.raw_manifest(entry["tags"][0]))
@@ -132,6 +131,7 @@ def test_push_publishes_one_two_platform_oci_index_under_the_variant_and_the_ver
 
 
 @pytest.mark.integration
+@pytest.mark.docker
 def test_the_index_and_each_platforms_image_verify_on_their_own_with_the_public_key(published, keys):
     """The plain cosign commands the README gives consumers, outside the Makefile."""
     repository, entry = published["repository"], published["variants"]["secure"]
@@ -142,6 +142,7 @@ def test_the_index_and_each_platforms_image_verify_on_their_own_with_the_public_
 
 
 @pytest.mark.integration
+@pytest.mark.docker
 def test_make_verify_passes_on_what_make_push_published(published, keys):
     result = verify(published["file"], keys)
     assert result.returncode == 0, result.stderr
@@ -156,6 +157,7 @@ def overlay_inputs(published: dict) -> tuple[dict[str, str], list[dict]]:
 
 
 @pytest.mark.integration
+@pytest.mark.docker
 def test_push_writes_for_the_overlay_the_index_by_digest_and_a_signer_that_verifies_it(published, keys, tmp_path):
     """What the overlay deploys is what was pushed, and the key its policy admits verifies it."""
     values, signer = overlay_inputs(published)
@@ -191,6 +193,7 @@ def compose_project() -> str:
 
 
 @pytest.mark.integration
+@pytest.mark.docker
 def test_make_up_published_runs_the_digest_it_verified(published, keys, compose_project):
     reference = overlay_inputs(published)[0]["PUBLISHED_IMAGE"]
     port = free_port()
@@ -210,6 +213,7 @@ def test_make_up_published_runs_the_digest_it_verified(published, keys, compose_
 
 
 @pytest.mark.integration
+@pytest.mark.docker
 def test_make_up_published_starts_nothing_when_the_signature_does_not_verify(published, compose_project, tmp_path):
     other = tmp_path / "other-keys"
     must(make("keys", f"KEYS_DIR={other}", "COSIGN_PASSWORD="), "`make keys` of another pair")
@@ -226,6 +230,7 @@ def pinned(package: str) -> str:
 
 
 @pytest.mark.integration
+@pytest.mark.docker
 def test_the_sbom_attestation_lists_flask_and_gunicorn_at_the_pinned_versions(published, keys):
     repository = published["repository"]
     for digest in published["variants"]["secure"]["platforms"].values():
@@ -236,6 +241,7 @@ def test_the_sbom_attestation_lists_flask_and_gunicorn_at_the_pinned_versions(pu
 
 
 @pytest.mark.integration
+@pytest.mark.docker
 def test_the_provenance_names_the_commit_the_base_and_the_requirements(published, keys, images):
     repository = published["repository"]
     native = inspect(images["secure"])
@@ -257,25 +263,14 @@ def test_the_provenance_names_the_commit_the_base_and_the_requirements(published
             assert base == [f"docker-image://{labels['org.opencontainers.image.base.name']}"]
 
 
-@pytest.fixture
-def podman() -> list[str]:
-    """Podman with a store of its own in a temporary folder (whose path Podman wants short), removed
-    at the end with all it holds."""
-    with tempfile.TemporaryDirectory(prefix="podman-") as folder:
-        store = ["--root", f"{folder}/root", "--runroot", f"{folder}/run", "--storage-driver", "vfs"]
-        command = [publish.tool("podman"), *store]
-        yield command
-        subprocess.run([*command, "rm", "--all", "--force", "--time", "0"], capture_output=True)
-        subprocess.run([*command, "rmi", "--all", "--force"], capture_output=True)
-
-
 @pytest.mark.integration
+@pytest.mark.docker
 def test_an_image_pulled_by_digest_into_a_store_that_never_saw_it_serves_locked_down(published, podman):
     """Podman pulls the index by digest into its empty store and runs this machine's image under
     the README's lockdown, without a network: the image's own Python asks it for /healthz."""
     reference = f"{published['repository']}@{published['variants']['secure']['index']}"
     # Podman's default open-files and process limits exceed what some machines allow a container.
-    limits = [f"--ulimit={name}={LIMIT}:{LIMIT}" for name in ("nofile", "nproc")]
+    limits = podman_run_flags()
     name = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
     code = (
         "import time, urllib.request\n"
@@ -296,11 +291,12 @@ def test_an_image_pulled_by_digest_into_a_store_that_never_saw_it_serves_locked_
 
 
 @pytest.mark.integration
+@pytest.mark.docker
 def test_verify_fails_when_another_image_is_pushed_over_the_tag(single, keys, images):
     tag = single["variants"]["secure"]["tags"][0]
     archive = Path(single["file"]).parent / "production.tar"
     docker("save", "--output", str(archive), images["production"])
-    skopeo = publish.tool("skopeo")
+    skopeo = tool("skopeo")
     subprocess.run([skopeo, "copy", "--quiet", "--format", "oci", "--dest-tls-verify=false",
                     f"docker-archive:{archive}", f"docker://{tag}"], check=True)  # fmt: skip
     result = verify(single["file"], keys)
@@ -309,6 +305,7 @@ def test_verify_fails_when_another_image_is_pushed_over_the_tag(single, keys, im
 
 
 @pytest.mark.integration
+@pytest.mark.docker
 def test_a_push_that_cannot_sign_leaves_the_variants_tag_where_it_was(single, keys, images, tmp_path):
     """Another image pushed with the wrong password for the key: nothing signs it, so `:secure`
     must still name the index that was signed before."""
@@ -326,6 +323,7 @@ def test_a_push_that_cannot_sign_leaves_the_variants_tag_where_it_was(single, ke
 
 
 @pytest.mark.integration
+@pytest.mark.docker
 def test_verify_fails_for_an_unsigned_image(single, keys):
     repository, index = single["repository"], single["variants"]["secure"]["index"]
     delete_tag(repository, index.replace(":", "-") + ".sig")
@@ -335,6 +333,7 @@ def test_verify_fails_for_an_unsigned_image(single, keys):
 
 
 @pytest.mark.integration
+@pytest.mark.docker
 def test_verify_fails_for_an_image_signed_with_another_key(single, tmp_path):
     other = tmp_path / "other-keys"
     must(make("keys", f"KEYS_DIR={other}", "COSIGN_PASSWORD="), "`make keys` of another pair")
@@ -344,6 +343,7 @@ def test_verify_fails_for_an_image_signed_with_another_key(single, tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.docker
 def test_verify_fails_when_an_attestation_is_deleted(single, keys):
     repository = single["repository"]
     [digest] = single["variants"]["secure"]["platforms"].values()
@@ -354,6 +354,7 @@ def test_verify_fails_when_an_attestation_is_deleted(single, keys):
 
 
 @pytest.mark.integration
+@pytest.mark.docker
 def test_verify_fails_when_an_attestation_is_replaced_by_one_of_another_key(single, keys, tmp_path):
     repository = single["repository"]
     [digest] = single["variants"]["secure"]["platforms"].values()

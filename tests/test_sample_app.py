@@ -29,7 +29,9 @@ def test_every_image_greets(images, variant):
 
 
 @pytest.mark.integration
+@pytest.mark.docker
 def test_the_samples_secure_image_is_at_most_45_mb_and_18_mb_compressed(images):
-    """42.1 MB and 16.6 MB as measured; gevent, greenlet, zope.interface and libstdc++ are 6.2 and 2.3 MB of it."""
+    """42.1 MB and 16.6 MB as measured; gevent, greenlet, zope.interface and libstdc++ are 6.2 and 2.3 MB of it.
+    Docker's size: Podman counts the layers' tar streams, headers and all (1.3 MB more here)."""
     assert inspect(images["secure"])["Size"] <= 45 * MB
     assert compare.compressed_size(images["secure"]) <= 18 * MB

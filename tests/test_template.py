@@ -148,6 +148,7 @@ def test_make_run_reports_at_once_a_container_that_exits_as_it_starts(project):
 
 
 @pytest.mark.integration
+@pytest.mark.docker
 def test_a_copy_renamed_in_project_env_runs_and_composes_under_its_new_name(project):
     """make run, make stop, make up and make down, after a change to project.env alone."""
     copy, name = project
