@@ -11,7 +11,14 @@ import threading
 from pathlib import Path
 
 import pytest
-from containers import DOCKER, PROJECT_NAME, ROOT, SECURITY_HEADERS, VARIANTS, build, docker, images_under_test, probe_folder
+from containers import (
+    DOCKER,
+    ROOT,
+    SECURITY_HEADERS,
+    VARIANTS,
+    images_under_test,
+    probe_folder,
+)
 from docker_tools import WSGI_APP, CommandFailed, emulated_platform, engine, engine_platform, tool
 from gunicorn.util import import_app
 from werkzeug.serving import make_server

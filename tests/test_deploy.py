@@ -37,7 +37,7 @@ from containers import (
     running,
     wait_until_serving,
 )
-from docker_tools import free_port
+from docker_tools import engine, free_port
 
 import settings
 
@@ -541,7 +541,7 @@ def hardening_flags(container: str) -> list[str]:
     host = inspect(container)["HostConfig"]
     flags = ["--read-only"] if host["ReadonlyRootfs"] else []
     flags += [flag for path in host.get("Tmpfs") or {} for flag in ("--tmpfs", path)]
-    if docker_tools.engine() == "podman":
+    if engine() == "podman":
         bounding = {line.strip() for line in docker("top", container, "capbnd").stdout.splitlines()[1:]}
         flags += ["--cap-drop", "ALL"] if bounding == {"none"} else []
     else:

@@ -12,8 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
-import urllib.request
 import uuid
 from pathlib import Path
 
