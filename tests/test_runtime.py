@@ -507,10 +507,11 @@ def test_naive_stops_answering_under_slow_header_clients(images):
 def test_production_on_gunicorns_threaded_worker_stops_answering_under_slow_header_clients(images):
     """The control closest to the test above: the same image, with gunicorn's threaded worker in
     place of gevent's. Its eight threads each wait on one slow client's headers, and /healthz waits
-    behind them."""
+    behind them. How many fail depends on the machine's speed (172 of 189 on an idle one, 81 of 189
+    on a busy one), so the bound is a quarter, where gevent's worker lets none fail."""
     result = slow_clients_on(images["production"], *THREADED, timeout=health_check_timeout(images["production"]))
     healthz = result["healthz"]
-    assert healthz["failures"] > healthz["requests"] / 2, result
+    assert healthz["failures"] > healthz["requests"] / 4, result
 
 
 def peak_memory_bytes(container_id: str) -> tuple[int, int]:
