@@ -96,7 +96,8 @@ def pid_of(folder: Path) -> int | None:
         pid = int((folder / "registry.pid").read_text())
     except (OSError, ValueError):
         return None
-    command = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True).stdout
+    # -ww: without a terminal, ps cuts the command line at 80 columns, and with it the folder's path.
+    command = subprocess.run(["ps", "-ww", "-o", "command=", "-p", str(pid)], capture_output=True, text=True).stdout
     return pid if str(folder.resolve() / "config.yml") in command else None
 
 

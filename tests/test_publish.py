@@ -37,6 +37,7 @@ def registry(tmp_path_factory) -> str:
     must(make("registry", *settings), "`make registry`")
     yield f"127.0.0.1:{port}"
     must(make("registry-stop", *settings), "`make registry-stop`")
+    assert not publish.registry_answers(port), "`make registry-stop` left the registry running"
 
 
 @pytest.fixture(scope="module")
