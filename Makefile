@@ -197,7 +197,7 @@ $(RUNS): run-%: stop build-%
 	@$(DOCKER) run $(PLATFORM_FLAG) --detach --name $(CONTAINER) --label "$(RUN_LABEL)" --publish 127.0.0.1:$(PORT):8080 \
 		$(LIMITS) $(ENGINE_RUN_FLAGS) $(HARDENING_$*) $(IMAGE):$*$(ARCH_TAG) >/dev/null \
 		|| { $(DOCKER) rm --force $(CONTAINER) >/dev/null 2>&1; \
-			echo "make: docker could not start $(CONTAINER) (its error is above); if port $(PORT) is taken, use another: make run PORT=8081." >&2; \
+			echo "make: $(DOCKER) could not start $(CONTAINER) (its error is above); if port $(PORT) is taken, use another: make run PORT=8081." >&2; \
 			exit 1; }
 	@DOCKER="$(DOCKER)" $(PYTHON) scripts/docker_tools.py wait $(PORT) $(CONTAINER) 30
 	@echo "$$ curl http://localhost:$(PORT)/healthz"
