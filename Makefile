@@ -274,7 +274,7 @@ bench: engine $(VENV)/bin/pytest ## Measure the images in one run: builds, start
 	DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/bench.py --base "$$base" --readme README.md \
 		--memory $(MEMORY) --cpus $(CPUS) --pids-limit $(PIDS) $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
 
-lessons: engine $(VENV)/bin/pytest ## Measure what each practice of Dockerfile buys: build it with each undone, side by side (5 min); writes docs/lessons.md
+lessons: engine $(VENV)/bin/pytest ## Measure what each practice of Dockerfile buys: build it with each undone, side by side (7 min); writes docs/lessons.md
 	@base=$$(DOCKER="$(DOCKER)" PYTHON="$(PYTHON)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
 	DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/lessons.py --base "$$base" --hadolint $(VENV)/bin/hadolint \
 		$(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))

@@ -193,18 +193,20 @@ def running(tag: str) -> dict:
     """Start the image as `make run-production` does, ask it once, then stop it: the facts of that run."""
     name = f"{PROJECT_NAME}-lessons-{uuid.uuid4().hex[:8]}"
     try:
+        launched = time.monotonic()
         docker("run", "--detach", "--name", name, "--publish", "127.0.0.1::8080", *HARDENING, tag)
         port = int(docker("port", name, "8080/tcp").split()[0].rsplit(":", 1)[1])
         wait_until_serving(port, name, timeout=30, poll=0.05)
         user = docker("exec", name, "id", "-u").strip()
-        health = "none"
-        deadline = time.monotonic() + 20
+        health, healthy_seconds = "none", None
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             state = json.loads(docker("inspect", "--format", "{{json .State.Health}}", name))
             health = state["Status"] if state else "none"
             if health != "starting":
+                healthy_seconds = time.monotonic() - launched if health == "healthy" else None
                 break
-            time.sleep(0.2)
+            time.sleep(0.1)
         written = len(docker("diff", name).splitlines())
         started = time.monotonic()
         docker("stop", name)
@@ -213,6 +215,7 @@ def running(tag: str) -> dict:
         return {
             "user": user,
             "health": health,
+            "healthy_seconds": healthy_seconds,
             "written": written,
             "stop_seconds": stop_seconds,
             "exit_code": exit_code,
@@ -239,6 +242,7 @@ def measure(images: dict, contexts: dict, args: argparse.Namespace, run_id: str)
             "hadolint": hadolint_findings(args.hadolint, str(dockerfile)),
             "rebuild_seconds": [],
             "stop_seconds": [],
+            "healthy_seconds": [],
         }
     for round_number in range(1, args.rounds + 1):
         for context in set(contexts.values()):
@@ -248,11 +252,14 @@ def measure(images: dict, contexts: dict, args: argparse.Namespace, run_id: str)
             run = running(tag)
             facts[name]["rebuild_seconds"].append(seconds)
             facts[name]["stop_seconds"].append(run.pop("stop_seconds"))
+            if (healthy := run.pop("healthy_seconds")) is not None:
+                facts[name]["healthy_seconds"].append(healthy)
             facts[name] |= run
             progress(f"round {round_number}: {name} rebuilt in {seconds:.2f} s, stopped with {run['exit_code']}")
     for row in facts.values():
         row["rebuild_seconds"] = spread(row["rebuild_seconds"])
         row["stop_seconds"] = spread(row["stop_seconds"])
+        row["healthy_seconds"] = spread(row["healthy_seconds"]) if row["healthy_seconds"] else None
     return facts
 
 
@@ -274,14 +281,15 @@ def changes(baseline: dict, undone: dict) -> list[str]:
         ("layers", "layers"),
         ("user", "server's UID"),
         ("exit_code", "exit code on docker stop"),
-        ("health", "health"),
         ("setuid_programs", "setuid/setgid programs"),
         ("written", "files the server wrote"),
     ):
         if undone[key] != baseline[key]:
             said.append(f"{what} {baseline[key]} → {undone[key]}")
+    if undone["health"] != baseline["health"]:
+        said.append(f"health {baseline['health']}{healthy_after(baseline)} → {undone['health']}{healthy_after(undone)}")
     if undone["context_bytes"] != baseline["context_bytes"]:
-        said.append(f"build context {baseline['context_bytes'] / 1000:.0f} → {undone['context_bytes'] / 1000:.0f} kB")
+        said.append(f"build context {baseline['context_bytes'] / 1000:,.0f} → {undone['context_bytes'] / 1000:,.0f} kB")
     added = sorted(set(undone["hadolint"]) - set(baseline["hadolint"]))
     if added:
         said.append("hadolint: " + ", ".join(added))
@@ -302,6 +310,12 @@ def report(facts: dict) -> dict:
     return {"baseline": facts["production"], "images": facts, "practices": rows}
 
 
+def healthy_after(facts: dict) -> str:
+    """How long the image took to become healthy after `docker run`, as words; empty if it never did."""
+    seconds = facts["healthy_seconds"]
+    return f" after {seconds['median']:.1f} s [{seconds['min']:.1f}-{seconds['max']:.1f}]" if seconds else ""
+
+
 def markdown(result: dict, rounds: int) -> str:
     baseline = result["baseline"]
     lines = [
@@ -309,10 +323,11 @@ def markdown(result: dict, rounds: int) -> str:
         "",
         "Written by `make lessons`: the production Dockerfile as it is, and once for each practice with that",
         f"practice alone undone, built and run in one run on one machine; timed figures are medians of {rounds}",
-        "rounds, with their range, the images taking turns. The production image itself: "
+        f"rounds, with their range, the images taking turns; the run took {result['seconds'] / 60:.1f} minutes. "
+        "The production image itself: "
         f"{baseline['size_bytes'] / MB:.1f} MB, warm rebuild {baseline['rebuild_seconds']['median']:.2f} s, "
         f"`docker stop` {baseline['stop_seconds']['median']:.2f} s (exit {baseline['exit_code']}), health "
-        f"{baseline['health']}, UID {baseline['user']}.",
+        f"{baseline['health']}{healthy_after(baseline)}, UID {baseline['user']}.",
         "",
         "| Practice | Undone | What undoing it changes |",
         "|---|---|---|",
@@ -352,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress(f"building {name}")
                 build(contexts[name], dockerfile, tag, args.base, args.ca_bundle)
             result = report(measure(images, contexts, args, run_id))
+            result["seconds"] = round(time.monotonic() - STARTED)
         finally:
             docker_result("image", "rm", "--force", *tags, check=False)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -63,6 +63,7 @@ def facts(**changed) -> dict:
         "hadolint": [],
         "rebuild_seconds": timed,
         "stop_seconds": timed,
+        "healthy_seconds": {"min": 10.4, "median": 10.5, "max": 10.7},
     }
     return row | changed
 
@@ -78,6 +79,8 @@ def test_a_row_names_what_changed_and_nothing_else():
         "exit code on docker stop 0 → 137",
         "hadolint: DL3002",
     ]
+    unchecked = lessons.changes(facts(), facts(health="none", healthy_seconds=None))
+    assert unchecked == ["health healthy after 10.5 s [10.4-10.7] → none"]
 
 
 @pytest.mark.unit
