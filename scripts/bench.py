@@ -41,6 +41,8 @@ from docker_tools import (
     docker_result,
     exit_on_failure,
     hardened,
+    measured_build,
+    remove_measured,
     run,
     variants,
     wait_until_serving,
@@ -67,7 +69,7 @@ def progress(message: str) -> None:
 
 def timed_build(context: Path, dockerfile: str, tag: str, base: str, ca_bundle: str | None, cold: bool) -> float:
     """Seconds `docker build` takes, with or without the build cache."""
-    command = ["build", "--file", str(context / dockerfile), "--tag", tag, "--build-arg", f"BASE_IMAGE={base}"]
+    command = ["build", "--file", str(context / dockerfile), *measured_build(tag), "--build-arg", f"BASE_IMAGE={base}"]
     command += ["--build-arg", f"WSGI_APP={WSGI_APP}"]
     if ca_bundle:
         command += ["--secret", f"id=ca-bundle,src={ca_bundle}"]
@@ -401,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
             for variant, measured in serving(tags, limits, args.seconds, args.load_runs).items():
                 variants[variant].update(measured)
         finally:
-            docker_result("image", "rm", "--force", *tags.values(), check=False)
+            remove_measured(list(tags.values()))
     for measured in variants.values():
         build, startup, memory = measured["build"], measured["startup"], measured["idle_memory"]
         build.update(warm_seconds=statistics.median(build["warm_runs"]), warm=spread(build["warm_runs"]))

@@ -148,6 +148,23 @@ def docker(*args: str, timeout: float = 900) -> str:
     return docker_result(*args, timeout=timeout).stdout
 
 
+def measured_build(tag: str) -> list[str]:
+    """The `docker build` options that label an image with its tag's repository, so that
+    remove_measured() finds every image a measuring run built, also those a later build under the same
+    tag left without a name."""
+    return ["--tag", tag, "--label", f"{PROJECT_NAME}.measured-as={tag.rpartition(':')[0]}"]
+
+
+def remove_measured(tags: list[str]) -> None:
+    """Remove the tags and every image built under their repositories with measured_build(), named or not."""
+    docker_result("image", "rm", "--force", *tags, check=False)
+    for repository in {tag.rpartition(":")[0] for tag in tags}:
+        label = f"label={PROJECT_NAME}.measured-as={repository}"
+        left = set(docker("images", "--all", "--quiet", "--filter", label).split())
+        if left:
+            docker_result("image", "rm", "--force", *left, check=False)
+
+
 def walk_image(image: str, layers: bool = False) -> Iterator[tuple[tarfile.TarInfo, Callable[[], bytes]]]:
     """Every entry of an image's filesystem, with a function that reads a file's bytes (once: the
     archive is a stream).

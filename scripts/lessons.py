@@ -30,6 +30,8 @@ from docker_tools import (
     docker,
     docker_result,
     exit_on_failure,
+    measured_build,
+    remove_measured,
     variants,
     wait_until_serving,
     walk_image,
@@ -165,7 +167,7 @@ def undo(practice: Practice, dockerfile: str) -> str:
 
 def build(context: Path, dockerfile: Path, tag: str, base: str, ca_bundle: str | None) -> float:
     """Seconds a cached `docker build` takes."""
-    command = ["build", "--file", str(dockerfile), "--tag", tag]
+    command = ["build", "--file", str(dockerfile), *measured_build(tag)]
     command += ["--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"WSGI_APP={WSGI_APP}"]
     if ca_bundle:
         command += ["--secret", f"id=ca-bundle,src={ca_bundle}"]
@@ -369,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             result = report(measure(images, contexts, args, run_id))
             result["seconds"] = round(time.monotonic() - STARTED)
         finally:
-            docker_result("image", "rm", "--force", *tags, check=False)
+            remove_measured(tags)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "lessons.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "lessons.md").write_text(markdown(result, args.rounds))

@@ -12,6 +12,7 @@ import uuid
 import pytest
 from bench import change_one_line, copy_context
 from containers import PROJECT_NAME, docker, make, must
+from docker_tools import measured_build, remove_measured
 
 pytestmark = pytest.mark.integration
 
@@ -68,3 +69,22 @@ def test_a_code_change_makes_naive_reinstall_every_dependency(rebuilt):
     installs = [reused for instruction, reused in steps if "pip install -r requirements.txt" in instruction]
     assert ("COPY . .", False) in steps, steps
     assert installs == [False], steps
+
+
+def test_a_measuring_run_leaves_no_image_behind_also_after_rebuilding_a_tag(docker_engine, tmp_path):
+    """`make bench` and `make lessons` rebuild each image under its tag after every code change; the
+    image each rebuild replaces loses its name, and remove_measured() removes it too."""
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY stamp /\n")
+    repository = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
+    built = []
+    try:
+        for round_number in range(2):
+            (tmp_path / "stamp").write_text(f"{repository} {round_number}\n")
+            docker("build", "--quiet", *measured_build(f"{repository}:measured"), str(tmp_path))
+            built.append(docker("image", "inspect", "--format", "{{.Id}}", f"{repository}:measured").stdout.strip())
+        assert len(set(built)) == 2, built
+        remove_measured([f"{repository}:measured"])
+        left = [image for image in built if docker("image", "inspect", image, check=False).returncode == 0]
+        assert left == [], f"remove_measured() left {left}"
+    finally:
+        docker("image", "rm", "--force", *built, check=False)
