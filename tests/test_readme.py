@@ -1,6 +1,7 @@
 """The README and docs/ as text, held to what they quote: every Dockerfile excerpt is still in the
-Dockerfile it names, every make target of the lesson shows the docker command it runs, and every
-link to a heading finds one.
+Dockerfile it names, every make target of the lesson shows the docker command it runs, every
+link to a heading finds one, and every figure the lesson and the measured sections quote is one that
+`make bench`, `make compare` or `make lessons` wrote into docs/.
 """
 
 import os
@@ -201,3 +202,47 @@ def test_the_readme_and_docs_link_to_headings():
 def test_every_internal_link_finds_its_heading(page, target, anchor):
     assert target.is_file(), f"{page} links to {target}, which does not exist"
     assert anchor in anchors(target), f"{page} links to #{anchor}, which {target.name} has no heading for"
+
+
+# The pages `make bench`, `make compare` and `make lessons` write: the measured figures.
+MEASURED_PAGES = ("bench.md", "compare.md", "lessons.md")
+# The sections that quote them.
+QUOTING = ("## The basics, shown", LESSON_HEADING, "## The four images", "## Measured: builds, start-up, memory, load")
+# A figure: a decimal (not part of a version such as 26.1.5), a number with thousands separators,
+# a whole number of MB, kB or ms, or the first of "N of M".
+FIGURE = re.compile(r"(?<![\w.,-])(\d{1,3}(?:,\d{3})+|\d+\.\d+(?![.\d])|\d+(?= ?(?:MB|kB|ms)\b)|\d+(?= of \d))")
+
+
+def section(heading: str) -> str:
+    """A section of the README, from its heading to the next one of its level, without code blocks or
+    the tables the measuring commands write into it."""
+    text = README.read_text().partition(f"\n{heading}\n")[2]
+    text = re.split(r"^## ", text, maxsplit=1, flags=re.MULTILINE)[0]
+    text = re.sub(r"<!-- (\w+):start -->.*?<!-- \1:end -->", "", text, flags=re.DOTALL)
+    return re.sub(r"^```.*?^```$", "", text, flags=re.DOTALL | re.MULTILINE)
+
+
+def quoted_figures() -> list[tuple[str, str, str]]:
+    """Each figure the quoting sections give: the section, the figure, the words around it."""
+    found = []
+    for heading in QUOTING:
+        text = section(heading)
+        for match in FIGURE.finditer(text):
+            context = " ".join(text[max(0, match.start() - 50) : match.end() + 20].split())
+            found.append((heading, match.group(1), context))
+    return found
+
+
+def test_the_lesson_quotes_measured_figures():
+    assert len(quoted_figures()) >= 40
+
+
+@pytest.mark.parametrize("heading, figure, context", quoted_figures())
+def test_every_figure_the_readme_quotes_was_measured_by_a_make_command(heading, figure, context):
+    """After `make bench`, `make compare` or `make lessons`, the prose quotes the new figures."""
+    measured = " ".join((ROOT / "docs" / page).read_text() for page in MEASURED_PAGES)
+    # requirements.txt's own size, which slim's build stage leaves behind in production's layer.
+    measured += f" {(ROOT / 'requirements.txt').stat().st_size / 1000:.1f} kB"
+    assert re.search(rf"(?<![\d.,]){re.escape(figure)}(?![\d]|[.,]\d)", measured), (
+        f"{heading}: {figure} ({context!r}) is in none of docs/{', docs/'.join(MEASURED_PAGES)}"
+    )
