@@ -1,5 +1,6 @@
 """The build cache, as the build reports it: after a one-line change to src/app.py, which steps
-BuildKit reuses (it marks them CACHED in `docker build --progress plain`) and which it runs again.
+the builder reuses and which it runs again. BuildKit marks a reused step CACHED in `docker build
+--progress plain`; Podman's builder, Buildah, says `Using cache` after it.
 
 Each test builds a copy of the project with `make`, as a user would, once as it is and once after
 the change. The change carries a new random string every run, so no earlier run's cache can hold
@@ -16,13 +17,16 @@ from docker_tools import measured_build, remove_measured
 
 pytestmark = pytest.mark.integration
 
-# A step of the build's plain progress: `#12 [4/6] RUN ...`, or `#12 [build 4/6] RUN ...` in a named stage.
+# A step of BuildKit's plain progress: `#12 [4/6] RUN ...`, or `#12 [build 4/6] RUN ...` in a named stage.
 STEP = re.compile(r"^#(\d+) \[(?:[\w.-]+ )?\d+/\d+\] (.*)$")
+# A step of Podman's builder, Buildah: `[2/2] STEP 4/19: COPY ...`, then `--> Using cache ID` if it reused one.
+BUILDAH_STEP = re.compile(r"^(?:\[\d+/\d+\] )?STEP \d+/\d+: (.*)$")
 
 
 def build_steps(output: str) -> list[tuple[str, bool]]:
-    """The steps of a `--progress plain` build in the order it lists them, each with whether it was
-    CACHED (reused) rather than run; FROM, which names an image and runs nothing, left out."""
+    """The steps of a build in the order it lists them, each with whether it was reused from the cache
+    (CACHED in BuildKit's `--progress plain`, `Using cache` in Buildah's) rather than run; FROM, which
+    names an image and runs nothing, left out."""
     steps: dict[str, str] = {}
     cached = set()
     for line in output.splitlines():
@@ -30,6 +34,10 @@ def build_steps(output: str) -> list[tuple[str, bool]]:
             steps.setdefault(match.group(1), match.group(2))
         elif match := re.match(r"^#(\d+) CACHED$", line):
             cached.add(match.group(1))
+        elif match := BUILDAH_STEP.match(line):
+            steps[f"step {len(steps)}"] = match.group(1)
+        elif line.startswith("--> Using cache ") and steps:
+            cached.add(list(steps)[-1])
     return [(step, number in cached) for number, step in steps.items() if not step.startswith("FROM ")]
 
 
