@@ -245,8 +245,10 @@ MALFORMED_BODIES = {
     "a trailer that is not a header": CHUNKED + b"0\r\nnot a header\r\n\r\n",
     "a field not allowed in trailers": CHUNKED + b"0\r\nContent-Length: 5\r\n\r\n",
     "a trailer folded over two lines": CHUNKED + b"0\r\nX-T: a\r\n b\r\n\r\n",
-    # Just over the limit (819,204 bytes): gunicorn reads all of it, so closing sends no reset.
-    "a trailer section over gunicorn's limit": CHUNKED + b"0\r\nX-T: " + b"a" * 820_000,
+    # One byte over the limit, 100 fields of 8,190 bytes and their CRLFs, and 4: 819,205 bytes. gunicorn
+    # checks the size before each read, so it refuses only once it has read the last byte, and closes a
+    # socket with nothing left unread: a FIN, not a reset that could reach the client before the 400.
+    "a trailer section over gunicorn's limit": CHUNKED + b"0\r\nX-T: " + b"a" * (100 * (8190 + 2) + 4 + 1 - 5),
 }
 # Framing gunicorn rejects with the headers, before the app runs (http/message.py), and its answer.
 MALFORMED_FRAMING = {
