@@ -75,7 +75,21 @@ def docker_engine():
             f"no Docker engine answers ({result.stderr.strip()}). Start Docker, or run `make engine`, "
             "which installs and starts one on Debian; then run the tests again."
         )
-    return result.stdout.strip()
+    before = unnamed_images_make_built()
+    yield result.stdout.strip()
+    # A test that builds a tag again leaves the image before it without a name where the two builds
+    # differ: under Podman they always do, as its history names each stage's image. Those the
+    # session left are removed; one a container still uses, or another image builds on, stays.
+    left = unnamed_images_make_built() - before
+    if left:
+        subprocess.run([*DOCKER, "image", "rm", *left], capture_output=True, timeout=300)
+
+
+def unnamed_images_make_built() -> set[str]:
+    """The IDs of images without a name that make built (they carry its OCI source label)."""
+    filters = ["--filter", "dangling=true", "--filter", "label=org.opencontainers.image.source"]
+    listed = subprocess.run([*DOCKER, "images", "--quiet", "--no-trunc", *filters], capture_output=True, text=True)
+    return set(listed.stdout.split())
 
 
 @pytest.fixture(scope="session")
