@@ -79,10 +79,13 @@ def docker_engine():
     yield result.stdout.strip()
     # A test that builds a tag again leaves the image before it without a name where the two builds
     # differ: under Podman they always do, as its history names each stage's image. Those the
-    # session left are removed; one a container still uses, or another image builds on, stays.
+    # session left are removed, and then those whose last child that removed (a build stage's).
     left = unnamed_images_make_built() - before
-    if left:
+    while left:
         subprocess.run([*DOCKER, "image", "rm", *left], capture_output=True, timeout=300)
+        left, removed = unnamed_images_make_built() - before, left
+        if left >= removed:
+            break
 
 
 def unnamed_images_make_built() -> set[str]:
