@@ -52,10 +52,15 @@ def fenced_blocks(text: str) -> list[tuple[str, list[str], str]]:
     return blocks
 
 
+def section(heading: str) -> str:
+    """A section of the README, from its heading to the next one of its level; empty if there is none."""
+    text = README.read_text().partition(f"\n{heading}\n")[2]
+    return re.split(r"^## ", text, maxsplit=1, flags=re.MULTILINE)[0]
+
+
 def lesson() -> str:
     """The lesson's section of the README; empty if there is none."""
-    section = README.read_text().partition(f"\n{LESSON_HEADING}\n")[2]
-    return re.split(r"^## ", section, maxsplit=1, flags=re.MULTILINE)[0]
+    return section(LESSON_HEADING)
 
 
 def excerpts() -> list[tuple[str, list[str]]]:
@@ -213,12 +218,9 @@ QUOTING = ("## The basics, shown", LESSON_HEADING, "## The four images", "## Mea
 FIGURE = re.compile(r"(?<![\w.,-])(\d{1,3}(?:,\d{3})+|\d+\.\d+(?![.\d])|\d+(?= ?(?:MB|kB|ms)\b)|\d+(?= of \d))")
 
 
-def section(heading: str) -> str:
-    """A section of the README, from its heading to the next one of its level, without code blocks or
-    the tables the measuring commands write into it."""
-    text = README.read_text().partition(f"\n{heading}\n")[2]
-    text = re.split(r"^## ", text, maxsplit=1, flags=re.MULTILINE)[0]
-    text = re.sub(r"<!-- (\w+):start -->.*?<!-- \1:end -->", "", text, flags=re.DOTALL)
+def prose(heading: str) -> str:
+    """A section of the README without its code blocks or the tables the measuring commands write into it."""
+    text = re.sub(r"<!-- (\w+):start -->.*?<!-- \1:end -->", "", section(heading), flags=re.DOTALL)
     return re.sub(r"^```.*?^```$", "", text, flags=re.DOTALL | re.MULTILINE)
 
 
@@ -226,7 +228,7 @@ def quoted_figures() -> list[tuple[str, str, str]]:
     """Each figure the quoting sections give: the section, the figure, the words around it."""
     found = []
     for heading in QUOTING:
-        text = section(heading)
+        text = prose(heading)
         for match in FIGURE.finditer(text):
             context = " ".join(text[max(0, match.start() - 50) : match.end() + 20].split())
             found.append((heading, match.group(1), context))
