@@ -166,10 +166,10 @@ help: ## Show this help
 		"CERTIFICATE_IDENTITY=$(CERTIFICATE_IDENTITY) OVERLAY=$(OVERLAY) (make push, make verify)"
 
 engine: ## Make sure Docker Engine with buildx and Compose runs, or Podman with DOCKER=podman, and can emulate PLATFORM (installs on Debian)
-	@DOCKER="$(DOCKER)" PYTHON="$(PYTHON)" PLATFORM="$(PLATFORM)" scripts/ensure-$(ENGINE).sh
+	@DOCKER="$(DOCKER)" PYTHON="$(PYTHON)" PLATFORM="$(PLATFORM)" scripts/1-setup/ensure-$(ENGINE).sh
 
 base: engine ## Rebuild the stand-in base image now, with Debian's current packages (see Troubleshooting)
-	@DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" scripts/base-image.sh --rebuild
+	@DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" scripts/1-setup/base-image.sh --rebuild
 
 build: $(BUILDS) ## Build all four images
 
@@ -178,7 +178,7 @@ build-production: ## Build $(IMAGE):production from Dockerfile
 build-slim: ## Build $(IMAGE):slim from Dockerfile.slim
 build-secure: ## Build $(IMAGE):secure from Dockerfile.multistage
 $(BUILDS): build-%: engine
-	@base=$$(DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" PYTHON="$(PYTHON)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
+	@base=$$(DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" PYTHON="$(PYTHON)" scripts/1-setup/base-image.sh "$(BASE_IMAGE)") || exit 1; \
 	base_digest=$$($(DOCKER) image inspect --format '$(BASE_DIGEST)' $$base) || exit 1; \
 	echo "Building $(IMAGE):$*$(ARCH_TAG) from $(DOCKERFILE_$*) on $$base$(if $(PLATFORM), for $(PLATFORM))"; \
 	$(DOCKER) build $(PLATFORM_FLAG) $(BUILD_FORMAT) $(BUILD_FLAGS) --file $(DOCKERFILE_$*) --tag $(IMAGE):$*$(ARCH_TAG) \
@@ -257,12 +257,12 @@ inspect: images ## Show each image's user, entrypoint, command, healthcheck, por
 		$(DOCKER) image inspect $(IMAGE):$$v$(ARCH_TAG) --format '{{json .Config}}' | $(PYTHON) -m json.tool; echo; done
 
 scan: images $(VENV)/bin/pytest ## Scan the images with Trivy: SBOMs, vulnerabilities, secrets, misconfigurations; pip-audit
-	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/scan.py --out $(SCAN_DIR) $(if $(SCAN_STRICT),--strict) \
+	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/3-ship/scan.py --out $(SCAN_DIR) $(if $(SCAN_STRICT),--strict) \
 		--requirements requirements.txt --report-only $(IMAGE):naive $(foreach v,$(VARIANTS),$(IMAGE):$(v))
 
 compare: images $(VENV)/bin/pytest ## Compare the images, also for COMPARE_PLATFORM: sizes, layers, user, files, lint
 	@$(if $(COMPARE_PLATFORM),$(MAKE) --no-print-directory images PLATFORM=$(COMPARE_PLATFORM))
-	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/compare.py --hadolint $(VENV)/bin/hadolint --readme README.md \
+	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/4-measure/compare.py --hadolint $(VENV)/bin/hadolint --readme README.md \
 		$(foreach v,$(VARIANTS),$(IMAGE):$(v)$(ARCH_TAG)=$(DOCKERFILE_$(v)) \
 			$(if $(COMPARE_PLATFORM),$(IMAGE):$(v)$(call arch_tag,$(COMPARE_PLATFORM))=$(DOCKERFILE_$(v))))
 
@@ -270,23 +270,23 @@ bench: engine $(VENV)/bin/pytest ## Measure the images in one run: builds, start
 	@command -v wrk >/dev/null || { echo "Installing wrk, the load generator, from Debian's packages."; \
 		apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
 		|| { echo "make: bench needs wrk, the load generator (Debian: apt-get install wrk; macOS: brew install wrk)." >&2; exit 1; }
-	@base=$$(DOCKER="$(DOCKER)" PYTHON="$(PYTHON)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
-	DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/bench.py --base "$$base" --readme README.md \
+	@base=$$(DOCKER="$(DOCKER)" PYTHON="$(PYTHON)" scripts/1-setup/base-image.sh "$(BASE_IMAGE)") || exit 1; \
+	DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/4-measure/bench.py --base "$$base" --readme README.md \
 		--memory $(MEMORY) --cpus $(CPUS) --pids-limit $(PIDS) $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
 
 lessons: engine $(VENV)/bin/pytest ## Measure what each practice of Dockerfile buys: build it with each undone, side by side (7 min); writes docs/lessons.md
-	@base=$$(DOCKER="$(DOCKER)" PYTHON="$(PYTHON)" scripts/base-image.sh "$(BASE_IMAGE)") || exit 1; \
-	DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/lessons.py --base "$$base" --hadolint $(VENV)/bin/hadolint \
+	@base=$$(DOCKER="$(DOCKER)" PYTHON="$(PYTHON)" scripts/1-setup/base-image.sh "$(BASE_IMAGE)") || exit 1; \
+	DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/4-measure/lessons.py --base "$$base" --hadolint $(VENV)/bin/hadolint \
 		$(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
 
 registry: ## Start a registry for make push on 127.0.0.1:$(REGISTRY_PORT), its storage in $(REGISTRY_DIR) (installs it on Debian)
-	@$(PYTHON) scripts/publish.py registry start $(REGISTRY_DIR) $(REGISTRY_PORT)
+	@$(PYTHON) scripts/3-ship/publish.py registry start $(REGISTRY_DIR) $(REGISTRY_PORT)
 
 registry-stop: ## Stop the registry make registry started; its storage stays
-	@$(PYTHON) scripts/publish.py registry stop $(REGISTRY_DIR)
+	@$(PYTHON) scripts/3-ship/publish.py registry stop $(REGISTRY_DIR)
 
 keys: ## Make the key pair make push signs with: $(KEYS_DIR)/cosign.key, protected by COSIGN_PASSWORD, and cosign.pub
-	@$(PYTHON) scripts/publish.py keys $(KEYS_DIR)
+	@$(PYTHON) scripts/3-ship/publish.py keys $(KEYS_DIR)
 
 # The images pushed are those in the engine's store, as `make build` made and the tests tested them;
 # one that is missing is built first. One built from another commit than the checkout's is refused.
@@ -299,13 +299,13 @@ push: engine $(VENV)/bin/pytest $(if $(KEYLESS),,keys) ## Push the images $(PUBL
 		|| $(MAKE) --no-print-directory build-$(v) || exit 1;)
 	@$(foreach v,$(if $(PUBLISH_PLATFORM),$(PUBLISH)),$(DOCKER) image inspect $(IMAGE):$(v)$(call arch_tag,$(PUBLISH_PLATFORM)) \
 		>/dev/null 2>&1 || $(MAKE) --no-print-directory build-$(v) PLATFORM=$(PUBLISH_PLATFORM) || exit 1;)
-	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/publish.py push --repository $(REGISTRY)/$(IMAGE) \
+	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/3-ship/publish.py push --repository $(REGISTRY)/$(IMAGE) \
 		--version $(VERSION) --published $(PUBLISHED) $(if $(KEYLESS),,--key $(KEYS_DIR)/cosign.key) \
 		$(foreach v,$(PUBLISH),$(v)=$(IMAGE):$(v)$(if $(PUBLISH_PLATFORM),$(comma)$(IMAGE):$(v)$(call arch_tag,$(PUBLISH_PLATFORM))))
-	@$(VENV)/bin/python scripts/publish.py deploy-files --published $(PUBLISHED) --overlay $(OVERLAY) $(SIGNER)
+	@$(VENV)/bin/python scripts/3-ship/publish.py deploy-files --published $(PUBLISHED) --overlay $(OVERLAY) $(SIGNER)
 
 verify: $(VENV)/bin/pytest ## Verify what make push published: each tag, every signature, the SBOM and provenance attestations
-	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/publish.py verify --published $(PUBLISHED) $(SIGNER)
+	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/3-ship/publish.py verify --published $(PUBLISHED) $(SIGNER)
 
 up-published: verify ## Run the secure image make push published, by its digest, with Docker Compose, once make verify passes
 	$(COMPOSE) --env-file $(OVERLAY)/published.env up --detach --wait
@@ -353,7 +353,7 @@ test-emulated: engine $(VENV)/bin/pytest ## Build the secure image for the emula
 	$(VENV)/bin/pytest -m emulated
 
 kube-play: build-secure $(VENV)/bin/pytest ## Run the Kubernetes manifests with podman kube play against $(IMAGE):secure, prove what they ask for, take them down (needs kubectl)
-	@DOCKER="$(DOCKER)" PODMAN="$(PODMAN)" $(VENV)/bin/python scripts/kube_play.py $(IMAGE):secure
+	@DOCKER="$(DOCKER)" PODMAN="$(PODMAN)" $(VENV)/bin/python scripts/3-ship/kube_play.py $(IMAGE):secure
 
 test-kubernetes: $(VENV)/bin/pytest $(CHECKOV) ## Render the Kubernetes manifests with kubectl's kustomize, check them, and test make kube-play (needs kubectl and Podman)
 	CHECKOV=$(CHECKOV) $(VENV)/bin/pytest -m kubernetes
@@ -362,7 +362,7 @@ test-kubernetes: $(VENV)/bin/pytest $(CHECKOV) ## Render the Kubernetes manifest
 TEMPLATE_COPY ?= /tmp/$(PROJECT_NAME)-template-copy
 test-template-copy: free-8080 $(VENV)/bin/pytest ## Reshape a copy as Flask's tutorial shapes an app, then run its whole make test (11 min here, built images cached)
 	rm -rf $(TEMPLATE_COPY)
-	PYTHONPATH=scripts $(VENV)/bin/python tests/factory_copy.py $(TEMPLATE_COPY)
+	PYTHONPATH=scripts/4-measure $(VENV)/bin/python tests/factory_copy.py $(TEMPLATE_COPY)
 	$(MAKE) --no-print-directory -C $(TEMPLATE_COPY) lock VENV=$(abspath $(VENV))
 	# A repository of its own, as a user's copy is: the tests read its last commit.
 	cd $(TEMPLATE_COPY) && git init --quiet && git add --all \

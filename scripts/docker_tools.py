@@ -10,7 +10,7 @@
 - free_port(), request() and wait_until_serving(): a port nothing listens on, one HTTP request to a
   port of 127.0.0.1 with its whole answer, and polling /healthz on a published port until it answers
   or the container exits;
-- pull() and age_days(): a pull bounded in time, and an image's age, for scripts/base-image.sh;
+- pull() and age_days(): a pull bounded in time, and an image's age, for scripts/1-setup/base-image.sh;
 - variants(): each variant's Dockerfile and hardening flags, read from the Makefile, their one home;
   hardened(): the variants among them that run hardened;
 - engine_platform() and emulated_platform(): the platform the engine runs natively, as it reports
@@ -21,7 +21,7 @@
 `pull SECONDS IMAGE [PLATFORM]` and `age-days IMAGE` are what base-image.sh asks of Python, where
 the shell's tools differ between Linux and macOS (GNU timeout, date -d); `emulated-platform` prints
 the Makefile's default COMPARE_PLATFORM and PUBLISH_PLATFORM; `install NAME` installs one of the
-pinned tools, for scripts/ensure-podman.sh.
+pinned tools, for scripts/1-setup/ensure-podman.sh.
 """
 
 import functools

@@ -1,4 +1,4 @@
-"""scripts/assemble_rootfs.py: its parts on small inputs, and whole runs on this machine's Pythons.
+"""scripts/2-build/assemble_rootfs.py: its parts on small inputs, and whole runs on this machine's Pythons.
 
 The whole runs assemble a root from a real virtual environment, then start the copied interpreter
 inside it with chroot: the root holds everything Python needs, or the import fails. They need root

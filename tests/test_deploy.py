@@ -356,7 +356,7 @@ def published_overlay(folder: Path, *signer: str) -> list[dict]:
     )
     overlay = copy / "deploy" / "published"
     command = ["deploy-files", "--published", str(folder / "published.json"), "--overlay", str(overlay), *signer]
-    environment = {**os.environ, "PYTHONPATH": str(ROOT / "scripts")}
+    environment = {**os.environ, "PYTHONPATH": str(ROOT / "scripts" / "3-ship")}
     written = subprocess.run(
         [sys.executable, "-c", f"import publish, sys; sys.exit(publish.main({command!r}))"],
         cwd=copy,

@@ -353,7 +353,7 @@ def test_secure_build_works_on_a_source_built_python_in_usr_local(images, reques
     base, image = f"{tag}-base:cpython", f"{tag}:secure"
     try:
         subprocess.run(
-            [ROOT / "scripts" / "base-image.sh", "--from-prefix", str(source_built_python), base],
+            [ROOT / "scripts" / "1-setup" / "base-image.sh", "--from-prefix", str(source_built_python), base],
             check=True,
             capture_output=True,
             text=True,

@@ -84,9 +84,9 @@ exit 2
 
 
 def base_image(tmp_path: Path, pull_error: str, age_days: int = 2, **env: str) -> subprocess.CompletedProcess:
-    """Run scripts/base-image.sh with a docker whose pull fails so, a stand-in this old, and these
+    """Run scripts/1-setup/base-image.sh with a docker whose pull fails so, a stand-in this old, and these
     environment variables besides."""
-    script = ROOT / "scripts" / "base-image.sh"
+    script = ROOT / "scripts" / "1-setup" / "base-image.sh"
     stub = tmp_path / "docker"
     stub.write_text(STUB_DOCKER)
     stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
@@ -191,7 +191,7 @@ def test_a_pull_that_hangs_is_stopped_and_the_stand_in_used(tmp_path):
 # Failures of a pull that no registry took part in: they are shown, and neither blamed on a
 # registry nor hidden behind the stand-in.
 NOT_THE_REGISTRY = {
-    "a command that is missing": ("scripts/base-image.sh: line 9: timeout: command not found", 127),
+    "a command that is missing": ("scripts/1-setup/base-image.sh: line 9: timeout: command not found", 127),
     "an engine that does not answer": (
         "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?",
         1,
@@ -247,7 +247,7 @@ esac
 
 
 def ensure_docker(tmp_path: Path, system: str, engine: str, platform: str = "") -> subprocess.CompletedProcess:
-    """Run scripts/ensure-docker.sh where uname says system, no apt-get, dockerd or sudo exists,
+    """Run scripts/1-setup/ensure-docker.sh where uname says system, no apt-get, dockerd or sudo exists,
     and docker's engine answers or not."""
     path = commands_except(tmp_path / "bin", "apt-get", "apt", "dockerd", "docker", "sudo", "uname")
     (tmp_path / "bin" / "uname").write_text(f"#!/bin/sh\necho {system}\n")
@@ -255,7 +255,7 @@ def ensure_docker(tmp_path: Path, system: str, engine: str, platform: str = "") 
     for stub in ("uname", "docker"):
         (tmp_path / "bin" / stub).chmod(0o755)
     return subprocess.run(
-        [ROOT / "scripts" / "ensure-docker.sh"],
+        [ROOT / "scripts" / "1-setup" / "ensure-docker.sh"],
         env={**os.environ, "PATH": path, "DOCKER": "docker", "STUB_ENGINE": engine, "PLATFORM": platform},
         capture_output=True,
         text=True,
@@ -304,7 +304,7 @@ def test_compare_push_and_test_emulated_take_the_platform_the_engine_does_not_ru
     settings = make("help", docker_command=str(docker)).stdout
     assert f" COMPARE_PLATFORM={emulated} " in settings and f" PUBLISH_PLATFORM={emulated} " in settings, settings
     dry_run = make("-n", "test-emulated", docker_command=str(docker)).stdout
-    assert f'PLATFORM="{emulated}" scripts/ensure-docker.sh' in dry_run, dry_run
+    assert f'PLATFORM="{emulated}" scripts/1-setup/ensure-docker.sh' in dry_run, dry_run
 
 
 @pytest.mark.unit
@@ -312,7 +312,7 @@ def test_make_engine_with_podman_missing_names_what_to_install_and_installs_noth
     """Without podman, apt-get, docker and dockerd: one sentence, and no engine install is tried."""
     path = commands_except(tmp_path / "bin", "podman", "apt-get", "apt", "docker", "dockerd", "sudo")
     result = subprocess.run(
-        [ROOT / "scripts" / "ensure-podman.sh"],
+        [ROOT / "scripts" / "1-setup" / "ensure-podman.sh"],
         env={**os.environ, "PATH": path, "DOCKER": "podman"},
         capture_output=True,
         text=True,

@@ -1,4 +1,4 @@
-"""The portability check (scripts/portability.py): the Makefile and the shell scripts pass it, it
+"""The portability check (scripts/0-lint/portability.py): the Makefile and the shell scripts pass it, it
 catches each construct a Mac lacks, it leaves alone the portable lines that resemble them, and
 `make lint` runs it."""
 
@@ -53,7 +53,7 @@ PLANTED = {
     "!=": ("make", "EPOCH != git log -1 --format=%ct"),
     "::=": ("make", "IMAGE ::= flask-app"),
     "undefine": ("make", "undefine PLATFORM"),
-    "grouped targets": ("make", "docs/bench.json docs/bench.md &: scripts/bench.py"),
+    "grouped targets": ("make", "docs/bench.json docs/bench.md &: scripts/4-measure/bench.py"),
     "echo -e": ("make", '\t@echo -e "a\\tb"'),
 }
 
@@ -116,7 +116,7 @@ def test_the_check_leaves_portable_lines_alone(tmp_path, kind, line):
 @pytest.mark.unit
 def test_the_check_fails_with_the_file_and_line_of_a_planted_timeout(tmp_path, capsys):
     script = tmp_path / "base-image.sh"
-    text = (ROOT / "scripts" / "base-image.sh").read_text()
+    text = (ROOT / "scripts" / "1-setup" / "base-image.sh").read_text()
     script.write_text(text + 'timeout 180 "${DOCKER[@]}" pull --quiet "$image"\n')
     assert portability.main([str(script)]) == 1
     assert f"{script}:{text.count(chr(10)) + 1}: timeout: macOS has no timeout command" in capsys.readouterr().out
@@ -129,6 +129,10 @@ def test_make_lint_runs_the_check_on_the_makefile_the_shell_scripts_and_ci_run()
         for repo in yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())["repos"]
         for hook in repo["hooks"]
     ]
-    [hook] = [hook for hook in hooks if "scripts/portability.py" in hook["entry"]]
-    for path in ["Makefile", *(f"scripts/{p.name}" for p in (ROOT / "scripts").glob("*.sh")), ".ci/run"]:
+    [hook] = [hook for hook in hooks if "scripts/0-lint/portability.py" in hook["entry"]]
+    for path in [
+        "Makefile",
+        *(f"scripts/{p.parent.name}/{p.name}" for p in (ROOT / "scripts").glob("*/*.sh")),
+        ".ci/run",
+    ]:
         assert re.search(hook["files"], path), f"the portability hook does not check {path}"

@@ -309,7 +309,13 @@ def test_a_push_that_cannot_sign_leaves_the_variants_tag_where_it_was(single, ke
     """Another image pushed with the wrong password for the key: nothing signs it, so `:secure`
     must still name the index that was signed before."""
     entry = single["variants"]["secure"]
-    command = [sys.executable, str(ROOT / "scripts" / "publish.py"), "push", "--repository", single["repository"]]
+    command = [
+        sys.executable,
+        str(ROOT / "scripts" / "3-ship" / "publish.py"),
+        "push",
+        "--repository",
+        single["repository"],
+    ]
     command += ["--version", "another", "--published", str(tmp_path / "failed.json"), "--key", str(keys / "cosign.key")]
     environment = {**os.environ, "COSIGN_PASSWORD": "not the password"}
     result = subprocess.run(

@@ -57,7 +57,7 @@ def dpkg_status_entries(image: str, destination: Path) -> dict[str, str]:
     return entries
 
 
-# What installs Python packages, which the secure image leaves out (scripts/assemble_rootfs.py).
+# What installs Python packages, which the secure image leaves out (scripts/2-build/assemble_rootfs.py).
 INSTALLERS = {"pip", "setuptools", "wheel"}
 
 

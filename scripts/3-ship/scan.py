@@ -1,6 +1,6 @@
 """Scan images with Trivy: what each one contains, and what is known to be wrong with it.
 
-Usage: python3 scripts/scan.py [--out DIR] [--strict] [--requirements FILE] [--report-only IMAGE]... IMAGE...
+Usage: python3 scripts/3-ship/scan.py [--out DIR] [--strict] [--requirements FILE] [--report-only IMAGE]... IMAGE...
 
 One Trivy scan of each image's `docker save` archive writes, under DIR:
 - NAME.cdx.json, the SBOM: every Debian and Python package in the image, as CycloneDX JSON;
@@ -24,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+# docker_tools, the helper every script shares, sits in scripts/, one folder up.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from docker_tools import docker, exit_on_failure
 
 GATING = {"HIGH", "CRITICAL"}

@@ -20,7 +20,7 @@ if ! "${DOCKER[@]}" --version >/dev/null 2>&1; then
         say "${DOCKER[*]} is not installed. Install Podman (Fedora, RHEL: dnf install podman; Debian, Ubuntu: apt-get install podman; macOS: brew install podman, then podman machine init and podman machine start), and try again."
         exit 1
     fi
-    "$PYTHON" "$(dirname "$0")/docker_tools.py" install podman >/dev/null
+    "$PYTHON" "$(dirname "$0")/../docker_tools.py" install podman >/dev/null
     if ! errors=$("${DOCKER[@]}" --version 2>&1); then
         say "${DOCKER[*]} does not run, though Podman is installed now: $(tail -n 1 <<<"$errors")"
         exit 1

@@ -1,6 +1,6 @@
 """What each practice of the production Dockerfile buys, measured: `make lessons`.
 
-Usage: python3 scripts/lessons.py --base IMAGE [--ca-bundle FILE] [--hadolint PATH] [--rounds N] [--out DIR]
+Usage: python3 scripts/4-measure/lessons.py --base IMAGE [--ca-bundle FILE] [--hadolint PATH] [--rounds N] [--out DIR]
 
 For each practice it writes the production Dockerfile with that one practice undone, builds it
 beside the Dockerfile as it is, and measures what undoing it changes: size, compressed size,
@@ -21,6 +21,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+# docker_tools, the helper every script shares, sits in scripts/, one folder up.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import change_one_line, copy_context, remove, spread
 from compare import compressed_size, hadolint_findings
 from docker_tools import (
@@ -134,7 +136,7 @@ PRACTICES = [
         "Pin the base image to a patch release",
         "",
         unmeasured="a moving tag changes what a later rebuild gets; one run on one day cannot show it, and "
-        "the base here is a stand-in built from Debian's packages (scripts/base-image.sh)",
+        "the base here is a stand-in built from Debian's packages (scripts/1-setup/base-image.sh)",
     ),
     Practice(
         "slim-base",

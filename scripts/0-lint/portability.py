@@ -8,9 +8,9 @@ included, whose tools are BSD's rather than GNU's, whose /bin/bash is 3.2 and wh
 - bash 4 and 5 syntax (mapfile, associative arrays, ${var,,}, |&, ...), in the bash scripts;
 - GNU Make 3.82 and 4 features (.ONESHELL, $(file ...), !=, ...), in the Makefile.
 
-    python3 scripts/portability.py [FILE ...]
+    python3 scripts/0-lint/portability.py [FILE ...]
 
-checks the files given (pre-commit passes them), or the Makefile, scripts/*.sh and .ci/run, and
+checks the files given (pre-commit passes them), or the Makefile, scripts/*/*.sh and .ci/run, and
 prints each finding as FILE:LINE: what, and why. Whole-line comments are not read.
 """
 
@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def findings(path: Path) -> list[str]:
 
 def default_files() -> list[Path]:
     """What the README's make targets run: the Makefile, the shell scripts and the CI entry point."""
-    return [ROOT / "Makefile", *sorted((ROOT / "scripts").glob("*.sh")), ROOT / ".ci" / "run"]
+    return [ROOT / "Makefile", *sorted((ROOT / "scripts").glob("*/*.sh")), ROOT / ".ci" / "run"]
 
 
 def main(argv: list[str]) -> int:

@@ -1,6 +1,6 @@
 """Measure the images side by side, in one run on one machine: build, start-up, memory, load.
 
-Usage: python3 scripts/bench.py --base IMAGE --memory M --cpus N --pids-limit N [--ca-bundle FILE]
+Usage: python3 scripts/4-measure/bench.py --base IMAGE --memory M --cpus N --pids-limit N [--ca-bundle FILE]
        [--out DIR] [--readme FILE]
 `make bench` passes the base image the Makefile builds on, the limits `make run` sets, and the
 proxy CA bundle if there is one.
@@ -30,6 +30,8 @@ import time
 import uuid
 from pathlib import Path
 
+# docker_tools, the helper every script shares, sits in scripts/, one folder up.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import clients
 from compare import replace_between_markers
 from docker_tools import (

@@ -45,6 +45,8 @@ import tempfile
 import time
 from pathlib import Path
 
+# docker_tools, the helper every script shares, sits in scripts/, one folder up.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import scan
 from docker_tools import DOCKER, PROJECT_NAME, ROOT, docker, exit_on_failure, request, run, run_command, tool, variants
 
@@ -231,7 +233,7 @@ def provenance(image: str, platform: str, variant: str, dockerfile: str) -> dict
     base_dependency = {"uri": f"docker-image://{base}", "digest": {"sha256": base_digest.removeprefix("sha256:")}}
     if base != pinned_base():
         base_dependency["annotations"] = {
-            "stand-in": f"built from Debian's packages by scripts/base-image.sh in place of {pinned_base()}"
+            "stand-in": f"built from Debian's packages by scripts/1-setup/base-image.sh in place of {pinned_base()}"
         }
     engine = json.loads(docker("version", "--format", "{{json .Server}}"))
     return {

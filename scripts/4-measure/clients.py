@@ -20,10 +20,14 @@ import contextlib
 import http.client
 import math
 import statistics
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+# docker_tools, the helper every script shares, sits in scripts/, one folder up.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from docker_tools import request
 
 HOST = "127.0.0.1"

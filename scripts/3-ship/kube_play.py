@@ -32,6 +32,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
+
+# docker_tools, the helper every script shares, sits in scripts/, one folder up.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from docker_tools import DOCKER, PODMAN_ULIMITS, ROOT, CommandFailed, free_port, run_command, serving, tool
 
 PODMAN = os.environ.get("PODMAN", "podman").split()

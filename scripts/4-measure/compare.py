@@ -1,6 +1,6 @@
 """Compare images side by side, statically: platform, sizes, layers, user, health check, contents, lint.
 
-Usage: python3 scripts/compare.py [--hadolint PATH] [--out DIR] [--readme FILE] IMAGE=DOCKERFILE ...
+Usage: python3 scripts/4-measure/compare.py [--hadolint PATH] [--out DIR] [--readme FILE] IMAGE=DOCKERFILE ...
 
 Prints a table, writes it as DIR/compare.md and the sizes as a bar chart, DIR/sizes.svg, and puts
 the table between the compare markers of the README. What an image contains is read from its
@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+# docker_tools, the helper every script shares, sits in scripts/, one folder up.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from docker_tools import DOCKER, MB, as_docker_writes_it, docker, exit_on_failure, walk_image
 
 SHELLS = {"sh", "bash", "dash", "ash", "busybox"}
@@ -58,7 +60,7 @@ def compressed_size(image: str) -> int:
 
 def hadolint_findings(hadolint: str, dockerfile: str) -> list[str]:
     """The rule codes hadolint reports for a Dockerfile, with the project's .hadolint.yaml."""
-    config = Path(__file__).resolve().parent.parent / ".hadolint.yaml"
+    config = Path(__file__).resolve().parents[2] / ".hadolint.yaml"
     result = subprocess.run(
         [hadolint, "--config", config, "--format", "json", dockerfile], capture_output=True, text=True
     )

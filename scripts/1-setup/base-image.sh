@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Print the name of a base image the Dockerfiles can build from.
 #
-#   scripts/base-image.sh IMAGE
+#   scripts/1-setup/base-image.sh IMAGE
 #       IMAGE itself if it is present or can be pulled. Where no registry answers (an offline
 #       machine, a firewall), a stand-in built from Debian's packages with mmdebstrap instead:
 #       Debian 13 with its python3, pip and venv, named localhost/flask-app-base:debian13 (never
 #       python:*; localhost/, which Docker and Podman both read as this machine's own image),
 #       rebuilt once it is a week old or when its package list here changes. A registry that
 #       answers with an error fails the script.
-#   scripts/base-image.sh --rebuild
+#   scripts/1-setup/base-image.sh --rebuild
 #       Build the stand-in now, from Debian's current packages.
-#   scripts/base-image.sh --from-prefix DIR TAG
+#   scripts/1-setup/base-image.sh --from-prefix DIR TAG
 #       Build a stand-in TAG whose Python is the CPython installed under DIR (built from source
 #       with a shared libpython), copied to /usr/local: the layout of the official python images.
 #
@@ -27,7 +27,7 @@ read -r -a DOCKER <<<"${DOCKER:-docker}"
 # Python does what GNU and BSD tools do differently (timeout, date -d): scripts/docker_tools.py,
 # which reads DOCKER from the environment; an array is never exported, so env passes its words.
 PYTHON=${PYTHON:-python3}
-DOCKER_TOOLS=$(dirname "$0")/docker_tools.py
+DOCKER_TOOLS=$(dirname "$0")/../docker_tools.py
 PLATFORM=${PLATFORM:-}
 ARCH=${PLATFORM#*/}
 STAND_IN=${STAND_IN:-localhost/flask-app-base:debian13${PLATFORM:+-${ARCH//\//-}}}
