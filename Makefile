@@ -89,6 +89,9 @@ OVERLAY ?= deploy/published
 # https://github.com/acme/orders/.github/workflows/ci.yml@refs/heads/main.
 KEYLESS ?=
 CERTIFICATE_IDENTITY ?=
+# Where `make docs` writes the documentation site, and the port `make docs-serve` serves it on.
+DOCS_BUILD ?= docs/_build/html
+DOCS_PORT ?= 8000
 # Python that runs the tests, and the virtual environment they run in.
 PYTHON ?= python3
 VENV ?= .venv
@@ -146,13 +149,13 @@ RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
 .PHONY: help engine base free-8080 compose-present variants images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
-	lessons registry registry-stop keys push verify up-published test test-unit test-integration test-emulated test-kubernetes kube-play test-template-copy lint lock clean
+	lessons registry registry-stop keys push verify up-published test test-unit test-integration test-emulated test-kubernetes kube-play test-template-copy docs docs-serve lint lock clean
 
 help: ## Show this help
 	@echo "Usage: make TARGET [VAR=value ...]"
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST) \
 		| sed -e 's/$$(IMAGE)/$(IMAGE)/; s/$$(PORT)/$(PORT)/; s/$$(VARIANT)/$(VARIANT)/; s/$$(REGISTRY_PORT)/$(REGISTRY_PORT)/' \
-			-e 's|$$(REGISTRY_DIR)|$(REGISTRY_DIR)|; s|$$(KEYS_DIR)|$(KEYS_DIR)|; s|$$(REGISTRY)|$(REGISTRY)|; s|$$(OVERLAY)|$(OVERLAY)|' \
+			-e 's|$$(REGISTRY_DIR)|$(REGISTRY_DIR)|; s|$$(KEYS_DIR)|$(KEYS_DIR)|; s|$$(REGISTRY)|$(REGISTRY)|; s|$$(OVERLAY)|$(OVERLAY)|; s|$$(DOCS_BUILD)|$(DOCS_BUILD)|; s|$$(DOCS_PORT)|$(DOCS_PORT)|' \
 			-e 's|$$(PUBLISH_PLATFORM)|$(or $(PUBLISH_PLATFORM),no other)|; s|$$(PUBLISH)|$(PUBLISH)|'
 	@echo "Variables (make VAR=value): PROJECT_NAME=$(PROJECT_NAME) WSGI_APP='$(WSGI_APP)' (from project.env) DOCKER=$(DOCKER)" \
 		"IMAGE=$(IMAGE) PORT=$(PORT) BASE_IMAGE=$(BASE_IMAGE)" \
@@ -369,6 +372,15 @@ test-template-copy: free-8080 $(VENV)/bin/pytest ## Reshape a copy as Flask's tu
 		&& git -c user.name=template -c user.email=template@localhost commit --quiet --message "A copy of $(PROJECT_NAME)"
 	$(MAKE) --no-print-directory -C $(TEMPLATE_COPY) test \
 		|| { echo "make: the copy in $(TEMPLATE_COPY) failed make test; its output is above." >&2; exit 1; }
+
+docs: $(VENV)/bin/pytest ## Build the documentation site from docs/ into $(DOCS_BUILD); a warning (a broken link or anchor, a missing page) fails it
+	$(VENV)/bin/sphinx-build --fail-on-warning --keep-going --quiet --builder html docs $(DOCS_BUILD) \
+		|| { echo "make: the documentation site did not build; each warning above names the page and line to fix." >&2; exit 1; }
+	@echo "The site is in $(DOCS_BUILD); make docs-serve serves it."
+
+docs-serve: docs ## Build the documentation site and serve it on http://127.0.0.1:$(DOCS_PORT) until Ctrl-C
+	@echo "Serving the documentation on http://127.0.0.1:$(DOCS_PORT)/ (Ctrl-C stops it)"
+	@$(VENV)/bin/python -m http.server --bind 127.0.0.1 --directory $(DOCS_BUILD) $(DOCS_PORT)
 
 lint: $(VENV)/bin/pytest ## Run every lint check (pre-commit: ruff, hadolint, shellcheck, schemas, zizmor)
 	$(VENV)/bin/pre-commit run --all-files --show-diff-on-failure

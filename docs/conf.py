@@ -1,0 +1,16 @@
+"""Sphinx's settings for the documentation site: Markdown pages read by MyST, the Furo theme, and
+nothing loaded from the network (no web font, no CDN script, no analytics), so `make docs` builds
+it and a browser reads it offline."""
+
+project = "flask-app"
+html_title = "flask-app"
+extensions = ["myst_parser"]
+source_suffix = {".md": "markdown"}
+# Headings up to ### get anchors, so a page links a section as page.md#its-title.
+myst_heading_anchors = 3
+# What make writes beside the pages (the measured runs' JSON) is data, not pages.
+exclude_patterns = ["_build", "*.json"]
+html_theme = "furo"
+# No "view source" links and no copy of the Markdown in the site: the repository holds it.
+html_show_sourcelink = False
+html_copy_source = False
