@@ -130,7 +130,7 @@ STAMP = --label org.opencontainers.image.source=$(SOURCE_URL) \
 BASE_DIGEST = {{if .RepoDigests}}{{index .RepoDigests 0}}{{else}}{{.Id}}{{end}}
 # The table of variants, which the scripts and the tests read too (make variants): each one's
 # Dockerfile, and the hardening it runs under. Production gets no capabilities and no way to gain
-# them; slim and secure also a read-only root, the README's lockdown line. Every variant gets the
+# them; slim and secure also a read-only root, the lockdown line of the lesson. Every variant gets the
 # same limits. The order is the lesson's.
 VARIANTS := naive production slim secure
 DOCKERFILE_naive := Dockerfile.naive
@@ -229,7 +229,7 @@ stop: ## Stop and remove the container `make run` started
 		echo "make: a container named $(CONTAINER) exists that make run did not start; it is left alone." \
 			"Remove it (docker rm -f $(CONTAINER)) or choose another name (make run CONTAINER=...)." >&2; exit 1; fi
 
-# The tests of the README's promise serve on 127.0.0.1:8080; the others take free ports. A container
+# The tests of the quick start's promise serve on 127.0.0.1:8080; the others take free ports. A container
 # `make run` left there is stopped; anything else holding the port stops the tests before any image
 # is built.
 free-8080: engine
@@ -265,7 +265,7 @@ scan: images $(VENV)/bin/pytest ## Scan the images with Trivy: SBOMs, vulnerabil
 
 compare: images $(VENV)/bin/pytest ## Compare the images, also for COMPARE_PLATFORM: sizes, layers, user, files, lint
 	@$(if $(COMPARE_PLATFORM),$(MAKE) --no-print-directory images PLATFORM=$(COMPARE_PLATFORM))
-	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/4-measure/compare.py --hadolint $(VENV)/bin/hadolint --readme README.md \
+	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/4-measure/compare.py --hadolint $(VENV)/bin/hadolint --page docs/reference/images.md \
 		$(foreach v,$(VARIANTS),$(IMAGE):$(v)$(ARCH_TAG)=$(DOCKERFILE_$(v)) \
 			$(if $(COMPARE_PLATFORM),$(IMAGE):$(v)$(call arch_tag,$(COMPARE_PLATFORM))=$(DOCKERFILE_$(v))))
 
@@ -274,10 +274,10 @@ bench: engine $(VENV)/bin/pytest ## Measure the images in one run: builds, start
 		apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
 		|| { echo "make: bench needs wrk, the load generator (Debian: apt-get install wrk; macOS: brew install wrk)." >&2; exit 1; }
 	@base=$$(DOCKER="$(DOCKER)" PYTHON="$(PYTHON)" scripts/1-setup/base-image.sh "$(BASE_IMAGE)") || exit 1; \
-	DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/4-measure/bench.py --base "$$base" --readme README.md \
+	DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/4-measure/bench.py --base "$$base" --page docs/reference/measured.md \
 		--memory $(MEMORY) --cpus $(CPUS) --pids-limit $(PIDS) $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
 
-lessons: engine $(VENV)/bin/pytest ## Measure what each practice of Dockerfile buys: build it with each undone, side by side (7 min); writes docs/lessons.md
+lessons: engine $(VENV)/bin/pytest ## Measure what each practice of Dockerfile buys: build it with each undone, side by side (7 min); writes docs/reference/lessons.md
 	@base=$$(DOCKER="$(DOCKER)" PYTHON="$(PYTHON)" scripts/1-setup/base-image.sh "$(BASE_IMAGE)") || exit 1; \
 	DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/4-measure/lessons.py --base "$$base" --hadolint $(VENV)/bin/hadolint \
 		$(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
@@ -374,7 +374,7 @@ test-template-copy: free-8080 $(VENV)/bin/pytest ## Reshape a copy as Flask's tu
 		|| { echo "make: the copy in $(TEMPLATE_COPY) failed make test; its output is above." >&2; exit 1; }
 
 docs: $(VENV)/bin/pytest ## Build the documentation site from docs/ into $(DOCS_BUILD); a warning (a broken link or anchor, a missing page) fails it
-	$(VENV)/bin/sphinx-build --fail-on-warning --keep-going --quiet --builder html docs $(DOCS_BUILD) \
+	$(VENV)/bin/sphinx-build --fresh-env --fail-on-warning --keep-going --quiet --builder html docs $(DOCS_BUILD) \
 		|| { echo "make: the documentation site did not build; each warning above names the page and line to fix." >&2; exit 1; }
 	@echo "The site is in $(DOCS_BUILD); make docs-serve serves it."
 

@@ -1,6 +1,7 @@
-"""The basics the README shows with the command a learner types ("The basics, shown"), kept true on
-the images the Makefile builds: the container's writable layer, exec and shell form, ENTRYPOINT and
-CMD, ENV and `docker run --env`.
+"""The basics the lesson shows with the command a learner types (docs/lesson/0-basics.md), kept true
+on the images the Makefile builds: the container's writable layer, RUN at build time and CMD at run
+time, exec and shell form, ENTRYPOINT and CMD (the last CMD counts), ENV and `docker run --env`,
+WORKDIR, and EXPOSE against publishing with -p.
 """
 
 import re
@@ -20,11 +21,11 @@ from containers import (
     wait_until_healthy,
     wait_until_serving,
 )
-from docker_tools import engine, serving
+from docker_tools import engine, free_port, serving
 
 pytestmark = pytest.mark.integration
 
-# What the README shows a learner typing into the secure image, which has no shell: its own Python.
+# What the lesson shows a learner typing into the secure image, which has no shell: its own Python.
 SECURE_PYTHON = "/opt/venv/bin/python"
 
 
@@ -111,3 +112,72 @@ def test_env_gives_a_default_that_docker_run_env_replaces_in_the_running_contain
         # The health check reads the same variable, so it follows the server to its new port.
         wait_until_healthy(moved)
         assert not serving(container.port)
+
+
+@pytest.fixture
+def derived(tmp_path):
+    """Build an image FROM one of the images under test with a few lines more, as the lesson does
+    with `printf ... | docker build -`; every image built is removed afterwards."""
+    tags = []
+
+    def build(dockerfile: str) -> str:
+        tag = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}:derived"
+        folder = tmp_path / tag.rsplit(":", 1)[0]
+        folder.mkdir()
+        (folder / "Dockerfile").write_text(dockerfile)
+        tags.append(tag)
+        docker("build", "--quiet", "--tag", tag, str(folder))
+        return tag
+
+    yield build
+    for tag in tags:
+        docker("image", "rm", "--force", tag, check=False)
+
+
+def test_run_runs_once_at_build_time_and_cmd_at_every_start(images, derived):
+    image = derived(f'FROM {images["naive"]}\nRUN date +%s%N > /built\nCMD ["sh", "-c", "cat /built; date +%s%N"]\n')
+    first = run_once(image).stdout.split()
+    second = run_once(image).stdout.split()
+    assert first[0] == second[0], (first, second)
+    assert int(first[0]) < int(first[1]) < int(second[1]), (first, second)
+
+
+def test_the_last_cmd_gives_the_entrypoint_its_default_arguments(images, derived):
+    """Two CMDs: the last, --version, is what gunicorn gets with no arguments; arguments after the
+    image name replace it, and the ENTRYPOINT stays."""
+    image = derived(f'FROM {images["production"]}\nCMD ["--help"]\nCMD ["--version"]\n')
+    config = inspect(image)["Config"]
+    assert (config["Entrypoint"], config["Cmd"]) == (["gunicorn", "--config", "/app/gunicorn.conf.py"], ["--version"])
+    pinned = re.search(r"^gunicorn==(\S+)", (ROOT / "requirements.txt").read_text(), re.MULTILINE).group(1)
+    assert run_once(image).stdout.strip() == f"gunicorn (version {pinned})"
+    checked = run_once(image, "--check-config")
+    assert checked.returncode == 0 and "version" not in checked.stdout + checked.stderr, checked
+
+
+def test_workdir_is_where_the_container_starts(images):
+    assert inspect(images["production"])["Config"]["WorkingDir"] == "/app"
+    started = docker("run", "--rm", "--entrypoint", "pwd", images["production"], timeout=60)
+    assert started.stdout.strip() == "/app"
+
+
+def test_expose_publishes_nothing_and_p_publishes_on_the_address_it_names(images):
+    """EXPOSE 8080 is in the image; without -p the server runs and the host's port stays closed,
+    and -p 127.0.0.1:PORT:8080 opens that port on that address only."""
+    image = images["production"]
+    assert set(inspect(image)["Config"]["ExposedPorts"]) == {"8080/tcp"}
+    port = free_port()
+    name = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
+    try:
+        docker("run", "--detach", "--name", name, image)
+        deadline = time.monotonic() + 30
+        # The image's own health check asks the server from inside; it answers once gunicorn serves.
+        while docker("exec", name, "python3", "/app/healthcheck.py", check=False).returncode != 0:
+            assert time.monotonic() < deadline, "the server never answered inside the container"
+            time.sleep(0.2)
+        assert docker("port", name).stdout.strip() == ""
+        assert not serving(port)
+    finally:
+        docker("rm", "--force", name, check=False)
+    with running(image, host_port=port) as container:
+        assert docker("port", container.id, "8080/tcp").stdout.split() == [f"127.0.0.1:{port}"]
+        assert serving(port)

@@ -172,7 +172,7 @@ def test_size_chart_is_svg_with_bars_in_proportion():
     assert widths[2] == pytest.approx(440 * 34 / 200, abs=1)
 
 
-def test_readme_markers_get_the_new_content_and_keep_the_rest():
+def test_page_markers_get_the_new_content_and_keep_the_rest():
     text = "intro\n<!-- bench:start -->\nold\n<!-- bench:end -->\noutro\n"
     assert compare.replace_between_markers(text, "bench", "new\n") == (
         "intro\n<!-- bench:start -->\nnew\n<!-- bench:end -->\noutro\n"

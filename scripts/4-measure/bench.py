@@ -1,7 +1,7 @@
 """Measure the images side by side, in one run on one machine: build, start-up, memory, load.
 
 Usage: python3 scripts/4-measure/bench.py --base IMAGE --memory M --cpus N --pids-limit N [--ca-bundle FILE]
-       [--out DIR] [--readme FILE]
+       [--out DIR] [--page FILE]
 `make bench` passes the base image the Makefile builds on, the limits `make run` sets, and the
 proxy CA bundle if there is one.
 
@@ -12,8 +12,9 @@ and latency under wrk at 1, 16 and 64 connections, latency at a fixed rate (open
 clients.py), /healthz under 256 slow-header clients, and 1,000 keep-alive connections at once.
 Repeated measurements take the variants in turn, run by run, so that a change in the machine's
 load falls on all alike; each is reported as its median with its range [min-max].
-It writes DIR/bench.json and DIR/bench.md, puts the tables between the bench markers of the
-README, and removes every image and container it made, also when it fails.
+It writes DIR/bench.json and DIR/bench.md (DIR is docs/reference/ unless --out says), puts the
+tables between the bench markers of the page --page names (`make bench`: docs/reference/measured.md),
+and removes every image and container it made, also when it fails.
 """
 
 import argparse
@@ -365,8 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpus", required=True, help="CPU limit of each container (docker run --cpus)")
     parser.add_argument("--pids-limit", required=True, help="process limit of each container")
     parser.add_argument("--ca-bundle", help="a CA bundle pip must trust during builds (a TLS-inspecting proxy)")
-    parser.add_argument("--out", type=Path, default=Path("docs"), help="folder for bench.json and bench.md")
-    parser.add_argument("--readme", type=Path, help="README whose bench markers get the tables")
+    parser.add_argument("--out", type=Path, default=Path("docs/reference"), help="folder for bench.json and bench.md")
+    parser.add_argument("--page", type=Path, help="the documentation page whose bench markers get the tables")
     parser.add_argument("--runs", type=int, default=5, help="runs of each repeated step (start-up, memory)")
     parser.add_argument("--seconds", type=int, default=10, help="seconds of each wrk and fixed-rate run")
     parser.add_argument("--load-runs", type=int, default=3, help="runs of each load measurement")
@@ -427,8 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "bench.md").write_text(markdown(report))
-    if args.readme:
-        args.readme.write_text(replace_between_markers(args.readme.read_text(), "bench", markdown(report)))
+    if args.page:
+        args.page.write_text(replace_between_markers(args.page.read_text(), "bench", markdown(report)))
     print(markdown(report))
     return 0
 

@@ -1,10 +1,11 @@
 """Compare images side by side, statically: platform, sizes, layers, user, health check, contents, lint.
 
-Usage: python3 scripts/4-measure/compare.py [--hadolint PATH] [--out DIR] [--readme FILE] IMAGE=DOCKERFILE ...
+Usage: python3 scripts/4-measure/compare.py [--hadolint PATH] [--out DIR] [--page FILE] IMAGE=DOCKERFILE ...
 
-Prints a table, writes it as DIR/compare.md and the sizes as a bar chart, DIR/sizes.svg, and puts
-the table between the compare markers of the README. What an image contains is read from its
-exported filesystem, so the check needs no shell in it. `make compare` passes every variant,
+Prints a table, writes it as DIR/compare.md (DIR is docs/reference/ unless --out says) and the sizes
+as a bar chart, DIR/sizes.svg, and puts the table between the compare markers of the page --page
+names (`make compare`: docs/reference/images.md). What an image contains is read from its exported
+filesystem, so the check needs no shell in it. `make compare` passes every variant,
 each for the engine's own platform and for the one it emulates (linux/amd64 on Apple Silicon,
 linux/arm64 elsewhere).
 """
@@ -157,7 +158,7 @@ def replace_between_markers(text: str, name: str, content: str) -> str:
     """Put content between <!-- name:start --> and <!-- name:end -->, which must both be there."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     if start not in text or end not in text:
-        raise SystemExit(f"compare: the README has no {start} ... {end} markers to write between")
+        raise SystemExit(f"compare: the page has no {start} ... {end} markers to write between")
     before, rest = text.split(start, 1)
     _, after = rest.split(end, 1)
     return f"{before}{start}\n{content}{end}{after}"
@@ -167,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", metavar="IMAGE=DOCKERFILE")
     parser.add_argument("--hadolint", default="hadolint", help="the hadolint program")
-    parser.add_argument("--out", type=Path, default=Path("docs"), help="folder for compare.md and sizes.svg")
-    parser.add_argument("--readme", type=Path, help="README whose compare markers get the table")
+    parser.add_argument("--out", type=Path, default=Path("docs/reference"), help="folder for compare.md and sizes.svg")
+    parser.add_argument("--page", type=Path, help="the documentation page whose compare markers get the table")
     args = parser.parse_args(argv)
     pairs = [pair.split("=", 1) for pair in args.images]
     if any(len(pair) != 2 for pair in pairs):
@@ -179,11 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "compare.md").write_text(markdown_table(rows))
     (args.out / "compare.json").write_text(json.dumps(rows, indent=2) + "\n")
     (args.out / "sizes.svg").write_text(svg_chart(rows))
-    if args.readme:
-        args.readme.write_text(replace_between_markers(args.readme.read_text(), "compare", markdown_table(rows)))
-    print(
-        f"\nWrote {args.out}/compare.md, compare.json and sizes.svg" + (f", and {args.readme}" if args.readme else "")
-    )
+    if args.page:
+        args.page.write_text(replace_between_markers(args.page.read_text(), "compare", markdown_table(rows)))
+    print(f"\nWrote {args.out}/compare.md, compare.json and sizes.svg" + (f", and {args.page}" if args.page else ""))
     return 0
 
 

@@ -8,8 +8,9 @@ layers, the warm rebuild after a one-line code change, the user the server runs 
 `docker stop` takes and the exit code, the health status, the setuid programs, the files the
 running server writes, the build context sent, and hadolint's findings. Timed measurements are
 repeated, the images taking turns in each round, and reported as medians with their range. It
-writes DIR/lessons.json and DIR/lessons.md, and removes every image and container it made, also
-when it fails. A practice that cannot be measured here is a row too, with the reason.
+writes DIR/lessons.json and DIR/lessons.md (DIR is docs/reference/ unless --out says), and removes
+every image and container it made, also when it fails. A practice that cannot be measured here is
+a row too, with the reason.
 """
 
 import argparse
@@ -349,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ca-bundle", help="a proxy CA bundle for pip, as the Makefile passes it")
     parser.add_argument("--hadolint", default="hadolint", help="the hadolint program")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path("docs"))
+    parser.add_argument("--out", type=Path, default=Path("docs/reference"))
     args = parser.parse_args(argv)
     run_id = uuid.uuid4().hex[:8]
     tags = []

@@ -1,0 +1,307 @@
+"""The README and the pages of docs/ as text, held to what they quote: every Dockerfile excerpt is
+still in the Dockerfile it names, every make target of the lesson shows the docker command it runs,
+every link finds its page and heading, every test a page names exists, each lesson page leads to
+the next, the README stays a front page, and every figure the lesson and the measured pages quote
+is one that `make bench`, `make compare` or `make lessons` wrote into docs/reference/.
+"""
+
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+from containers import ROOT, TABLE
+
+pytestmark = pytest.mark.unit
+
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+DOCKERFILES = tuple(row["dockerfile"] for row in TABLE.values())
+# Every page: the README and docs/'s Markdown, less what Sphinx builds.
+PAGES = (README, *sorted(page for page in DOCS.rglob("*.md") if "_build" not in page.parts))
+# The lesson, one page a step, in the order of its table of contents.
+LESSON = DOCS / "lesson"
+# The front page's limit, and the three doors it opens.
+README_LINES = 150
+DOORS = ("docs/lesson/index.md", "docs/copy/index.md", "docs/ship/index.md")
+# A Dockerfile excerpt is a code block that names its file in a caption, as the site shows it.
+CAPTION = re.compile(r":caption: (\S+)")
+# A line of an excerpt that stands for lines left out.
+ELISION = "# ..."
+# The README's commands are written for the project as it is shipped.
+SHIPPED = ("IMAGE=flask-app", "CONTAINER=flask-app", "WSGI_APP=app:app", "DOCKER=docker")
+# What make adds to every build and run for its own bookkeeping, which the README leaves out and
+# names: the base it resolved, the commit's time, OCI labels, a proxy's CA, make run's own label.
+BOOKKEEPING = re.compile(r"(--label|--secret) \S+|--build-arg (BASE_IMAGE|SOURCE_DATE_EPOCH)=\S*")
+
+
+def fenced_blocks(text: str) -> list[tuple[str, list[str]]]:
+    """Each fenced code block: its info string (`{code-block} dockerfile` for a directive) and its
+    lines, a directive's options among them."""
+    blocks = []
+    lines = text.splitlines()
+    index = 0
+    while index < len(lines):
+        # A block may be indented, inside a list item; its lines are read without the indent.
+        indent = lines[index][: len(lines[index]) - len(lines[index].lstrip())]
+        line = lines[index].strip()
+        if line.startswith("```") and line != "```":
+            end = lines.index(f"{indent}```", index + 1)
+            blocks.append((line[3:].strip(), [text.removeprefix(indent) for text in lines[index + 1 : end]]))
+            index = end
+        index += 1
+    return blocks
+
+
+def lesson_pages() -> list[Path]:
+    """The lesson's pages in reading order: its index, then the steps its table of contents lists."""
+    index = LESSON / "index.md"
+    toctree = next(lines for info, lines in fenced_blocks(index.read_text()) if info == "{toctree}")
+    return [index, *(LESSON / f"{entry}.md" for entry in toctree if entry and not entry.startswith(":"))]
+
+
+def excerpts() -> list[tuple[str, list[str]]]:
+    """Every Dockerfile excerpt of every page: the file its caption names, and its lines."""
+    found = []
+    for page in PAGES:
+        for info, lines in fenced_blocks(page.read_text()):
+            if info.split()[-1:] == ["dockerfile"]:
+                options = [line for line in lines if line.startswith(":")]
+                caption = next((match.group(1) for line in options if (match := CAPTION.fullmatch(line))), "")
+                body = lines[len(options) :]
+                found.append((caption, body[1:] if body[:1] == [""] else body))
+    return found
+
+
+def in_order(chunks: list[list[str]], lines: list[str]) -> bool:
+    """Whether each chunk is a run of consecutive lines, the chunks in order."""
+    start = 0
+    for chunk in chunks:
+        starts = [at for at in range(start, len(lines) - len(chunk) + 1) if lines[at : at + len(chunk)] == chunk]
+        if not starts:
+            return False
+        start = starts[0] + len(chunk)
+    return True
+
+
+def chunks(excerpt: list[str]) -> list[list[str]]:
+    """An excerpt's runs of lines, split where a line says lines were left out."""
+    runs: list[list[str]] = [[]]
+    for line in excerpt:
+        if line == ELISION:
+            runs.append([])
+        else:
+            runs[-1].append(line)
+    return [run for run in runs if run]
+
+
+def test_the_lesson_quotes_each_dockerfile():
+    assert {name for name, _ in excerpts()} >= set(DOCKERFILES)
+
+
+@pytest.mark.parametrize("dockerfile, excerpt", excerpts(), ids=lambda value: value if isinstance(value, str) else "")
+def test_every_dockerfile_excerpt_is_still_verbatim_in_the_dockerfile_it_names(dockerfile, excerpt):
+    assert dockerfile in DOCKERFILES, "this excerpt names no Dockerfile in its caption (:caption: FILE):\n" + (
+        "\n".join(excerpt)
+    )
+    lines = (ROOT / dockerfile).read_text().splitlines()
+    assert in_order(chunks(excerpt), lines), f"not, as it stands, in {dockerfile}:\n" + "\n".join(excerpt)
+
+
+def shown_commands() -> list[tuple[str, list[str]]]:
+    """Each `$ make TARGET` of the lesson's console blocks, with the `$ docker ...` line that follows
+    it (its continuation lines joined), split into words."""
+    shown = []
+    blocks = [block for page in lesson_pages() for block in fenced_blocks(page.read_text())]
+    for info, lines in blocks:
+        if info != "console":
+            continue
+        text = re.sub(r"\\\n\s*", " ", "\n".join(lines)).splitlines()
+        commands = [line[2:] for line in text if line.startswith("$ ")]
+        if not commands:
+            continue
+        for command, following in zip(commands, [*commands[1:], ""], strict=True):
+            if match := re.match(r"make ((?:build|run)-[\w-]+)", command):
+                assert following.startswith("docker "), f"`make {match.group(1)}` is not followed by its docker command"
+                shown.append((match.group(1), shlex.split(following)))
+    return shown
+
+
+def make_runs(target: str) -> list[list[str]]:
+    """The docker build and docker run commands `make -n TARGET` prints, without make's bookkeeping."""
+    environment = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/")}
+    printed = subprocess.run(
+        ["make", "--dry-run", "--no-print-directory", target, *SHIPPED],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=True,
+    ).stdout
+    commands = []
+    for line in re.sub(r"\\\n\s*", " ", printed).splitlines():
+        if match := re.search(r"\bdocker (build|run) .*", line):
+            commands.append(without_bookkeeping(shlex.split(re.split(r" \|\| | >/dev/null", match.group(0))[0])))
+    return commands
+
+
+def without_bookkeeping(words: list[str]) -> list[str]:
+    """A command's words less each option that BOOKKEEPING matches, with its value."""
+    kept: list[str] = []
+    for word in words:
+        if kept and BOOKKEEPING.fullmatch(f"{kept[-1]} {word}"):
+            kept.pop()
+        else:
+            kept.append(word)
+    return kept
+
+
+def test_the_lesson_shows_a_build_and_a_run_of_every_variant():
+    targets = {target for target, _ in shown_commands()}
+    variants = ("naive", "production", "slim", "secure")
+    assert targets >= {f"{verb}-{variant}" for verb in ("build", "run") for variant in variants}, targets
+
+
+@pytest.mark.parametrize("target, shown", shown_commands(), ids=lambda value: value if isinstance(value, str) else "")
+def test_every_make_target_of_the_lesson_shows_the_docker_command_it_runs(target, shown):
+    printed = make_runs(target)
+    assert shown in printed, f"`make -n {target}` runs, besides what it adds to every build and run:\n" + "\n".join(
+        " ".join(command) for command in printed
+    )
+
+
+def slug(heading: str) -> str:
+    """The anchor MyST (myst_heading_anchors) and GitHub give a heading: lower case, punctuation
+    dropped, spaces made hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    """The anchors of a page's headings, those inside code blocks left out; a repeated one gets -1, -2."""
+    found: set[str] = set()
+    fenced = False
+    for line in page.read_text().splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and (match := re.match(r"#{1,6} (.+)", line)):
+            anchor = base = slug(match.group(1))
+            repeat = 0
+            while anchor in found:
+                repeat += 1
+                anchor = f"{base}-{repeat}"
+            found.add(anchor)
+    return found
+
+
+def prose(text: str) -> str:
+    """A page without its code blocks, and without the tables the measuring commands write into it."""
+    text = re.sub(r"<!-- (\w+):start -->.*?<!-- \1:end -->", "", text, flags=re.DOTALL)
+    return re.sub(r"^( *)```.*?^\1```$", "", text, flags=re.DOTALL | re.MULTILINE)
+
+
+# A link or an image to a file of the repository, with or without an anchor: [text](target#anchor).
+LINK = re.compile(r"\]\(([^()\s#:]*)(?:#([^()\s]+))?\)")
+
+
+def internal_links() -> list[tuple[str, Path, str]]:
+    """Every link of every page to a page, a heading or a picture of the repository: the page it is
+    on, the file it names, the anchor (empty if none)."""
+    links = []
+    for page in PAGES:
+        for target, anchor in LINK.findall(prose(page.read_text())):
+            named = (page.parent / target).resolve() if target else page
+            links.append((page.relative_to(ROOT).as_posix(), named, anchor))
+    return links
+
+
+def test_the_pages_link_to_each_other_and_to_headings():
+    links = internal_links()
+    assert len(links) >= 50, len(links)
+    assert sum(1 for _, _, anchor in links if anchor) >= 5
+
+
+@pytest.mark.parametrize("page, target, anchor", internal_links())
+def test_every_internal_link_finds_its_page_and_heading(page, target, anchor):
+    assert target.is_file(), f"{page} links to {target}, which does not exist"
+    assert not anchor or anchor in anchors(target), f"{page} links to #{anchor}, which {target.name} has no heading for"
+
+
+def test_the_readme_is_a_front_page_that_opens_the_three_doors():
+    text = README.read_text()
+    assert len(text.splitlines()) <= README_LINES, f"README.md has {len(text.splitlines())} lines, over {README_LINES}"
+    linked = {target for target, _ in LINK.findall(text)}
+    assert set(DOORS) <= linked, f"README.md links none of {sorted(set(DOORS) - linked)}"
+
+
+# A test's name as a page gives it, in backticks: `test_...`, or `test_file.py::test_...`.
+NAMED_TEST = re.compile(r"`(?:test_\w+\.py::)?(test_\w+)`")
+
+
+def defined_tests() -> set[str]:
+    """The name of every test function in tests/."""
+    return {
+        name
+        for path in (ROOT / "tests").glob("test_*.py")
+        for name in re.findall(r"^def (test_\w+)", path.read_text(), re.M)
+    }
+
+
+def test_every_test_a_page_names_exists():
+    defined = defined_tests()
+    named = {
+        (page.relative_to(ROOT).as_posix(), name) for page in PAGES for name in NAMED_TEST.findall(page.read_text())
+    }
+    assert len(named) >= 50, len(named)
+    missing = sorted(f"{page}: {name}" for page, name in named if name not in defined)
+    assert not missing, "these pages name tests that tests/ does not define:\n" + "\n".join(missing)
+
+
+@pytest.mark.parametrize("page", lesson_pages(), ids=lambda page: page.name)
+def test_each_lesson_page_shows_a_command_names_its_test_and_leads_to_the_next(page):
+    pages = lesson_pages()
+    text = page.read_text()
+    if page.name != "index.md":
+        assert any(info == "console" for info, _ in fenced_blocks(text)), f"{page.name} shows no command to run"
+        assert NAMED_TEST.search(text), f"{page.name} names no test that proves it"
+    following = pages[pages.index(page) + 1] if page != pages[-1] else None
+    last = text.rstrip().splitlines()[-1]
+    assert last.startswith("Next: ["), f"{page.name} does not end with a Next: link"
+    if following:
+        assert f"]({following.name})" in last, f"{page.name}'s Next: link does not lead to {following.name}"
+
+
+# The pages `make bench`, `make compare` and `make lessons` write: the measured figures.
+MEASURED_PAGES = ("bench.md", "compare.md", "lessons.md")
+# The pages that quote them: the lesson, and the reference pages that carry their tables.
+QUOTING = (*lesson_pages(), DOCS / "reference" / "images.md", DOCS / "reference" / "measured.md")
+# A figure: a decimal (not part of a version such as 26.1.5), a number with thousands separators,
+# a whole number of MB, kB or ms, or the first of "N of M".
+FIGURE = re.compile(r"(?<![\w.,-])(\d{1,3}(?:,\d{3})+|\d+\.\d+(?![.\d])|\d+(?= ?(?:MB|kB|ms)\b)|\d+(?= of \d))")
+
+
+def quoted_figures() -> list[tuple[str, str, str]]:
+    """Each figure the quoting pages give in their prose: the page, the figure, the words around it."""
+    found = []
+    for page in QUOTING:
+        text = prose(page.read_text())
+        for match in FIGURE.finditer(text):
+            context = " ".join(text[max(0, match.start() - 50) : match.end() + 20].split())
+            found.append((page.relative_to(DOCS).as_posix(), match.group(1), context))
+    return found
+
+
+def test_the_lesson_quotes_measured_figures():
+    assert len(quoted_figures()) >= 40
+
+
+@pytest.mark.parametrize("page, figure, context", quoted_figures())
+def test_every_figure_the_pages_quote_was_measured_by_a_make_command(page, figure, context):
+    """After `make bench`, `make compare` or `make lessons`, the pages quote the new figures."""
+    measured = " ".join((DOCS / "reference" / name).read_text() for name in MEASURED_PAGES)
+    # requirements.txt's own size, which production's COPY layer keeps though its RUN deletes it.
+    measured += f" {(ROOT / 'requirements.txt').stat().st_size / 1000:.1f} kB"
+    assert re.search(rf"(?<![\d.,]){re.escape(figure)}(?![\d]|[.,]\d)", measured), (
+        f"{page}: {figure} ({context!r}) is in none of docs/reference/{', '.join(MEASURED_PAGES)}"
+    )
