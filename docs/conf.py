@@ -8,10 +8,10 @@ extensions = ["myst_parser"]
 source_suffix = {".md": "markdown"}
 # Headings up to ### get anchors, so a page links a section as page.md#its-title.
 myst_heading_anchors = 3
-# What make writes beside the pages (the measured runs' JSON) is data, not pages; compare.md and
+# What make writes beside the pages (the measured runs' JSON) is data, not pages. compare.md and
 # bench.md are the tables `make compare` and `make bench` also write into images.md and measured.md,
-# which the site shows once, there.
-exclude_patterns = ["_build", "**/*.json", "reference/compare.md", "reference/bench.md"]
+# and lesson/5-practices.md includes lessons.md: the site shows each once, there.
+exclude_patterns = ["_build", "**/*.json", "reference/compare.md", "reference/bench.md", "reference/lessons.md"]
 html_theme = "furo"
 # No "view source" links and no copy of the Markdown in the site: the repository holds it.
 html_show_sourcelink = False

@@ -273,35 +273,232 @@ def test_each_lesson_page_shows_a_command_names_its_test_and_leads_to_the_next(p
 
 
 # The pages `make bench`, `make compare` and `make lessons` write: the measured figures.
-MEASURED_PAGES = ("bench.md", "compare.md", "lessons.md")
+MEASURED = DOCS / "reference"
 # The pages that quote them: the lesson, and the reference pages that carry their tables.
 QUOTING = (*lesson_pages(), DOCS / "reference" / "images.md", DOCS / "reference" / "measured.md")
-# A figure: a decimal (not part of a version such as 26.1.5), a number with thousands separators,
-# a whole number of MB, kB or ms, or the first of "N of M".
-FIGURE = re.compile(r"(?<![\w.,-])(\d{1,3}(?:,\d{3})+|\d+\.\d+(?![.\d])|\d+(?= ?(?:MB|kB|ms)\b)|\d+(?= of \d))")
+# A figure in prose: a decimal (not part of a version such as 26.1.5 or python:3.13), a number with
+# thousands separators, a whole number of MB, kB or ms, of layers, answers, requests or setuid
+# programs, or the first of "N of M".
+FIGURE = re.compile(
+    r"(?<![\w.,:-])(\d{1,3}(?:,\d{3})+|\d+\.\d+(?![.\d])|\d+(?= ?(?:MB|kB|ms)\b)"
+    r"|\d+(?= (?:layers|answers|requests|setuid|a second)\b)|\d+(?= of \d))"
+)
+# Every number of a measured table's cell, in order: "3.45 [3.43-3.53] s" holds 3.45, 3.43, 3.53.
+NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?")
+# Where each figure comes from: on a page, the words just before it; then the measured page, its
+# row (the first cell, or the image for compare.md), its column (empty for the row's own label),
+# and which number of that cell it is. requirements.txt's own size is the one figure of no table.
+QUOTES = (
+    (
+        "lesson/0-basics.md",
+        "`docker stop` took",
+        "lessons",
+        "Exec form for ENTRYPOINT and CMD",
+        "What undoing it changes",
+        1,
+    ),
+    ("lesson/0-basics.md", "s instead of", "lessons", "Exec form for ENTRYPOINT and CMD", "What undoing it changes", 0),
+    ("lesson/1-naive.md", "`make compare` found it", "compare", "flask-app:naive", "size", 0),
+    ("lesson/1-naive.md", "MB,", "compare", "flask-app:naive", "compressed", 0),
+    ("lesson/1-naive.md", "one line a second,", "bench", "/healthz under 256 slow-header clients (20 s)", "naive", 0),
+    ("lesson/1-naive.md", "190 of", "bench", "/healthz under 256 slow-header clients (20 s)", "naive", 1),
+    ("lesson/1-naive.md", "process limit; of", "bench", "1,000 keep-alive connections: answers / failures", "", 0),
+    (
+        "lesson/1-naive.md",
+        "asking twice each, all",
+        "bench",
+        "1,000 keep-alive connections: answers / failures",
+        "naive",
+        1,
+    ),
+    ("lesson/1-naive.md", "failed, with", "bench", "1,000 keep-alive connections: answers / failures", "naive", 0),
+    (
+        "lesson/2-production.md",
+        "one-line change took",
+        "lessons",
+        "Copy what changes least first: requirements, then the code",
+        "What undoing it changes",
+        0,
+    ),
+    (
+        "lesson/2-production.md",
+        "as naive does,",
+        "lessons",
+        "Copy what changes least first: requirements, then the code",
+        "What undoing it changes",
+        1,
+    ),
+    (
+        "lesson/2-production.md",
+        "the image grew from",
+        "lessons",
+        "No bytecode files written (PYTHONDONTWRITEBYTECODE)",
+        "What undoing it changes",
+        0,
+    ),
+    (
+        "lesson/2-production.md",
+        "grew from 187.7 to",
+        "lessons",
+        "No bytecode files written (PYTHONDONTWRITEBYTECODE)",
+        "What undoing it changes",
+        1,
+    ),
+    (
+        "lesson/2-production.md",
+        "MB (",
+        "lessons",
+        "No bytecode files written (PYTHONDONTWRITEBYTECODE)",
+        "What undoing it changes",
+        2,
+    ),
+    (
+        "lesson/2-production.md",
+        "75.3 to",
+        "lessons",
+        "No bytecode files written (PYTHONDONTWRITEBYTECODE)",
+        "What undoing it changes",
+        3,
+    ),
+    (
+        "lesson/2-production.md",
+        "the `find`,",
+        "lessons",
+        "No setuid or setgid programs (CIS Docker Benchmark 4.8)",
+        "What undoing it changes",
+        1,
+    ),
+    (
+        "lesson/2-production.md",
+        "says `healthy` then (",
+        "lessons",
+        "Declare a HEALTHCHECK",
+        "What undoing it changes",
+        0,
+    ),
+    ("lesson/2-production.md", "production served", "bench", "requests/s at 64 (wrk)", "production", 0),
+    ("lesson/2-production.md", "at 64 connections,", "bench", "requests/s at 64 (wrk)", "production", 3),
+    ("lesson/2-production.md", "times naive's", "bench", "requests/s at 64 (wrk)", "naive", 0),
+    ("lesson/2-production.md", "with a p99 of", "bench", "p99 at 64", "production", 0),
+    ("lesson/2-production.md", "ms against", "bench", "p99 at 64", "naive", 0),
+    (
+        "lesson/2-production.md",
+        "256 slow clients,",
+        "bench",
+        "/healthz under 256 slow-header clients (20 s)",
+        "production",
+        0,
+    ),
+    ("lesson/2-production.md", "answered all", "bench", "1,000 keep-alive connections: answers / failures", "", 0),
+    ("lesson/2-production.md", "It costs memory:", "bench", "idle memory", "production", 0),
+    ("lesson/2-production.md", "idle against naive's", "bench", "idle memory", "naive", 0),
+    (
+        "lesson/2-production.md",
+        "the context was",
+        "lessons",
+        "A .dockerignore: send the engine only what the build needs",
+        "What undoing it changes",
+        1,
+    ),
+    (
+        "lesson/2-production.md",
+        "`.dockerignore` instead of",
+        "lessons",
+        "A .dockerignore: send the engine only what the build needs",
+        "What undoing it changes",
+        0,
+    ),
+    ("lesson/2-production.md", "the size little:", "compare", "flask-app:production", "size", 0),
+    ("lesson/2-production.md", "MB against naive's", "compare", "flask-app:naive", "size", 0),
+    ("lesson/3-slim.md", "`make compare` measured", "compare", "flask-app:slim", "layers", 0),
+    ("lesson/3-slim.md", "to production's", "compare", "flask-app:production", "layers", 0),
+    ("lesson/3-slim.md", "the same size,", "compare", "flask-app:slim", "size", 0),
+    ("lesson/3-slim.md", "behind but the", "requirements.txt", "", "", 0),
+    ("lesson/4-secure.md", "`make compare` measured", "compare", "flask-app:secure", "size", 0),
+    ("lesson/4-secure.md", "44.9 MB,", "compare", "flask-app:secure", "compressed", 0),
+    ("lesson/4-secure.md", "compressed,", "compare", "flask-app:secure", "layers", 0),
+    ("lesson/4-secure.md", "layers and", "compare", "flask-app:secure", "files", 0),
+    ("lesson/4-secure.md", "files, against production's", "compare", "flask-app:production", "files", 0),
+    ("lesson/4-secure.md", "as production does (", "bench", "requests/s at 64 (wrk)", "secure", 0),
+    ("lesson/4-secure.md", "at 64 connections,", "bench", "idle memory", "secure", 0),
+    ("lesson/4-secure.md", "a code change takes", "bench", "warm rebuild after a code change", "secure", 0),
+    ("lesson/4-secure.md", "the first build,", "bench", "cold build", "secure", 0),
+    ("lesson/4-secure.md", "s against production's", "bench", "cold build", "production", 0),
+    ("lesson/6-inside.md", "layer keeps its", "requirements.txt", "", "", 0),
+    ("reference/images.md", "less one layer and the", "requirements.txt", "", "", 0),
+    ("reference/measured.md", "clients, and with", "bench", "1,000 keep-alive connections: answers / failures", "", 0),
+    ("reference/measured.md", "it, and", "bench", "requests/s at 64 (wrk)", "production", 3),
+    ("reference/measured.md", "at a fixed", "bench", "p50 at 100/s, open loop", "", 1),
+    (
+        "reference/measured.md",
+        "most of them (",
+        "bench",
+        "the same, gunicorn's gthread worker (2 x 4 threads)",
+        "production",
+        0,
+    ),
+    ("reference/measured.md", "fails all of the", "bench", "1,000 keep-alive connections: answers / failures", "", 0),
+)
 
 
-def quoted_figures() -> list[tuple[str, str, str]]:
-    """Each figure the quoting pages give in their prose: the page, the figure, the words around it."""
-    found = []
-    for page in QUOTING:
-        text = prose(page.read_text())
-        for match in FIGURE.finditer(text):
-            context = " ".join(text[max(0, match.start() - 50) : match.end() + 20].split())
-            found.append((page.relative_to(DOCS).as_posix(), match.group(1), context))
-    return found
+def measured_tables(name: str) -> dict[str, dict[str, str]]:
+    """The rows of every table a measured page holds, by their first cell (by the image, for
+    compare.md), each a dict of its cells by the column's header, the row's own label under ""."""
+    rows: dict[str, dict[str, str]] = {}
+    header: list[str] = []
+    for line in (MEASURED / f"{name}.md").read_text().splitlines():
+        if not line.startswith("|"):
+            header = []
+            continue
+        cells = [cell.strip().strip("`") for cell in line.strip().strip("|").split("|")]
+        if not header:
+            header = cells
+        elif not set(line) <= set("|- "):
+            row = dict(zip(header, cells, strict=True))
+            rows[cells[0]] = {**row, "": cells[0]}
+    return rows
 
 
-def test_the_lesson_quotes_measured_figures():
-    assert len(quoted_figures()) >= 40
+def measured_value(source: str, row: str, column: str, index: int) -> str:
+    """The figure a quote names: the index-th number of that cell of that page's tables."""
+    if source == "requirements.txt":
+        return f"{(ROOT / 'requirements.txt').stat().st_size / 1000:.1f}"
+    rows = measured_tables(source)
+    assert row in rows, f"docs/reference/{source}.md has no row {row!r}"
+    assert column in rows[row], f"docs/reference/{source}.md has no column {column!r}"
+    numbers = NUMBER.findall(rows[row][column])
+    assert index < len(numbers), f"{source}.md, {row!r}, {column!r}: {rows[row][column]!r} has no number {index}"
+    return numbers[index]
 
 
-@pytest.mark.parametrize("page, figure, context", quoted_figures())
-def test_every_figure_the_pages_quote_was_measured_by_a_make_command(page, figure, context):
-    """After `make bench`, `make compare` or `make lessons`, the pages quote the new figures."""
-    measured = " ".join((DOCS / "reference" / name).read_text() for name in MEASURED_PAGES)
-    # requirements.txt's own size, which production's COPY layer keeps though its RUN deletes it.
-    measured += f" {(ROOT / 'requirements.txt').stat().st_size / 1000:.1f} kB"
-    assert re.search(rf"(?<![\d.,]){re.escape(figure)}(?![\d]|[.,]\d)", measured), (
-        f"{page}: {figure} ({context!r}) is in none of docs/reference/{', '.join(MEASURED_PAGES)}"
+def figures_of(page: Path) -> list[tuple[int, str]]:
+    """Each figure of a page's prose (its lines joined), with where it starts."""
+    return [(match.start(), match.group(1)) for match in FIGURE.finditer(" ".join(prose(page.read_text()).split()))]
+
+
+def quoted(page: str, before: str) -> list[tuple[int, str]]:
+    """Where the words before appear on a page, each with the figure that follows them."""
+    text = " ".join(prose((DOCS / page).read_text()).split())
+    return [
+        (match.end(1), match.group(2)) for match in re.finditer(rf"({re.escape(before)} ?)({FIGURE.pattern})", text)
+    ]
+
+
+def test_every_figure_of_the_quoting_pages_is_tied_to_where_it_was_measured():
+    tied = {(page, at) for page, before, *_ in QUOTES for at, _ in quoted(page, before)}
+    found = {(page.relative_to(DOCS).as_posix(), at, figure) for page in QUOTING for at, figure in figures_of(page)}
+    assert len(found) >= 40, len(found)
+    untied = sorted(f"{page}: {figure}" for page, at, figure in found if (page, at) not in tied)
+    assert not untied, "these figures are tied to no row and column of a measured page (QUOTES):\n" + "\n".join(untied)
+
+
+@pytest.mark.parametrize("page, before, source, row, column, index", QUOTES, ids=lambda value: str(value)[:40])
+def test_every_figure_is_the_one_its_row_and_column_measured(page, before, source, row, column, index):
+    """After `make bench`, `make compare` or `make lessons`, the pages quote the new figures, each in
+    its place: two figures of one sentence swapped fail."""
+    places = quoted(page, before)
+    assert len(places) == 1, f"{page}: {before!r} followed by a figure appears {len(places)} times, not once"
+    expected = measured_value(source, row, column, index)
+    assert places[0][1] == expected, (
+        f"{page}: after {before!r} stands {places[0][1]}; {source}, {row!r}, {column or 'its label'!r} says {expected}"
     )
