@@ -1,4 +1,4 @@
-"""The Dockerfiles as text: what hadolint says of them, the base image they share, what the docs say of them."""
+"""The Dockerfiles as text: what hadolint says of them, the base image they share, the CI matrix that builds them."""
 
 import re
 import sys
@@ -117,27 +117,3 @@ def test_ci_builds_each_variant_from_the_dockerfile_the_makefile_names():
     table = {name: row["dockerfile"] for name, row in TABLE.items()}
     assert {row["variant"]: row["dockerfile"] for row in builds} == table
     assert all(table[row["variant"]] == row["dockerfile"] for row in builds)
-
-
-# The page whose table says, of each image, its Dockerfile and its stages.
-IMAGES_PAGE = ROOT / "docs" / "reference" / "images.md"
-
-
-def images_row(label: str) -> list[str]:
-    """The cells after the first of the images page's table row whose first cell is label."""
-    for line in IMAGES_PAGE.read_text().splitlines():
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if line.startswith("|") and cells[0] == label:
-            return cells[1:]
-    pytest.fail(f"{IMAGES_PAGE.name} has no table row {label!r}")
-
-
-def test_the_images_page_counts_as_many_stages_as_each_dockerfile_has_from_lines():
-    dockerfiles = [cell.strip("`") for cell in images_row("Dockerfile")]
-    stages = images_row("Stages (`FROM` lines)")
-    assert sorted(dockerfiles) == sorted(DOCKERFILES)
-    for dockerfile, cell in zip(dockerfiles, stages, strict=True):
-        froms = [line for line in instructions(dockerfile) if line.upper().startswith("FROM ")]
-        assert cell.startswith(f"{len(froms)}:"), (
-            f"{dockerfile} has {len(froms)} FROM lines; {IMAGES_PAGE.name} says {cell!r}"
-        )

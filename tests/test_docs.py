@@ -11,6 +11,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import lessons
 import pytest
 from containers import ROOT, TABLE
 
@@ -502,3 +503,32 @@ def test_every_figure_is_the_one_its_row_and_column_measured(page, before, sourc
     assert places[0][1] == expected, (
         f"{page}: after {before!r} stands {places[0][1]}; {source}, {row!r}, {column or 'its label'!r} says {expected}"
     )
+
+
+# The page whose table says, of each image, its Dockerfile and its stages.
+IMAGES_PAGE = DOCS / "reference" / "images.md"
+
+
+def images_row(label: str) -> list[str]:
+    """The cells after the first of the images page's table row whose first cell is label."""
+    for line in IMAGES_PAGE.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] == label:
+            return cells[1:]
+    pytest.fail(f"{IMAGES_PAGE.name} has no table row {label!r}")
+
+
+def test_the_images_page_counts_as_many_stages_as_each_dockerfile_has_from_lines():
+    dockerfiles = [cell.strip("`") for cell in images_row("Dockerfile")]
+    stages = images_row("Stages (`FROM` lines)")
+    assert sorted(dockerfiles) == sorted(DOCKERFILES)
+    for dockerfile, cell in zip(dockerfiles, stages, strict=True):
+        froms = re.findall(r"^FROM ", (ROOT / dockerfile).read_text(), re.MULTILINE)
+        assert cell.startswith(f"{len(froms)}:"), f"{dockerfile} has {len(froms)} FROM lines; the page says {cell!r}"
+
+
+def test_the_lessons_page_has_a_row_for_each_practice():
+    """make lessons wrote it with the practices it has now: run it again after adding one."""
+    table = (MEASURED / "lessons.md").read_text()
+    for practice in lessons.PRACTICES:
+        assert f"| {practice.practice} |" in table, practice.name
