@@ -33,12 +33,12 @@ from docker_tools import (
     walk_image,
 )
 
-# The variants, and the README's lockdown line, which is how secure runs: the Makefile's table.
+# The variants, and the lesson's lockdown line, which is how secure runs: the Makefile's table.
 TABLE = variants()
 VARIANTS = tuple(TABLE)
 # The images built to be run hardened: all but naive.
 HARDENED = hardened(TABLE)
-# The security headers with the values the README promises, on every response; HSTS over HTTPS only.
+# The security headers with the values the docs promise, on every response; HSTS over HTTPS only.
 # The Content-Security-Policy is the app's own setting (the security_headers fixture adds it).
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",

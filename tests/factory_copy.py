@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench import copy_context
 
-# The dependency it adds, pinned as the README asks: SQLAlchemy's bytecode is what once made two
+# The dependency it adds, pinned as the docs ask: SQLAlchemy's bytecode is what once made two
 # builds of the same copy differ.
 REQUIREMENTS = "Flask-SQLAlchemy==3.1.1\nSQLAlchemy==2.0.44\n"
 # What an app that serves HTML sets: its own pages' styles, images, scripts and fonts may load.
@@ -121,7 +121,7 @@ def test_home_page_links_its_stylesheet(app):
 
 
 # What copier reads or renders and never copies as it is, and the template's tests of itself
-# (copier.yml's _exclude says why): a copy of the folder leaves them out too, as the README says.
+# (copier.yml's _exclude says why): a copy of the folder leaves them out too, as the docs say.
 TEMPLATE_ONLY = frozenset(
     {"copier.yml", "project.env.jinja", "{{ _copier_conf.answers_file }}.jinja", "tests/test_template.py"}
 )

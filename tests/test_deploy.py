@@ -552,7 +552,7 @@ def hardening_flags(container: str) -> list[str]:
 
 @pytest.mark.unit
 def test_the_makefile_table_hardens_secure_as_the_readme_says():
-    """make run's hardening comes from the table; secure's entry is the README's lockdown line."""
+    """make run's hardening comes from the table; secure's entry is the lesson's lockdown line."""
     assert TABLE["secure"]["hardening"] == [
         *("--read-only", "--tmpfs", "/tmp"),
         *("--cap-drop", "ALL", "--security-opt", "no-new-privileges"),

@@ -246,9 +246,7 @@ TEMPLATE_ONLY = "test_template.py"
 def defined_tests(file: str = "test_*.py") -> set[str]:
     """The name of every test function in tests/, or in one file of it."""
     return {
-        name
-        for path in (ROOT / "tests").glob(file)
-        for name in re.findall(r"^def (test_\w+)", path.read_text(), re.M)
+        name for path in (ROOT / "tests").glob(file) for name in re.findall(r"^def (test_\w+)", path.read_text(), re.M)
     }
 
 

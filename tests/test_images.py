@@ -1,6 +1,6 @@
 """The four images as built by the Makefile, tested as real containers on this machine's engine.
 
-Each claim the README makes about an image is one test here: it serves, how big it is, who it runs
+Each claim the docs make about an image is one test here: it serves, how big it is, who it runs
 as, what it leaves out, how it stops.
 """
 

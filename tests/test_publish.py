@@ -132,7 +132,7 @@ def test_push_publishes_one_two_platform_oci_index_under_the_variant_and_the_ver
 @pytest.mark.integration
 @pytest.mark.docker
 def test_the_index_and_each_platforms_image_verify_on_their_own_with_the_public_key(published, keys):
-    """The plain cosign commands the README gives consumers, outside the Makefile."""
+    """The plain cosign commands the docs give consumers, outside the Makefile."""
     repository, entry = published["repository"], published["variants"]["secure"]
     for digest in (entry["index"], *entry["platforms"].values()):
         result = cosign("verify", "--key", str(keys / "cosign.pub"), "--insecure-ignore-tlog", f"{repository}@{digest}")
@@ -266,7 +266,7 @@ def test_the_provenance_names_the_commit_the_base_and_the_requirements(published
 @pytest.mark.docker
 def test_an_image_pulled_by_digest_into_a_store_that_never_saw_it_serves_locked_down(published, podman):
     """Podman pulls the index by digest into its empty store and runs this machine's image under
-    the README's lockdown, without a network: the image's own Python asks it for /healthz."""
+    the lesson's lockdown, without a network: the image's own Python asks it for /healthz."""
     reference = f"{published['repository']}@{published['variants']['secure']['index']}"
     # Podman's default open-files and process limits exceed what some machines allow a container.
     limits = podman_run_flags()

@@ -42,7 +42,7 @@ import settings
 
 pytestmark = pytest.mark.integration
 
-# The README's full lockdown: no capabilities, no new privileges, read-only root, bounded resources,
+# The lesson's full lockdown: no capabilities, no new privileges, read-only root, bounded resources,
 # and a UID that exists nowhere in the image.
 FULL_LOCKDOWN = (*LOCKDOWN, "--pids-limit", "64", "--memory", POD_MEMORY, "--cpus", "1")
 # How far memory may rise above its idle figure over the first 2,504 requests, which grow thread

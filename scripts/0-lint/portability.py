@@ -1,6 +1,6 @@
 """Find what the Makefile and the shell scripts use that a Mac does not have.
 
-`make run`, `make test` and the other targets the README shows run where people run Docker, macOS
+`make run`, `make test` and the other targets the docs show run where people run Docker, macOS
 included, whose tools are BSD's rather than GNU's, whose /bin/bash is 3.2 and whose make is GNU Make
 3.81. Each rule below is one construct that works on Debian and fails there, with what to do instead:
 
@@ -149,7 +149,7 @@ def findings(path: Path) -> list[str]:
 
 
 def default_files() -> list[Path]:
-    """What the README's make targets run: the Makefile, the shell scripts and the CI entry point."""
+    """What the documented make targets run: the Makefile, the shell scripts and the CI entry point."""
     return [ROOT / "Makefile", *sorted((ROOT / "scripts").glob("*/*.sh")), ROOT / ".ci" / "run"]
 
 
