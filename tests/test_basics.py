@@ -1,7 +1,7 @@
 """The basics the lesson shows with the command a learner types (docs/lesson/0-basics.md), kept true
 on the images the Makefile builds: the container's writable layer, RUN at build time and CMD at run
 time, exec and shell form, ENTRYPOINT and CMD (the last CMD counts), ENV and `docker run --env`,
-WORKDIR, and EXPOSE against publishing with -p.
+WORKDIR, EXPOSE against publishing with -p, and what `docker history` shows of the layers.
 """
 
 import re
@@ -181,3 +181,18 @@ def test_expose_publishes_nothing_and_p_publishes_on_the_address_it_names(images
     with running(image, host_port=port) as container:
         assert docker("port", container.id, "8080/tcp").stdout.split() == [f"127.0.0.1:{port}"]
         assert serving(port)
+
+
+def test_history_shows_a_deleted_file_still_weighing_in_the_layer_that_added_it(images):
+    """Production copies requirements.txt in one layer and deletes it in the next: `docker history`
+    shows the COPY's layer holding the file, which the image no longer shows; the instructions that
+    only configure the image (ENV, USER, EXPOSE, ENTRYPOINT) add 0 bytes."""
+    image = images["production"]
+    history = docker("history", "--human=false", "--no-trunc", "--format", "{{.CreatedBy}}|{{.Size}}", image).stdout
+    layers = [line.rsplit("|", 1) for line in history.splitlines()]
+    copied = [int(size) for made_by, size in layers if "COPY requirements.txt /tmp/requirements.txt" in made_by]
+    assert copied and copied[0] >= (ROOT / "requirements.txt").stat().st_size, layers
+    configuring = [int(size) for made_by, size in layers if re.match(r"(ENV|USER|EXPOSE|ENTRYPOINT) ", made_by)]
+    assert len(configuring) >= 4 and set(configuring) == {0}, layers
+    listed = docker("run", "--rm", "--entrypoint", "ls", image, "-A", "/tmp", timeout=60).stdout.split()
+    assert "requirements.txt" not in listed, listed
