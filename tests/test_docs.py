@@ -2,7 +2,8 @@
 still in the Dockerfile it names, every make target of the lesson shows the docker command it runs,
 every link finds its page and heading, every test a page names exists, each lesson page leads to
 the next, the README stays a front page, and every figure the lesson and the measured pages quote
-is one that `make bench`, `make compare` or `make lessons` wrote into docs/reference/.
+is the one in the row and column it names of what `make bench`, `make compare` or `make lessons`
+wrote into docs/reference/.
 """
 
 import os
@@ -31,9 +32,9 @@ DOORS = ("docs/lesson/index.md", "docs/copy/index.md", "docs/ship/index.md")
 CAPTION = re.compile(r":caption: (\S+)")
 # A line of an excerpt that stands for lines left out.
 ELISION = "# ..."
-# The README's commands are written for the project as it is shipped.
+# The lesson's commands are written for the project as it is shipped.
 SHIPPED = ("IMAGE=flask-app", "CONTAINER=flask-app", "WSGI_APP=app:app", "DOCKER=docker")
-# What make adds to every build and run for its own bookkeeping, which the README leaves out and
+# What make adds to every build and run for its own bookkeeping, which the lesson leaves out and
 # names: the base it resolved, the commit's time, OCI labels, a proxy's CA, make run's own label.
 BOOKKEEPING = re.compile(r"(--label|--secret) \S+|--build-arg (BASE_IMAGE|SOURCE_DATE_EPOCH)=\S*")
 
@@ -50,7 +51,7 @@ def fenced_blocks(text: str) -> list[tuple[str, list[str]]]:
         line = lines[index].strip()
         if line.startswith("```") and line != "```":
             end = lines.index(f"{indent}```", index + 1)
-            blocks.append((line[3:].strip(), [text.removeprefix(indent) for text in lines[index + 1 : end]]))
+            blocks.append((line[3:].strip(), [inner.removeprefix(indent) for inner in lines[index + 1 : end]]))
             index = end
         index += 1
     return blocks
