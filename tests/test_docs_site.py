@@ -3,13 +3,15 @@ every page `make docs` built, as `make docs-serve` serves them on a free port of
 
 One crawl from index.html visits every page and records what each check needs; the tests then
 assert one claim each. The controls inject pages that each break one claim into a copy of docs/,
-and the same crawl must catch each with the check meant for it.
+and the same crawl must catch each with the check meant for it. These tests are marked docs;
+those marked unit read how CI builds, reads and publishes the site.
 
 Chromium is $CHROMIUM, else Debian's /usr/bin/chromium (apt-get install chromium). On GitHub's
 runners, CI names the one `playwright install chromium` downloads.
 """
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,11 +24,10 @@ from pathlib import Path
 from urllib.parse import urldefrag, urljoin, urlsplit
 
 import pytest
+import yaml
 from containers import ROOT, must
 from docker_tools import free_port, request
 from playwright.sync_api import Browser, Page, Request, Response, Route, sync_playwright
-
-pytestmark = pytest.mark.docs
 
 SITE = ROOT / "docs" / "_build" / "html"
 DEBIAN_CHROMIUM = Path("/usr/bin/chromium")
@@ -247,10 +248,12 @@ def controls(browser, tmp_path_factory) -> Iterator[Site]:
         yield crawl(browser, root, built)
 
 
+@pytest.mark.docs
 def test_the_crawl_finds_the_index_and_the_pages_it_links(site):
     assert "index.html" in site.pages and len(site.pages) > 1, sorted(site.pages)
 
 
+@pytest.mark.docs
 def test_every_built_page_is_reachable_from_the_index(site):
     assert site.unreached == [], (
         f"no link leads to these pages from index.html; if {SITE.relative_to(ROOT)} keeps them from an earlier "
@@ -258,32 +261,39 @@ def test_every_built_page_is_reachable_from_the_index(site):
     )
 
 
+@pytest.mark.docs
 def test_every_page_loads_without_a_console_error(site):
     assert site.findings("console_errors") == []
 
 
+@pytest.mark.docs
 def test_every_page_and_everything_it_asks_for_loads(site):
     assert {path: visit.status for path, visit in site.pages.items() if visit.status != 200} == {}
     assert site.findings("failed_requests") == []
 
 
+@pytest.mark.docs
 def test_no_request_leaves_127_0_0_1(site):
     outside = site.findings("outside_requests")
     assert len(outside) == 0, outside
 
 
+@pytest.mark.docs
 def test_every_image_loads(site):
     assert site.findings("broken_images") == []
 
 
+@pytest.mark.docs
 def test_every_internal_link_and_anchor_resolves(site):
     assert site.findings("broken_links") == []
 
 
+@pytest.mark.docs
 def test_no_page_scrolls_sideways_at_a_phones_width(site):
     assert site.findings("too_wide") == []
 
 
+@pytest.mark.docs
 def test_searching_healthcheck_lists_a_lesson_page_first_and_opens_it(browser, site):
     page = browser.new_page()
     page.goto(urljoin(site.root, "index.html"))
@@ -305,8 +315,46 @@ def test_searching_healthcheck_lists_a_lesson_page_first_and_opens_it(browser, s
     page.close()
 
 
+@pytest.mark.docs
 @pytest.mark.parametrize("check", CONTROLS, ids=[name for name, _, _ in CONTROLS.values()])
 def test_each_check_catches_the_page_that_breaks_it(controls, check):
     name, _, reported = CONTROLS[check]
     caught = [finding for finding in controls.findings(check) if finding.startswith(f"{name}.html: ")]
     assert any(reported in finding for finding in caught), f"{check} did not catch {name}.html: {caught}"
+
+
+WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
+
+
+def workflow() -> dict:
+    return yaml.safe_load(WORKFLOW.read_text())
+
+
+def steps_using(job: dict, action: str) -> list[dict]:
+    return [step for step in job.get("steps", []) if step.get("uses", "").startswith(f"{action}@")]
+
+
+@pytest.mark.unit
+def test_ci_reads_the_site_in_chromium_before_it_uploads_it_and_publishes_it_from_main_alone():
+    jobs = workflow()["jobs"]
+    runs = [step.get("run", "") for step in jobs["docs"]["steps"]]
+    (upload,) = steps_using(jobs["docs"], "actions/upload-pages-artifact")
+    assert runs.index("make test-docs") < jobs["docs"]["steps"].index(upload)
+    assert upload["with"]["path"] == SITE.relative_to(ROOT).as_posix()
+    assert jobs["docs"]["permissions"] == {"contents": "read"}
+    deploying = [name for name, job in jobs.items() if steps_using(job, "actions/deploy-pages")]
+    writing = [name for name, job in jobs.items() if job.get("permissions", {}).get("pages") == "write"]
+    assert deploying == writing == ["pages"]
+    pages = jobs["pages"]
+    main = "github.event_name == 'push' && github.ref == 'refs/heads/main'"
+    assert pages["if"] == upload["if"] == main
+    assert pages["permissions"] == {"pages": "write", "id-token": "write"}
+    assert pages["concurrency"] == {"group": "pages", "cancel-in-progress": False}
+    assert "docs" in jobs[pages["needs"]]["needs"], "the site is published once the docs job is green"
+
+
+@pytest.mark.unit
+def test_every_action_the_workflow_uses_is_pinned_to_a_commit_with_its_release_beside_it():
+    uses = re.findall(r"^\s*(?:- )?uses: (.*)$", WORKFLOW.read_text(), re.MULTILINE)
+    assert uses
+    assert [use for use in uses if not re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+(\.\d+)*", use)] == []
