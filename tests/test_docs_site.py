@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urldefrag, urljoin, urlsplit
@@ -162,10 +162,10 @@ def crawl(browser: Browser, root: str, folder: Path) -> Site:
             named = site.path(target)
             if named is None:
                 continue
-            page = site.pages.get(named) or Visit(context.request.get(target).status)
-            if page.status != 200:
-                visited.broken_links.append(f"{named} does not exist (HTTP {page.status})")
-            elif anchor and named.endswith(".html") and anchor not in page.ids:
+            linked = site.pages.get(named) or Visit(context.request.get(target).status)
+            if linked.status != 200:
+                visited.broken_links.append(f"{named} does not exist (HTTP {linked.status})")
+            elif anchor and named.endswith(".html") and anchor not in linked.ids:
                 visited.broken_links.append(f"{named} has no element with the id {anchor!r}")
     context.close()
     return site
@@ -212,7 +212,9 @@ def serving(command: list[str], port: int, log: Path, timeout: float = 120) -> I
                 time.sleep(0.2)
         yield f"http://127.0.0.1:{port}/"
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        # A command that failed may have left nothing of its group to stop.
+        with suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
 
 
