@@ -92,6 +92,8 @@ CERTIFICATE_IDENTITY ?=
 # Where `make docs` writes the documentation site, and the port `make docs-serve` serves it on.
 DOCS_BUILD ?= docs/_build/html
 DOCS_PORT ?= 8000
+# The Chromium `make test-docs` drives; empty for Debian's /usr/bin/chromium, installed when missing.
+CHROMIUM ?=
 # Python that runs the tests, and the virtual environment they run in.
 PYTHON ?= python3
 VENV ?= .venv
@@ -149,7 +151,7 @@ RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
 .PHONY: help engine base free-8080 compose-present variants images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
-	lessons registry registry-stop keys push verify up-published test test-unit test-integration test-emulated test-kubernetes kube-play test-template-copy docs docs-serve lint lock clean
+	lessons registry registry-stop keys push verify up-published test test-unit test-integration test-emulated test-kubernetes kube-play test-template-copy docs docs-serve test-docs lint lock clean
 
 help: ## Show this help
 	@echo "Usage: make TARGET [VAR=value ...]"
@@ -337,9 +339,9 @@ BUT_DOCKER = $(if $(filter podman,$(ENGINE)),and not docker)
 LEFT_OUT = make: with Podman, the tests marked docker are left out: Compose, BuildKit's reproducible history, Docker's size accounting, container-structure-test and publishing need Docker itself.
 LEAVE_OUT_DOCKER = $(if $(BUT_DOCKER),@echo "$(LEFT_OUT)")
 
-test: free-8080 $(VENV)/bin/pytest ## Run every test but test-kubernetes: unit, integration against real containers, the emulated platform's image
+test: free-8080 $(VENV)/bin/pytest ## Run every test but test-kubernetes and test-docs: unit, integration against real containers, the emulated platform's image
 	$(LEAVE_OUT_DOCKER)
-	$(VENV)/bin/pytest -m "$(strip not kubernetes $(BUT_DOCKER))"
+	$(VENV)/bin/pytest -m "$(strip not kubernetes and not docs $(BUT_DOCKER))"
 
 # The unit tests, and on Linux those that read and load this machine's own ELF files (a Mac has none).
 UNIT_TESTS := unit$(if $(filter Linux,$(shell uname -s)), or linux)
@@ -373,7 +375,10 @@ test-template-copy: free-8080 $(VENV)/bin/pytest ## Reshape a copy as Flask's tu
 	$(MAKE) --no-print-directory -C $(TEMPLATE_COPY) test \
 		|| { echo "make: the copy in $(TEMPLATE_COPY) failed make test; its output is above." >&2; exit 1; }
 
+# Built afresh each time: every page read again, so each warning shows, and no page left over from
+# one renamed or removed.
 docs: $(VENV)/bin/pytest ## Build the documentation site from docs/ into $(DOCS_BUILD); a warning (a broken link or anchor, a missing page) fails it
+	rm -rf $(DOCS_BUILD)
 	$(VENV)/bin/sphinx-build --fresh-env --fail-on-warning --keep-going --quiet --builder html docs $(DOCS_BUILD) \
 		|| { echo "make: the documentation site did not build; each warning above names the page and line to fix." >&2; exit 1; }
 	@echo "The site is in $(DOCS_BUILD); make docs-serve serves it."
@@ -381,6 +386,12 @@ docs: $(VENV)/bin/pytest ## Build the documentation site from docs/ into $(DOCS_
 docs-serve: docs ## Build the documentation site and serve it on http://127.0.0.1:$(DOCS_PORT) until Ctrl-C
 	@echo "Serving the documentation on http://127.0.0.1:$(DOCS_PORT)/ (Ctrl-C stops it)"
 	@$(VENV)/bin/python -m http.server --bind 127.0.0.1 --directory $(DOCS_BUILD) $(DOCS_PORT)
+
+test-docs: docs ## Read every page of the site in Chromium: no console error, failed or outside request, broken image or link; search; a phone's width
+	@[ -n "$(CHROMIUM)" ] || [ -x /usr/bin/chromium ] || { echo "Installing Chromium, the browser the test drives, from Debian's packages."; \
+		apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+		|| { echo "make: test-docs drives Chromium: install Debian's (apt-get install chromium), or name another with CHROMIUM=/path/to/chrome, such as the one $(VENV)/bin/playwright install chromium downloads." >&2; exit 1; }
+	CHROMIUM="$(CHROMIUM)" $(VENV)/bin/pytest -m docs
 
 lint: $(VENV)/bin/pytest ## Run every lint check (pre-commit: ruff, hadolint, shellcheck, schemas, zizmor)
 	$(VENV)/bin/pre-commit run --all-files --show-diff-on-failure

@@ -16,3 +16,5 @@ html_theme = "furo"
 # No "view source" links and no copy of the Markdown in the site: the repository holds it.
 html_show_sourcelink = False
 html_copy_source = False
+# No general index: the pages mark no terms for it, and no page links to it.
+html_use_index = False
