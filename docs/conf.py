@@ -18,3 +18,5 @@ html_show_sourcelink = False
 html_copy_source = False
 # No general index: the pages mark no terms for it, and no page links to it.
 html_use_index = False
+# No copyright line: the pages name no holder, and an empty "Copyright ©" says nothing.
+html_show_copyright = False
