@@ -32,6 +32,8 @@ PASSWORD = "a password for this test"
 # The snapshot's remote: a published source must be a URL. Nothing is fetched from it.
 SOURCE = f"https://git.example.org/{PROJECT_NAME}"
 PROVENANCE_SCHEMA = ROOT / "tests" / "schemas" / "slsa-provenance-v1.schema.json"
+# The predicate types of the two attestations.
+SBOM, PROVENANCE = "https://cyclonedx.org/bom", "https://slsa.dev/provenance/v1"
 
 
 def make_env(**variables: str) -> list[str]:
@@ -129,6 +131,13 @@ def push(snapshot: Snapshot, repository: str, keys: Path, published: Path, *sett
 
 def verify(published: Path, keys: Path) -> subprocess.CompletedProcess:
     return make("verify", f"PUBLISHED={published}", f"KEYS_DIR={keys}")
+
+
+def verify_fails(single: dict, keys: Path, message: str) -> None:
+    """`make verify` fails, and its message says this."""
+    result = verify(single["file"], keys)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -401,10 +410,25 @@ def test_a_push_that_cannot_sign_leaves_the_variants_tag_where_it_was(single, pu
     assert not failed.exists()
 
 
-def built_elsewhere(snapshot: Snapshot, name: str, **variables: str) -> str:
-    """The snapshot's secure image built under another name, with make's variables changed; its tag."""
+def built_elsewhere(snapshot: Snapshot, name: str, **variables: str) -> None:
+    """The snapshot's secure image built as NAME:secure, with make's variables changed."""
     must(in_snapshot(snapshot, "build-secure", IMAGE=name, **variables), "`make build-secure`")
-    return f"{name}:secure"
+
+
+def push_refused(snapshot: Snapshot, name: str, registry: str, keys: Path, folder: Path, **variables: str) -> str:
+    """`make push` of NAME:secure, which must refuse it and publish nothing; what it said. The image
+    is removed."""
+    repository = f"{registry}/{folder.name.lower()}"
+    try:
+        result = in_snapshot(snapshot, "push", "PUBLISH=secure", "PUBLISH_PLATFORM=", IMAGE=name,
+                             REGISTRY=repository, KEYS_DIR=str(keys), PUBLISHED=str(folder / "published.json"),
+                             OVERLAY=str(folder / "overlay"), COSIGN_PASSWORD=PASSWORD, **variables)  # fmt: skip
+    finally:
+        docker("image", "rm", "--force", f"{name}:secure", check=False)
+    assert result.returncode != 0
+    assert not (folder / "published.json").exists()
+    assert publish.raw_manifest(f"{repository}/{name}:secure", check=False) is None
+    return result.stderr
 
 
 @pytest.mark.integration
@@ -418,17 +442,9 @@ def test_push_refuses_an_image_built_from_uncommitted_changes(snapshot, registry
         built_elsewhere(snapshot, name)
     finally:
         changed.write_text(original)
-    try:
-        result = in_snapshot(snapshot, "push", "PUBLISH=secure", "PUBLISH_PLATFORM=", IMAGE=name,
-                             REGISTRY=f"{registry}/dirty", KEYS_DIR=str(keys), PUBLISHED=str(tmp_path / "p.json"),
-                             OVERLAY=str(tmp_path / "overlay"), COSIGN_PASSWORD=PASSWORD)  # fmt: skip
-    finally:
-        docker("image", "rm", "--force", f"{name}:secure", check=False)
-    assert result.returncode != 0
-    assert "was built from a tree with uncommitted changes" in result.stderr
-    assert "Commit the changes, build it again" in result.stderr
-    assert not (tmp_path / "p.json").exists()
-    assert publish.raw_manifest(f"{registry}/dirty/{name}:secure", check=False) is None
+    said = push_refused(snapshot, name, registry, keys, tmp_path)
+    assert "was built from a tree with uncommitted changes" in said
+    assert "Commit the changes, build it again" in said
 
 
 @pytest.mark.integration
@@ -436,20 +452,25 @@ def test_push_refuses_an_image_built_from_uncommitted_changes(snapshot, registry
 def test_push_refuses_an_image_whose_labels_do_not_match_the_commit(snapshot, registry, keys, tmp_path):
     name = f"{snapshot.image}-relabelled"
     built_elsewhere(snapshot, name, VERSION="v9.9.9")
-    try:
-        result = in_snapshot(snapshot, "push", "PUBLISH=secure", "PUBLISH_PLATFORM=", IMAGE=name,
-                             REGISTRY=f"{registry}/relabelled", KEYS_DIR=str(keys), PUBLISHED=str(tmp_path / "p.json"),
-                             OVERLAY=str(tmp_path / "overlay"), COSIGN_PASSWORD=PASSWORD)  # fmt: skip
-    finally:
-        docker("image", "rm", "--force", f"{name}:secure", check=False)
-    assert result.returncode != 0
-    assert "label org.opencontainers.image.version is 'v9.9.9'" in result.stderr
-    assert not (tmp_path / "p.json").exists()
+    said = push_refused(snapshot, name, registry, keys, tmp_path)
+    assert "label org.opencontainers.image.version is 'v9.9.9'" in said
+
+
+@pytest.mark.integration
+@pytest.mark.docker
+def test_push_refuses_an_image_whose_source_is_a_folder(snapshot, registry, keys, tmp_path):
+    """A checkout without a remote labels its images with its own path: no builder a consumer can
+    look up, and no source to rebuild from."""
+    name = f"{snapshot.image}-local"
+    folder = str(snapshot.folder)
+    built_elsewhere(snapshot, name, SOURCE_URL=folder)
+    said = push_refused(snapshot, name, registry, keys, tmp_path, SOURCE_URL=folder)
+    assert f"source is {folder}, a folder, not a URL a consumer can fetch" in said
 
 
 # make verify's checks, in its order, and one test for each that takes away or alters only what
 # that check guards: the tag, the index's signature, the platform image's signature, the SBOM
-# attestation, the provenance attestation, its subject, and what the provenance says.
+# attestation, the provenance attestation (whose subject cosign checks), and what the provenance says.
 
 
 @pytest.mark.integration
@@ -461,9 +482,8 @@ def test_verify_fails_when_another_image_is_pushed_over_the_tag(single, keys, im
     skopeo = tool("skopeo")
     subprocess.run([skopeo, "copy", "--quiet", "--format", "oci", "--dest-tls-verify=false",
                     f"docker-archive:{archive}", f"docker://{tag}"], check=True)  # fmt: skip
-    result = verify(single["file"], keys)
-    assert result.returncode != 0
-    assert f"{tag} now names" in result.stderr and "something was pushed over the tag" in result.stderr
+    now, index = publish.manifest_digest(tag), single["variants"]["secure"]["index"]
+    verify_fails(single, keys, f"{tag} now names {now}, not {index}, which was published and signed: something was")
 
 
 @pytest.mark.integration
@@ -471,9 +491,7 @@ def test_verify_fails_when_another_image_is_pushed_over_the_tag(single, keys, im
 def test_verify_fails_when_the_index_is_unsigned(single, keys):
     repository, index = single["repository"], single["variants"]["secure"]["index"]
     delete_tag(repository, index.replace(":", "-") + ".sig")
-    result = verify(single["file"], keys)
-    assert result.returncode != 0
-    assert f"the index {repository}@{index} carries no valid signature by the key" in result.stderr
+    verify_fails(single, keys, f"the index {repository}@{index} carries no valid signature by the key")
 
 
 @pytest.mark.integration
@@ -483,9 +501,7 @@ def test_verify_fails_when_a_platforms_image_is_unsigned(single, keys):
     repository = single["repository"]
     [(platform, digest)] = single["variants"]["secure"]["platforms"].items()
     delete_tag(repository, digest.replace(":", "-") + ".sig")
-    result = verify(single["file"], keys)
-    assert result.returncode != 0
-    assert f"the {platform} image {repository}@{digest} carries no valid signature by the key" in result.stderr
+    verify_fails(single, keys, f"the {platform} image {repository}@{digest} carries no valid signature by the key")
 
 
 @pytest.mark.integration
@@ -539,19 +555,22 @@ def predicate_type(layer: dict) -> str:
     return layer["annotations"]["predicateType"]
 
 
+def take_away(single: dict, kind: str) -> tuple[str, str]:
+    """Take the attestation of one predicate type out of the image's; the repository and digest."""
+    return keep_layers(single, lambda layer: predicate_type(layer) != kind)
+
+
 @pytest.mark.integration
 @pytest.mark.docker
 def test_verify_fails_when_the_sbom_attestation_is_taken_away(single, keys):
-    repository, digest = keep_layers(single, lambda layer: predicate_type(layer) != "https://cyclonedx.org/bom")
-    result = verify(single["file"], keys)
-    assert result.returncode != 0
-    assert f"{repository}@{digest} has no valid SBOM attestation, signed and about this digest" in result.stderr
+    repository, digest = take_away(single, SBOM)
+    verify_fails(single, keys, f"{repository}@{digest} has no valid SBOM attestation, signed and about this digest")
 
 
 @pytest.mark.integration
 @pytest.mark.docker
 def test_verify_fails_when_the_sbom_attestation_is_replaced_by_one_of_another_key(single, keys, tmp_path):
-    repository, digest = keep_layers(single, lambda layer: predicate_type(layer) != "https://cyclonedx.org/bom")
+    repository, digest = take_away(single, SBOM)
     other = tmp_path / "other-keys"
     must(make("keys", f"KEYS_DIR={other}", "COSIGN_PASSWORD="), "`make keys` of another pair")
     forged = tmp_path / "forged.json"
@@ -559,19 +578,17 @@ def test_verify_fails_when_the_sbom_attestation_is_replaced_by_one_of_another_ke
     made = cosign("attest", "--yes", "--key", str(other / "cosign.key"), "--tlog-upload=false",
                   "--type", "cyclonedx", "--predicate", str(forged), f"{repository}@{digest}")  # fmt: skip
     assert made.returncode == 0, made.stderr
-    result = verify(single["file"], keys)
-    assert result.returncode != 0
-    assert f"{repository}@{digest} has no valid SBOM attestation, signed and about this digest" in result.stderr
+    verify_fails(single, keys, f"{repository}@{digest} has no valid SBOM attestation, signed and about this digest")
 
 
 @pytest.mark.integration
 @pytest.mark.docker
 def test_verify_fails_when_the_provenance_attestation_is_taken_away(single, keys):
     """The SBOM's layer stays, signed: only the provenance's goes."""
-    repository, digest = keep_layers(single, lambda layer: predicate_type(layer) != "https://slsa.dev/provenance/v1")
-    result = verify(single["file"], keys)
-    assert result.returncode != 0
-    assert f"{repository}@{digest} has no valid provenance attestation, signed and about this digest" in result.stderr
+    repository, digest = take_away(single, PROVENANCE)
+    verify_fails(
+        single, keys, f"{repository}@{digest} has no valid provenance attestation, signed and about this digest"
+    )
 
 
 def attest_provenance(keys: Path, reference: str, predicate: dict, folder: Path) -> None:
@@ -595,14 +612,11 @@ def test_verify_fails_when_the_provenance_attestation_is_about_another_digest(si
     assert attestation(keys, f"{repository}@{index}", "slsaprovenance1")["predicate"] == real
     [about_index] = attestation_layers(repository, index)[1]["layers"]
     tag, manifest = attestation_layers(repository, digest)
-    layers = [
-        about_index if predicate_type(layer) == "https://slsa.dev/provenance/v1" else layer
-        for layer in manifest["layers"]
-    ]
+    layers = [about_index if predicate_type(layer) == PROVENANCE else layer for layer in manifest["layers"]]
     put_attestations(repository, tag, manifest, layers)
-    result = verify(single["file"], keys)
-    assert result.returncode != 0
-    assert f"{repository}@{digest} has no valid provenance attestation, signed and about this digest" in result.stderr
+    verify_fails(
+        single, keys, f"{repository}@{digest} has no valid provenance attestation, signed and about this digest"
+    )
 
 
 @pytest.mark.integration
@@ -611,13 +625,11 @@ def test_verify_fails_when_a_provenance_signed_with_the_right_key_names_another_
     repository = single["repository"]
     [digest] = single["variants"]["secure"]["platforms"].values()
     real = attestation(keys, f"{repository}@{digest}", "slsaprovenance1")["predicate"]
-    keep_layers(single, lambda layer: predicate_type(layer) != "https://slsa.dev/provenance/v1")
+    take_away(single, PROVENANCE)
     another = "0123456789abcdef0123456789abcdef01234567"
     real["buildDefinition"]["externalParameters"]["source"]["digest"]["gitCommit"] = another
     attest_provenance(keys, f"{repository}@{digest}", real, tmp_path)
-    result = verify(single["file"], keys)
-    assert result.returncode != 0
-    assert f"names the commit {another}, not {single['commit']}, which was published" in result.stderr
+    verify_fails(single, keys, f"names the commit {another}, not {single['commit']}, which was published")
 
 
 @pytest.mark.unit
