@@ -68,6 +68,9 @@ REVISION ?= $(or $(shell git rev-parse HEAD 2>/dev/null),unknown)
 SOURCE_DATE_EPOCH ?= $(or $(shell git log -1 --format=%ct 2>/dev/null),0)
 # Extra flags for every `docker build`, such as --no-cache or --pull.
 BUILD_FLAGS ?=
+# Where each build writes its record (base digest, packages, times), from which make push attests
+# the image's provenance.
+BUILD_RECORDS ?= .builds
 # Where `make push` publishes, as $(REGISTRY)/$(IMAGE): by default the registry `make registry`
 # runs on this machine, on REGISTRY_PORT; any registry you are logged in to works the same
 # (REGISTRY=ghcr.io/acme, after docker login ghcr.io).
@@ -163,7 +166,7 @@ help: ## Show this help
 		"IMAGE=$(IMAGE) PORT=$(PORT) BASE_IMAGE=$(BASE_IMAGE)" \
 		"PLATFORM=$(PLATFORM)"
 	@echo "  MEMORY=$(MEMORY) CPUS=$(CPUS) PIDS=$(PIDS) (limits of make run and make bench)"
-	@echo "  CONTAINER=$(CONTAINER) VARIANT=$(VARIANT) BUILD_FLAGS=$(BUILD_FLAGS) CA_BUNDLE=$(CA_BUNDLE)"
+	@echo "  CONTAINER=$(CONTAINER) VARIANT=$(VARIANT) BUILD_FLAGS=$(BUILD_FLAGS) BUILD_RECORDS=$(BUILD_RECORDS) CA_BUNDLE=$(CA_BUNDLE)"
 	@echo "  COMPARE_PLATFORM=$(COMPARE_PLATFORM) SCAN_DIR=$(SCAN_DIR) SCAN_STRICT=$(SCAN_STRICT)" \
 		"SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) PYTHON=$(PYTHON) VENV=$(VENV)"
 	@echo "  REGISTRY=$(REGISTRY) REGISTRY_PORT=$(REGISTRY_PORT) PUBLISH=$(PUBLISH) PUBLISH_PLATFORM=$(PUBLISH_PLATFORM)" \
@@ -182,14 +185,19 @@ build-naive: ## Build $(IMAGE):naive from Dockerfile.naive
 build-production: ## Build $(IMAGE):production from Dockerfile
 build-slim: ## Build $(IMAGE):slim from Dockerfile.slim
 build-secure: ## Build $(IMAGE):secure from Dockerfile.multistage
+# After the build, its record: what make push attests as the image's provenance (build_record.py).
 $(BUILDS): build-%: engine
 	@base=$$(DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" PYTHON="$(PYTHON)" scripts/1-setup/base-image.sh "$(BASE_IMAGE)") || exit 1; \
 	base_digest=$$($(DOCKER) image inspect --format '$(BASE_DIGEST)' $$base) || exit 1; \
+	started=$$(date -u +%Y-%m-%dT%H:%M:%SZ); \
 	echo "Building $(IMAGE):$*$(ARCH_TAG) from $(DOCKERFILE_$*) on $$base$(if $(PLATFORM), for $(PLATFORM))"; \
 	$(DOCKER) build $(PLATFORM_FLAG) $(BUILD_FORMAT) $(BUILD_FLAGS) --file $(DOCKERFILE_$*) --tag $(IMAGE):$*$(ARCH_TAG) \
 		--build-arg BASE_IMAGE=$$base --build-arg 'WSGI_APP=$(WSGI_APP)' $(SECRET) $(STAMP) \
 		--label org.opencontainers.image.base.name=$$base --label org.opencontainers.image.base.digest=$${base_digest#*@} . \
-	|| { echo "make: building $(IMAGE):$*$(ARCH_TAG) failed; the step marked ERROR above is the one that failed." >&2; exit 1; }
+	|| { echo "make: building $(IMAGE):$*$(ARCH_TAG) failed; the step marked ERROR above is the one that failed." >&2; exit 1; }; \
+	DOCKER="$(DOCKER)" $(PYTHON) scripts/2-build/build_record.py --records $(BUILD_RECORDS) --image $(IMAGE):$*$(ARCH_TAG) \
+		--dockerfile $(DOCKERFILE_$*) --base $$base --base-digest $$base_digest --started $$started \
+		--arg BASE_IMAGE=$$base --arg 'WSGI_APP=$(WSGI_APP)' --arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH)
 
 run: run-secure ## Run the secure image on http://localhost:$(PORT)
 
@@ -294,7 +302,9 @@ keys: ## Make the key pair make push signs with: $(KEYS_DIR)/cosign.key, protect
 	@$(PYTHON) scripts/3-ship/publish.py keys $(KEYS_DIR)
 
 # The images pushed are those in the engine's store, as `make build` made and the tests tested them;
-# one that is missing is built first. One built from another commit than the checkout's is refused.
+# one that is missing is built first. Refused, so that no provenance lies: one built from uncommitted
+# changes (its version ends in -dirty), from another commit than the checkout's, with labels the
+# commit does not give, without its build record, or from a checkout whose source is no URL.
 # Who signed, as make verify and the admission policy check it: the key pair's public key, or the
 # keyless signer's identity.
 SIGNER = $(if $(CERTIFICATE_IDENTITY),--identity $(CERTIFICATE_IDENTITY),--key $(KEYS_DIR)/cosign.pub)
@@ -306,6 +316,7 @@ push: engine $(VENV)/bin/pytest $(if $(KEYLESS),,keys) ## Push the images $(PUBL
 		>/dev/null 2>&1 || $(MAKE) --no-print-directory build-$(v) PLATFORM=$(PUBLISH_PLATFORM) || exit 1;)
 	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/3-ship/publish.py push --repository $(REGISTRY)/$(IMAGE) \
 		--version $(VERSION) --published $(PUBLISHED) $(if $(KEYLESS),,--key $(KEYS_DIR)/cosign.key) \
+		--records $(BUILD_RECORDS) --source $(SOURCE_URL) \
 		$(foreach v,$(PUBLISH),$(v)=$(IMAGE):$(v)$(if $(PUBLISH_PLATFORM),$(comma)$(IMAGE):$(v)$(call arch_tag,$(PUBLISH_PLATFORM))))
 	@$(VENV)/bin/python scripts/3-ship/publish.py deploy-files --published $(PUBLISHED) --overlay $(OVERLAY) $(SIGNER)
 

@@ -1,27 +1,39 @@
 """Publishing: `make registry`, `make push` and `make verify` against a registry on this machine.
 
-The module starts a registry of its own on a free port, its storage in a temporary folder, and
-publishes the secure image under test for both platforms, signed with a key made for the module.
-Each way a published image can be tampered with is then made real in a repository of its own, and
-`make verify` must fail on it, saying which check failed.
+`make push` publishes only what a commit builds, so the module publishes a snapshot: the working
+tree as it is, uncommitted changes too, committed in a throwaway clone, never the checkout itself.
+It starts a registry of its own on a free port, its storage in a temporary folder, builds the secure
+image in the clone and publishes it for both platforms, signed with a key made for the module. Each
+way a published image can be tampered with is then made real in a repository of its own, and
+`make verify` must fail on it, naming the check that failed.
 """
 
 import base64
+import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
+import build_record
+import jsonschema
 import publish
 import pytest
 import yaml
 from containers import LOCKDOWN, PROJECT_NAME, ROOT, docker, inspect, make, must, platform_tag, request
-from docker_tools import free_port, podman_run_flags, tool
+from docker_tools import WSGI_APP, Response, engine_platform, free_port, podman_run_flags, tool
 
 PASSWORD = "a password for this test"
+# The snapshot's remote: a published source must be a URL. Nothing is fetched from it.
+SOURCE = f"https://git.example.org/{PROJECT_NAME}"
+PROVENANCE_SCHEMA = ROOT / "tests" / "schemas" / "slsa-provenance-v1.schema.json"
+# The predicate types of the two attestations.
+SBOM, PROVENANCE = "https://cyclonedx.org/bom", "https://slsa.dev/provenance/v1"
 
 
 def make_env(**variables: str) -> list[str]:
@@ -48,19 +60,72 @@ def keys(tmp_path_factory) -> Path:
     return folder
 
 
-def push(images: dict, repository: str, keys: Path, published: Path, *settings: str) -> dict:
-    """`make push` of the secure image under test to REGISTRY, with the overlay's inputs written
+def git(folder: Path, *args: str) -> str:
+    command = ["git", "-C", str(folder), "-c", "user.name=test", "-c", "user.email=test@localhost", *args]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def snapshot_of(checkout: Path, clone: Path) -> None:
+    """Clone checkout into clone and commit there the checkout's working tree as it is: changed,
+    new and deleted files alike, what .gitignore ignores left out. The checkout is only read."""
+    subprocess.run(["git", "clone", "--quiet", "--shared", str(checkout), str(clone)], check=True)
+    listed = git(checkout, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    for name in sorted(set(filter(None, listed.split("\0")))):
+        source, target = checkout / name, clone / name
+        if target.is_symlink() or target.exists():
+            target.unlink()
+        if source.is_symlink() or source.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target, follow_symlinks=False)
+    git(clone, "add", "--all")
+    git(clone, "commit", "--quiet", "--allow-empty", "--message", "The working tree as the tests found it")
+    git(clone, "remote", "set-url", "origin", SOURCE)
+    # Older than the checkout's test environment, which the clone's make uses: make sees it up to date.
+    for requirements in clone.glob("requirements*.txt"):
+        os.utime(requirements, (0, 0))
+
+
+@dataclass
+class Snapshot:
+    folder: Path
+    image: str
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory) -> Snapshot:
+    """A throwaway clone holding the working tree as one scratch commit, which the module builds
+    and publishes under an image name of its own; the images built there are removed at the end."""
+    clone = tmp_path_factory.mktemp("snapshot") / PROJECT_NAME
+    snapshot_of(ROOT, clone)
+    name = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
+    yield Snapshot(clone, name)
+    tags = docker("images", "--format", "{{.Repository}}:{{.Tag}}", name).stdout.split()
+    if tags:
+        docker("image", "rm", "--force", *tags, check=False)
+
+
+def in_snapshot(snapshot: Snapshot, *args: str, **variables: str) -> subprocess.CompletedProcess:
+    """A make target run in the snapshot, on its image name, with the checkout's test environment."""
+    settings = make_env(**{"IMAGE": snapshot.image, "VENV": str(ROOT / ".venv"), **variables})
+    return make(*args, *settings, project=snapshot.folder)
+
+
+def push(snapshot: Snapshot, repository: str, keys: Path, published: Path, *settings: str, **variables: str) -> dict:
+    """`make push` of the snapshot's secure image to REGISTRY, with the overlay's inputs written
     into the folder `overlay` beside the digests; what it published."""
-    name = images["secure"].split(":")[0]
-    arguments = make_env(
-        IMAGE=name,
+    result = in_snapshot(
+        snapshot,
+        "push",
+        "PUBLISH=secure",
+        *settings,
         REGISTRY=repository,
         KEYS_DIR=str(keys),
         PUBLISHED=str(published),
         OVERLAY=str(published.parent / "overlay"),
         COSIGN_PASSWORD=PASSWORD,
+        **variables,
     )
-    must(make("push", "PUBLISH=secure", *arguments, *settings), "`make push`")
+    must(result, "`make push`")
     return json.loads(published.read_text())
 
 
@@ -68,37 +133,45 @@ def verify(published: Path, keys: Path) -> subprocess.CompletedProcess:
     return make("verify", f"PUBLISHED={published}", f"KEYS_DIR={keys}")
 
 
+def verify_fails(single: dict, keys: Path, message: str) -> None:
+    """`make verify` fails, and its message says this."""
+    result = verify(single["file"], keys)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
 @pytest.fixture(scope="module")
-def published(images, emulated, registry, keys, tmp_path_factory) -> dict:
-    """The secure image published for both platforms; the emulated platform's build `make push`
-    makes is removed."""
+def published(snapshot, registry, keys, tmp_path_factory) -> dict:
+    """The snapshot's secure image published for both platforms."""
     path = tmp_path_factory.mktemp("published") / "published.json"
-    try:
-        yield push(images, registry, keys, path) | {"file": path}
-    finally:
-        docker("image", "rm", "--force", images["secure"] + platform_tag(emulated), check=False)
+    return push(snapshot, registry, keys, path) | {"file": path}
 
 
 @pytest.fixture
-def single(images, registry, keys, tmp_path) -> dict:
-    """The secure image published for this machine's platform alone, in a repository of its own,
-    for a test to tamper with."""
+def single(snapshot, registry, keys, tmp_path) -> dict:
+    """The snapshot's secure image published for this machine's platform alone, in a repository of
+    its own, for a test to tamper with."""
     repository = f"{registry}/{tmp_path.name.lower()}"
-    return push(images, repository, keys, tmp_path / "published.json", "PUBLISH_PLATFORM=") | {
+    return push(snapshot, repository, keys, tmp_path / "published.json", "PUBLISH_PLATFORM=") | {
         "file": tmp_path / "published.json"
     }
 
 
 def delete_tag(repository: str, tag: str) -> None:
     """Delete the manifest a tag names, as someone with write access to the registry can."""
-    address, name = repository.split("/", 1)
-    host, port = address.split(":")
     accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
-    found = request(int(port), f"/v2/{name}/manifests/{tag}", "HEAD", headers=accept, host=host, timeout=30)
+    found = registry_request(repository, f"manifests/{tag}", "HEAD", headers=accept)
     assert found.status == 200, f"{repository}:{tag}: {found.status}"
     digest = found.headers["Docker-Content-Digest"]
-    deleted = request(int(port), f"/v2/{name}/manifests/{digest}", "DELETE", host=host, timeout=30)
+    deleted = registry_request(repository, f"manifests/{digest}", "DELETE")
     assert deleted.status == 202, f"{repository}@{digest}: {deleted.status} {deleted.body!r}"
+
+
+def registry_request(repository: str, path: str, method: str = "GET", **options) -> Response:
+    """One request to the registry's API about the repository."""
+    address, name = repository.split("/", 1)
+    host, port = address.split(":")
+    return request(int(port), f"/v2/{name}/{path}", method, host=host, timeout=30, **options)
 
 
 def cosign(*args: str, password: str = "") -> subprocess.CompletedProcess:
@@ -239,27 +312,56 @@ def test_the_sbom_attestation_lists_flask_and_gunicorn_at_the_pinned_versions(pu
         assert {("flask", pinned("flask")), ("gunicorn", pinned("gunicorn"))} <= components
 
 
+def provenance_schema_errors(predicate: dict) -> list[str]:
+    """What makes a predicate invalid against SLSA provenance v1's schema, one message each."""
+    validator = jsonschema.Draft202012Validator(json.loads(PROVENANCE_SCHEMA.read_text()))
+    return [f"{'/'.join(map(str, error.absolute_path))}: {error.message}" for error in validator.iter_errors(predicate)]
+
+
 @pytest.mark.integration
 @pytest.mark.docker
-def test_the_provenance_names_the_commit_the_base_and_the_requirements(published, keys, images):
+def test_the_provenance_names_the_build_that_happened(published, keys, snapshot):
+    """Commit, source, builder, build type, every build argument and label, the base by the digest
+    it had, the Debian packages the image took, requirements.txt by digest, and the build's times."""
     repository = published["repository"]
-    native = inspect(images["secure"])
-    labels = native["Config"]["Labels"]
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    commit = git(snapshot.folder, "rev-parse", "HEAD")
+    requirements = hashlib.sha256((snapshot.folder / "requirements.txt").read_bytes()).hexdigest()
     for platform, digest in published["variants"]["secure"]["platforms"].items():
         statement = attestation(keys, f"{repository}@{digest}", "slsaprovenance1")
         assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
-        definition = statement["predicate"]["buildDefinition"]
-        dependencies = {d["uri"]: d for d in definition["resolvedDependencies"]}
-        assert dependencies[labels["org.opencontainers.image.source"]]["digest"] == {"gitCommit": commit.strip()}
-        requirements = publish.sha256_file(ROOT / "requirements.txt")
+        predicate = statement["predicate"]
+        assert provenance_schema_errors(predicate) == []
+        definition, run = predicate["buildDefinition"], predicate["runDetails"]
+        assert definition["buildType"] == f"{SOURCE}/blob/HEAD/docs/reference/provenance.md#v1"
+        assert run["builder"]["id"] == f"git+{SOURCE}@{commit}#Makefile"
+        parameters = definition["externalParameters"]
+        assert parameters["source"] == {"uri": f"git+{SOURCE}", "digest": {"gitCommit": commit}}
+        assert (parameters["dockerfile"], parameters["platform"]) == ("Dockerfile.multistage", platform)
+        built_here = platform == engine_platform()
+        image = inspect(f"{snapshot.image}:secure" + ("" if built_here else platform_tag(platform)))
+        labels = image["Config"]["Labels"]
+        assert parameters["labels"] == {k: v for k, v in labels.items() if k.startswith("org.opencontainers.image.")}
+        assert parameters["buildArgs"] == {
+            "BASE_IMAGE": labels["org.opencontainers.image.base.name"],
+            "WSGI_APP": WSGI_APP,
+            "SOURCE_DATE_EPOCH": git(snapshot.folder, "log", "-1", "--format=%ct"),
+        }
+        dependencies = {d["name"]: d for d in definition["resolvedDependencies"]}
+        assert dependencies["source"] == {
+            "name": "source",
+            "uri": f"git+{SOURCE}@{commit}",
+            "digest": {"gitCommit": commit},
+        }
+        assert dependencies["requirements.txt"]["uri"] == f"git+{SOURCE}@{commit}#requirements.txt"
         assert dependencies["requirements.txt"]["digest"] == {"sha256": requirements}
-        assert definition["externalParameters"]["request"]["platform"] == platform
-        base = [uri for uri in dependencies if uri.startswith("docker-image://")]
-        assert len(base) == 1 and dependencies[base[0]]["digest"]["sha256"]
-        # The engine's own image is built on the base the label names; the emulated one on its platform's.
-        if platform == f"{native['Os']}/{native['Architecture']}":
-            assert base == [f"docker-image://{labels['org.opencontainers.image.base.name']}"]
+        base = dependencies["base"]
+        assert base["uri"] == f"docker-image://{labels['org.opencontainers.image.base.name']}"
+        assert "sha256:" + base["digest"]["sha256"] == labels["org.opencontainers.image.base.digest"]
+        # The secure image ships media-types' /etc/mime.types, which its build stage installs.
+        media_types = dependencies["media-types"]["uri"]
+        assert re.fullmatch(r"pkg:deb/debian/media-types@[^?]+\?arch=all", media_types), media_types
+        started, finished = (run["metadata"][key] for key in ("startedOn", "finishedOn"))
+        assert labels["org.opencontainers.image.created"] <= started <= finished
 
 
 @pytest.mark.integration
@@ -291,6 +393,88 @@ def test_an_image_pulled_by_digest_into_a_store_that_never_saw_it_serves_locked_
 
 @pytest.mark.integration
 @pytest.mark.docker
+def test_a_push_that_cannot_sign_leaves_the_variants_tag_where_it_was(single, published, keys, snapshot, emulated):
+    """Another image (the emulated platform's alone) pushed with the wrong password for the key:
+    nothing signs it, so `:secure` must still name the index that was signed before."""
+    entry = single["variants"]["secure"]
+    command = [sys.executable, str(snapshot.folder / "scripts" / "3-ship" / "publish.py"), "push"]
+    failed = Path(single["file"]).parent / "failed.json"
+    command += ["--repository", single["repository"], "--version", "another", "--published", str(failed)]
+    command += ["--key", str(keys / "cosign.key"), "--records", str(snapshot.folder / ".builds"), "--source", SOURCE]
+    environment = {**os.environ, "COSIGN_PASSWORD": "not the password"}
+    other = f"secure={snapshot.image}:secure{platform_tag(emulated)}"
+    result = subprocess.run([*command, other], capture_output=True, text=True, env=environment)
+    assert result.returncode != 0
+    assert "cosign" in result.stderr and "sign" in result.stderr
+    assert publish.manifest_digest(entry["tags"][0]) == entry["index"]
+    assert not failed.exists()
+
+
+def built_elsewhere(snapshot: Snapshot, name: str, **variables: str) -> None:
+    """The snapshot's secure image built as NAME:secure, with make's variables changed."""
+    must(in_snapshot(snapshot, "build-secure", IMAGE=name, **variables), "`make build-secure`")
+
+
+def push_refused(snapshot: Snapshot, name: str, registry: str, keys: Path, folder: Path, **variables: str) -> str:
+    """`make push` of NAME:secure, which must refuse it and publish nothing; what it said. The image
+    is removed."""
+    repository = f"{registry}/{folder.name.lower()}"
+    try:
+        result = in_snapshot(snapshot, "push", "PUBLISH=secure", "PUBLISH_PLATFORM=", IMAGE=name,
+                             REGISTRY=repository, KEYS_DIR=str(keys), PUBLISHED=str(folder / "published.json"),
+                             OVERLAY=str(folder / "overlay"), COSIGN_PASSWORD=PASSWORD, **variables)  # fmt: skip
+    finally:
+        docker("image", "rm", "--force", f"{name}:secure", check=False)
+    assert result.returncode != 0
+    assert not (folder / "published.json").exists()
+    assert publish.raw_manifest(f"{repository}/{name}:secure", check=False) is None
+    return result.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.docker
+def test_push_refuses_an_image_built_from_uncommitted_changes(snapshot, registry, keys, tmp_path):
+    changed = snapshot.folder / "src" / "app.py"
+    original = changed.read_text()
+    name = f"{snapshot.image}-dirty"
+    try:
+        changed.write_text(original + "\n# An uncommitted change.\n")
+        built_elsewhere(snapshot, name)
+    finally:
+        changed.write_text(original)
+    said = push_refused(snapshot, name, registry, keys, tmp_path)
+    assert "was built from a tree with uncommitted changes" in said
+    assert "Commit the changes, build it again" in said
+
+
+@pytest.mark.integration
+@pytest.mark.docker
+def test_push_refuses_an_image_whose_labels_do_not_match_the_commit(snapshot, registry, keys, tmp_path):
+    name = f"{snapshot.image}-relabelled"
+    built_elsewhere(snapshot, name, VERSION="v9.9.9")
+    said = push_refused(snapshot, name, registry, keys, tmp_path)
+    assert "label org.opencontainers.image.version is 'v9.9.9'" in said
+
+
+@pytest.mark.integration
+@pytest.mark.docker
+def test_push_refuses_an_image_whose_source_is_a_folder(snapshot, registry, keys, tmp_path):
+    """A checkout without a remote labels its images with its own path: no builder a consumer can
+    look up, and no source to rebuild from."""
+    name = f"{snapshot.image}-local"
+    folder = str(snapshot.folder)
+    built_elsewhere(snapshot, name, SOURCE_URL=folder)
+    said = push_refused(snapshot, name, registry, keys, tmp_path, SOURCE_URL=folder)
+    assert f"source is {folder}, a folder, not a URL a consumer can fetch" in said
+
+
+# make verify's checks, in its order, and one test for each that takes away or alters only what
+# that check guards: the tag, the index's signature, the platform image's signature, the SBOM
+# attestation, the provenance attestation (whose subject cosign checks), and what the provenance says.
+
+
+@pytest.mark.integration
+@pytest.mark.docker
 def test_verify_fails_when_another_image_is_pushed_over_the_tag(single, keys, images):
     tag = single["variants"]["secure"]["tags"][0]
     archive = Path(single["file"]).parent / "production.tar"
@@ -298,43 +482,26 @@ def test_verify_fails_when_another_image_is_pushed_over_the_tag(single, keys, im
     skopeo = tool("skopeo")
     subprocess.run([skopeo, "copy", "--quiet", "--format", "oci", "--dest-tls-verify=false",
                     f"docker-archive:{archive}", f"docker://{tag}"], check=True)  # fmt: skip
-    result = verify(single["file"], keys)
-    assert result.returncode != 0
-    assert f"{tag} now names" in result.stderr and "something was pushed over the tag" in result.stderr
+    now, index = publish.manifest_digest(tag), single["variants"]["secure"]["index"]
+    verify_fails(single, keys, f"{tag} now names {now}, not {index}, which was published and signed: something was")
 
 
 @pytest.mark.integration
 @pytest.mark.docker
-def test_a_push_that_cannot_sign_leaves_the_variants_tag_where_it_was(single, keys, images, tmp_path):
-    """Another image pushed with the wrong password for the key: nothing signs it, so `:secure`
-    must still name the index that was signed before."""
-    entry = single["variants"]["secure"]
-    command = [
-        sys.executable,
-        str(ROOT / "scripts" / "3-ship" / "publish.py"),
-        "push",
-        "--repository",
-        single["repository"],
-    ]
-    command += ["--version", "another", "--published", str(tmp_path / "failed.json"), "--key", str(keys / "cosign.key")]
-    environment = {**os.environ, "COSIGN_PASSWORD": "not the password"}
-    result = subprocess.run(
-        [*command, f"secure={images['production']}"], capture_output=True, text=True, env=environment
-    )
-    assert result.returncode != 0
-    assert "cosign" in result.stderr and "sign" in result.stderr
-    assert publish.manifest_digest(entry["tags"][0]) == entry["index"]
-    assert not (tmp_path / "failed.json").exists()
-
-
-@pytest.mark.integration
-@pytest.mark.docker
-def test_verify_fails_for_an_unsigned_image(single, keys):
+def test_verify_fails_when_the_index_is_unsigned(single, keys):
     repository, index = single["repository"], single["variants"]["secure"]["index"]
     delete_tag(repository, index.replace(":", "-") + ".sig")
-    result = verify(single["file"], keys)
-    assert result.returncode != 0
-    assert f"{repository}@{index} carries no valid signature by the key" in result.stderr
+    verify_fails(single, keys, f"the index {repository}@{index} carries no valid signature by the key")
+
+
+@pytest.mark.integration
+@pytest.mark.docker
+def test_verify_fails_when_a_platforms_image_is_unsigned(single, keys):
+    """The index stays signed; only the image's own signature goes."""
+    repository = single["repository"]
+    [(platform, digest)] = single["variants"]["secure"]["platforms"].items()
+    delete_tag(repository, digest.replace(":", "-") + ".sig")
+    verify_fails(single, keys, f"the {platform} image {repository}@{digest} carries no valid signature by the key")
 
 
 @pytest.mark.integration
@@ -347,23 +514,63 @@ def test_verify_fails_for_an_image_signed_with_another_key(single, tmp_path):
     assert "carries no valid signature by the key" in result.stderr
 
 
-@pytest.mark.integration
-@pytest.mark.docker
-def test_verify_fails_when_an_attestation_is_deleted(single, keys):
+def attestation_layers(repository: str, digest: str) -> tuple[str, dict]:
+    """The tag cosign keeps an image's attestations under, and its manifest: one layer each."""
+    tag = digest.replace(":", "-") + ".att"
+    return tag, json.loads(publish.raw_manifest(f"{repository}:{tag}"))
+
+
+def put_attestations(repository: str, tag: str, manifest: dict, layers: list[dict]) -> None:
+    """Make the attestations' tag hold these layers: a new manifest, and a new config whose diff IDs
+    are the layers' (cosign's layers are not compressed), as cosign reads the two together."""
+    config = json.loads(registry_request(repository, f"blobs/{manifest['config']['digest']}").body)
+    config["rootfs"]["diff_ids"] = [layer["digest"] for layer in layers]
+    body = json.dumps(config).encode()
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    started = registry_request(repository, "blobs/uploads/", "POST")
+    assert started.status == 202, started.status
+    location = started.headers["Location"].split(f"/v2/{repository.split('/', 1)[1]}/", 1)[1]
+    joiner = "&" if "?" in location else "?"
+    put = registry_request(repository, f"{location}{joiner}digest={digest}", "PUT", body=body)
+    assert put.status == 201, f"{put.status} {put.body!r}"
+    descriptor = manifest["config"] | {"digest": digest, "size": len(body)}
+    changed = json.dumps(manifest | {"config": descriptor, "layers": layers}).encode()
+    headers = {"Content-Type": manifest["mediaType"]}
+    put = registry_request(repository, f"manifests/{tag}", "PUT", body=changed, headers=headers)
+    assert put.status == 201, f"{repository}:{tag}: {put.status} {put.body!r}"
+
+
+def keep_layers(single: dict, keep) -> tuple[str, str]:
+    """Keep in the image's attestations only the layers keep(layer) accepts; the repository and digest."""
     repository = single["repository"]
     [digest] = single["variants"]["secure"]["platforms"].values()
-    delete_tag(repository, digest.replace(":", "-") + ".att")
-    result = verify(single["file"], keys)
-    assert result.returncode != 0
-    assert f"{repository}@{digest} has no valid cyclonedx attestation" in result.stderr
+    tag, manifest = attestation_layers(repository, digest)
+    kept = [layer for layer in manifest["layers"] if keep(layer)]
+    assert 0 < len(kept) < len(manifest["layers"]), "nothing or everything would go"
+    put_attestations(repository, tag, manifest, kept)
+    return repository, digest
+
+
+def predicate_type(layer: dict) -> str:
+    return layer["annotations"]["predicateType"]
+
+
+def take_away(single: dict, kind: str) -> tuple[str, str]:
+    """Take the attestation of one predicate type out of the image's; the repository and digest."""
+    return keep_layers(single, lambda layer: predicate_type(layer) != kind)
 
 
 @pytest.mark.integration
 @pytest.mark.docker
-def test_verify_fails_when_an_attestation_is_replaced_by_one_of_another_key(single, keys, tmp_path):
-    repository = single["repository"]
-    [digest] = single["variants"]["secure"]["platforms"].values()
-    delete_tag(repository, digest.replace(":", "-") + ".att")
+def test_verify_fails_when_the_sbom_attestation_is_taken_away(single, keys):
+    repository, digest = take_away(single, SBOM)
+    verify_fails(single, keys, f"{repository}@{digest} has no valid SBOM attestation, signed and about this digest")
+
+
+@pytest.mark.integration
+@pytest.mark.docker
+def test_verify_fails_when_the_sbom_attestation_is_replaced_by_one_of_another_key(single, keys, tmp_path):
+    repository, digest = take_away(single, SBOM)
     other = tmp_path / "other-keys"
     must(make("keys", f"KEYS_DIR={other}", "COSIGN_PASSWORD="), "`make keys` of another pair")
     forged = tmp_path / "forged.json"
@@ -371,9 +578,58 @@ def test_verify_fails_when_an_attestation_is_replaced_by_one_of_another_key(sing
     made = cosign("attest", "--yes", "--key", str(other / "cosign.key"), "--tlog-upload=false",
                   "--type", "cyclonedx", "--predicate", str(forged), f"{repository}@{digest}")  # fmt: skip
     assert made.returncode == 0, made.stderr
-    result = verify(single["file"], keys)
-    assert result.returncode != 0
-    assert f"{repository}@{digest} has no valid cyclonedx attestation" in result.stderr
+    verify_fails(single, keys, f"{repository}@{digest} has no valid SBOM attestation, signed and about this digest")
+
+
+@pytest.mark.integration
+@pytest.mark.docker
+def test_verify_fails_when_the_provenance_attestation_is_taken_away(single, keys):
+    """The SBOM's layer stays, signed: only the provenance's goes."""
+    repository, digest = take_away(single, PROVENANCE)
+    verify_fails(
+        single, keys, f"{repository}@{digest} has no valid provenance attestation, signed and about this digest"
+    )
+
+
+def attest_provenance(keys: Path, reference: str, predicate: dict, folder: Path) -> None:
+    """Attest a provenance with the publisher's own key, as one who holds it can."""
+    path = folder / "provenance.json"
+    path.write_text(json.dumps(predicate))
+    made = cosign("attest", "--yes", "--key", str(keys / "cosign.key"), "--tlog-upload=false",
+                  "--type", "slsaprovenance1", "--predicate", str(path), reference, password=PASSWORD)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.docker
+def test_verify_fails_when_the_provenance_attestation_is_about_another_digest(single, keys, tmp_path):
+    """A provenance signed with the right key, about the index, put in the image's place: cosign
+    takes only attestations whose subject is the digest it verifies."""
+    repository, index = single["repository"], single["variants"]["secure"]["index"]
+    [digest] = single["variants"]["secure"]["platforms"].values()
+    real = attestation(keys, f"{repository}@{digest}", "slsaprovenance1")["predicate"]
+    attest_provenance(keys, f"{repository}@{index}", real, tmp_path)
+    assert attestation(keys, f"{repository}@{index}", "slsaprovenance1")["predicate"] == real
+    [about_index] = attestation_layers(repository, index)[1]["layers"]
+    tag, manifest = attestation_layers(repository, digest)
+    layers = [about_index if predicate_type(layer) == PROVENANCE else layer for layer in manifest["layers"]]
+    put_attestations(repository, tag, manifest, layers)
+    verify_fails(
+        single, keys, f"{repository}@{digest} has no valid provenance attestation, signed and about this digest"
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.docker
+def test_verify_fails_when_a_provenance_signed_with_the_right_key_names_another_commit(single, keys, tmp_path):
+    repository = single["repository"]
+    [digest] = single["variants"]["secure"]["platforms"].values()
+    real = attestation(keys, f"{repository}@{digest}", "slsaprovenance1")["predicate"]
+    take_away(single, PROVENANCE)
+    another = "0123456789abcdef0123456789abcdef01234567"
+    real["buildDefinition"]["externalParameters"]["source"]["digest"]["gitCommit"] = another
+    attest_provenance(keys, f"{repository}@{digest}", real, tmp_path)
+    verify_fails(single, keys, f"names the commit {another}, not {single['commit']}, which was published")
 
 
 @pytest.mark.unit
@@ -405,7 +661,7 @@ def test_what_publishing_keeps_in_the_project_stays_out_of_every_build_context()
     makefile = (ROOT / "Makefile").read_text()
     kept = {
         re.search(rf"^{name} \?= (\S+)$", makefile, re.M).group(1).split("/")[0]
-        for name in ("REGISTRY_DIR", "KEYS_DIR", "PUBLISHED", "OVERLAY")
+        for name in ("BUILD_RECORDS", "REGISTRY_DIR", "KEYS_DIR", "PUBLISHED", "OVERLAY")
     }
     assert kept <= set((ROOT / ".dockerignore").read_text().splitlines())
 
@@ -419,3 +675,76 @@ def test_deploy_files_refuses_a_publication_without_the_image_the_manifests_run(
     assert publish.main([*command, "--identity", "someone"]) == 1
     assert "holds no secure: publish it too" in capsys.readouterr().err
     assert not (tmp_path / "overlay").exists()
+
+
+def a_build_record(**changes) -> dict:
+    """A record as build_record.py writes it, of a build on the stand-in base."""
+    commit = "5c993dad4f5099ba152024092f4b52d1794f268f"
+    labels = {
+        "org.opencontainers.image.source": SOURCE,
+        "org.opencontainers.image.revision": commit,
+        "org.opencontainers.image.version": "5c993da",
+        "org.opencontainers.image.created": "2026-12-06T10:00:00Z",
+        "org.opencontainers.image.base.name": "localhost/flask-app-base:debian13",
+        "org.opencontainers.image.base.digest": "sha256:" + "ab" * 32,
+    }
+    return {
+        "image": "app:secure",
+        "imageId": "sha256:" + "cd" * 32,
+        "dockerfile": "Dockerfile.multistage",
+        "platform": "linux/amd64",
+        "buildArgs": {"BASE_IMAGE": labels["org.opencontainers.image.base.name"], "WSGI_APP": "app:app"},
+        "labels": labels,
+        "base": {"name": labels["org.opencontainers.image.base.name"], "digest": "sha256:" + "ab" * 32},
+        "debianPackages": [{"name": "media-types", "version": "13.0.0", "architecture": "all"}],
+        "builder": f"git+{SOURCE}@{commit}#Makefile",
+        "invocation": None,
+        "engine": {"name": "docker", "version": "26.1.5"},
+        "startedOn": "2026-12-06T10:01:00Z",
+        "finishedOn": "2026-12-06T10:02:30Z",
+    } | changes
+
+
+@pytest.mark.unit
+def test_the_provenance_is_valid_slsa_provenance_v1():
+    predicate = publish.provenance(a_build_record(), "secure", "ef" * 32)
+    assert provenance_schema_errors(predicate) == []
+    in_ci = a_build_record(
+        builder="https://github.com/acme/app/actions/runs/7",
+        invocation="https://github.com/acme/app/actions/runs/7/attempts/1",
+    )
+    assert provenance_schema_errors(publish.provenance(in_ci, "secure", "ef" * 32)) == []
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("mistake", "where"),
+    [
+        (lambda p: p["runDetails"]["builder"].pop("id"), "runDetails/builder"),
+        (lambda p: p["runDetails"]["metadata"].update(startedOn="2026-12-06 10:01"), "runDetails/metadata/startedOn"),
+        (lambda p: p["buildDefinition"].update(buildType="provenance.md"), "buildDefinition/buildType"),
+        (lambda p: p["buildDefinition"]["resolvedDependencies"].append({"name": "nothing"}), "resolvedDependencies/4"),
+        (lambda p: p["buildDefinition"].update(resolvedDependency=[]), "buildDefinition"),
+    ],
+)
+def test_the_provenance_schema_refuses_what_slsa_v1_does_not_allow(mistake, where):
+    """Controls: a predicate without a builder's id, with a time that is not RFC 3339 UTC, a build
+    type that is no URI, a dependency with neither URI nor digest, a misspelt field."""
+    predicate = publish.provenance(a_build_record(), "secure", "ef" * 32)
+    mistake(predicate)
+    errors = provenance_schema_errors(predicate)
+    assert errors and all(where in error for error in errors), errors
+
+
+@pytest.mark.unit
+def test_the_builder_is_the_workflow_run_in_ci_and_the_makefile_at_the_commit_elsewhere(monkeypatch):
+    labels = {"org.opencontainers.image.source": SOURCE, "org.opencontainers.image.revision": "abc"}
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    assert build_record.builder(labels) == (f"git+{SOURCE}@abc#Makefile", None)
+    assert build_record.builder(labels | {"org.opencontainers.image.source": "/home/someone/app"}) == (None, None)
+    ci = {"GITHUB_ACTIONS": "true", "GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": "acme/app",
+          "GITHUB_RUN_ID": "42", "GITHUB_RUN_ATTEMPT": "2"}  # fmt: skip
+    for name, value in ci.items():
+        monkeypatch.setenv(name, value)
+    run = "https://github.com/acme/app/actions/runs/42"
+    assert build_record.builder(labels) == (run, f"{run}/attempts/2")

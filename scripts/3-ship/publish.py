@@ -6,7 +6,7 @@ Usage:
   publish.py registry stop DIR
   publish.py keys DIR                 a cosign key pair, DIR/cosign.key and DIR/cosign.pub
   publish.py push --repository REGISTRY/NAME --version VERSION --published FILE [--key KEY]
-                  VARIANT=IMAGE[,IMAGE...] ...
+                  --records DIR --source URL VARIANT=IMAGE[,IMAGE...] ...
   publish.py verify --published FILE (--key PUBLIC_KEY | --identity ID --issuer URL)
   publish.py deploy-files --published FILE --overlay DIR (--key PUBLIC_KEY | --identity ID --issuer URL)
 
@@ -14,12 +14,20 @@ push publishes each variant's local images, one a platform (the images `make bui
 built again), as one multi-platform tag REGISTRY/NAME:VARIANT, an OCI image index, and as
 REGISTRY/NAME:VARIANT-VERSION. It signs the index and each platform's image with cosign, attaches
 to each platform's image its CycloneDX SBOM (Trivy, as `make scan` writes it) and its SLSA
-provenance (v1), both as signed attestations, and writes the digests to FILE. Without --key it
-signs keyless, with the identity of the CI job it runs in.
+provenance (v1), both as signed attestations, and writes the digests to FILE, with the commit and
+the source. Without --key it signs keyless, with the identity of the CI job it runs in.
 
-verify checks, for the digests in FILE, that each tag still names the index that was published,
-that every index and image carries a valid signature, and that each image has both attestations,
-valid and about that image's digest. It names the first check that fails.
+The provenance is made from the record each build wrote in DIR (scripts/2-build/build_record.py);
+docs/reference/provenance.md defines its fields. So that it never describes a build that did not
+happen, push refuses, before it pushes anything, an image built from uncommitted changes, from
+another commit, with labels the commit does not give, without its record, or from a source that is
+no URL.
+
+verify checks, for the digests in FILE, in this order: that each tag still names the index that was
+published; the index's signature; each platform image's signature; its SBOM attestation and its
+provenance attestation, each signed and about that image's digest (cosign checks the subject); and
+that the provenance names the commit and source that were published, this project's build type,
+and its builder. It names the first check that fails.
 
 deploy-files writes what the overlay deploy/published/ reads beside its kustomization.yaml:
 published.env, the secure image's index by its digest (Compose reads it too), and signer.yaml, who
@@ -32,7 +40,6 @@ the log, which is how a consumer checks them without a key.
 
 import argparse
 import base64
-import datetime
 import hashlib
 import http.client
 import json
@@ -45,16 +52,20 @@ import tempfile
 import time
 from pathlib import Path
 
-# docker_tools, the helper every script shares, sits in scripts/, one folder up.
+# docker_tools, the helper every script shares, sits in scripts/, one folder up; the build records
+# are written by 2-build's build_record.py.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "2-build"))
 import scan
-from docker_tools import DOCKER, PROJECT_NAME, ROOT, docker, exit_on_failure, request, run, run_command, tool, variants
+from build_record import record_path as build_record_path
+from docker_tools import DOCKER, PROJECT_NAME, ROOT, docker, exit_on_failure, request, run, run_command, tool
 
-# The predicate types cosign gives the two attestations (--type cyclonedx and slsaprovenance1).
-SBOM_TYPE = "https://cyclonedx.org/bom"
-PROVENANCE_TYPE = "https://slsa.dev/provenance/v1"
-# BuildKit's own build type for SLSA provenance v1: the build ran on BuildKit's Dockerfile frontend.
-BUILD_TYPE = "https://mobyproject.org/buildkit@v1"
+# The two attestations, by cosign's --type (which gives the predicate types https://cyclonedx.org/bom
+# and https://slsa.dev/provenance/v1): what verify calls each.
+ATTESTATIONS = {"cyclonedx": "SBOM", "slsaprovenance1": "provenance"}
+# The build type of the provenance: the page that defines it, in the source repository, and its
+# version. A change to what the provenance's fields mean is a new version there and here.
+BUILD_TYPE_PAGE = "docs/reference/provenance.md#v1"
 # Where the CI job's keyless certificates come from.
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 # The registry's configuration: 127.0.0.1 only, no authentication, deleting allowed (so a test
@@ -220,49 +231,61 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def provenance(image: str, platform: str, variant: str, dockerfile: str) -> dict:
-    """SLSA provenance v1 of one image, from what the Makefile stamped on it at build time."""
-    labels = labels_of(image)
-    source, revision, base, base_digest = (
-        labels.get(f"org.opencontainers.image.{key}") for key in ("source", "revision", "base.name", "base.digest")
-    )
-    if not (source and revision and base and base_digest):
-        raise Failed(f"{image} lacks the labels `make build` stamps (source, revision, base): build it with make.")
-    # The commit's time, which the Makefile passes as SOURCE_DATE_EPOCH and stamps as `created`.
-    created = datetime.datetime.fromisoformat(labels["org.opencontainers.image.created"].replace("Z", "+00:00"))
-    base_dependency = {"uri": f"docker-image://{base}", "digest": {"sha256": base_digest.removeprefix("sha256:")}}
-    if base != pinned_base():
-        base_dependency["annotations"] = {
-            "stand-in": f"built from Debian's packages by scripts/1-setup/base-image.sh in place of {pinned_base()}"
+def build_type(source: str) -> str:
+    """The build type this project defines: its page in the source repository, and the version."""
+    return f"{source}/blob/HEAD/{BUILD_TYPE_PAGE}"
+
+
+def provenance(record: dict, variant: str, requirements_sha256: str) -> dict:
+    """SLSA provenance v1 of one image, from the record its build wrote (build_record.py)."""
+    labels = record["labels"]
+    source, commit = labels["org.opencontainers.image.source"], labels["org.opencontainers.image.revision"]
+    base = {
+        "name": "base",
+        "uri": f"docker-image://{record['base']['name']}",
+        "digest": {"sha256": record["base"]["digest"].removeprefix("sha256:")},
+    }
+    if record["base"]["name"] != pinned_base():
+        base["annotations"] = {
+            "stand-in": f"built from Debian's packages by scripts/1-setup/base-image.sh in place of {pinned_base()}; "
+            "the digest is its image ID, as it was never pushed to a registry"
         }
-    engine = json.loads(docker("version", "--format", "{{json .Server}}"))
+    packages = [
+        {
+            "name": package["name"],
+            "uri": f"pkg:deb/debian/{package['name']}@{package['version']}?arch={package['architecture']}",
+        }
+        for package in record["debianPackages"]
+    ]
+    run_details = {
+        "builder": {"id": record["builder"], "version": {record["engine"]["name"]: record["engine"]["version"]}},
+        "metadata": {"startedOn": record["startedOn"], "finishedOn": record["finishedOn"]},
+    }
+    if record["invocation"]:
+        run_details["metadata"]["invocationId"] = record["invocation"]
     return {
         "buildDefinition": {
-            "buildType": BUILD_TYPE,
+            "buildType": build_type(source),
             "externalParameters": {
-                "configSource": {"uri": source, "digest": {"gitCommit": revision}, "path": dockerfile},
-                "request": {
-                    "frontend": "dockerfile.v0",
-                    "args": {
-                        "build-arg:BASE_IMAGE": base,
-                        "build-arg:SOURCE_DATE_EPOCH": str(int(created.timestamp())),
-                    },
-                    "platform": platform,
-                },
+                "source": {"uri": f"git+{source}", "digest": {"gitCommit": commit}},
+                "variant": variant,
+                "dockerfile": record["dockerfile"],
+                "platform": record["platform"],
+                "buildArgs": record["buildArgs"],
+                "labels": labels,
             },
             "resolvedDependencies": [
-                {"uri": source, "digest": {"gitCommit": revision}},
-                base_dependency,
-                {"uri": "requirements.txt", "digest": {"sha256": sha256_file(ROOT / "requirements.txt")}},
+                {"name": "source", "uri": f"git+{source}@{commit}", "digest": {"gitCommit": commit}},
+                base,
+                {
+                    "name": "requirements.txt",
+                    "uri": f"git+{source}@{commit}#requirements.txt",
+                    "digest": {"sha256": requirements_sha256},
+                },
+                *packages,
             ],
         },
-        "runDetails": {
-            "builder": {
-                "id": f"{source}/Makefile",
-                "version": {"docker-engine": engine.get("Version", ""), "os": engine.get("Os", "")},
-            },
-            "metadata": {"invocationId": f"{variant}@{revision}"},
-        },
+        "runDetails": run_details,
     }
 
 
@@ -273,22 +296,58 @@ def pinned_base() -> str:
     raise Failed("Dockerfile has no `FROM ... AS python-base` line naming the base.")
 
 
-def head_revision() -> str:
-    return run("git", "-C", str(ROOT), "rev-parse", "HEAD").strip()
+def git(*args: str) -> str:
+    return run("git", "-C", str(ROOT), *args).strip()
 
 
-def check_built_from_head(variant: str, image: str) -> None:
-    """Provenance names the commit and requirements.txt: both must be what the image was built from."""
-    revision = labels_of(image).get("org.opencontainers.image.revision")
-    head = head_revision()
-    if revision != head:
+def committed_sha256(commit: str, path: str) -> str:
+    """The digest of a file as the commit holds it, whatever the working tree holds now."""
+    blob = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:{path}"], capture_output=True, check=True)
+    return hashlib.sha256(blob.stdout).hexdigest()
+
+
+def build_record(records: Path, variant: str, image: str, source: str) -> dict:
+    """The record of the build that made the image, once the image and its labels are shown to be
+    what the checkout's commit builds; refuse, with a sentence, what is not."""
+    again = f"build it again (make build-{variant}, with the IMAGE and PLATFORM it was built with), then push"
+    path = build_record_path(records, image)
+    if not path.exists():
         raise Failed(
-            f"{image} was built from commit {revision}, not the checkout's {head}; nothing was pushed. Build it "
-            f"again (make build-{variant}, with the IMAGE and PLATFORM it was built with), then push."
+            f"{image} has no build record in {records}: it was not built by make build-{variant} here; {again}."
         )
-    changed = run_command("git", "-C", str(ROOT), "diff", "--quiet", "HEAD", "--", "requirements.txt", check=False)
-    if changed.returncode != 0:
-        raise Failed("requirements.txt differs from the commit's: commit it, then build and push again.")
+    record = json.loads(path.read_text())
+    if record["imageId"] != docker("image", "inspect", "--format", "{{.Id}}", image).strip():
+        raise Failed(f"{image} is not the image its build record describes (another build took its tag); {again}.")
+    labels = record["labels"]
+    version, revision = (
+        labels.get("org.opencontainers.image.version", ""),
+        labels.get("org.opencontainers.image.revision"),
+    )
+    if version.endswith("-dirty"):
+        raise Failed(
+            f"{image} was built from a tree with uncommitted changes (version {version}): its provenance could name "
+            f"no commit that builds it. Commit the changes, {again}."
+        )
+    head = git("rev-parse", "HEAD")
+    if revision != head:
+        raise Failed(f"{image} was built from commit {revision}, not the checkout's {head}; {again}.")
+    expected = {
+        "version": git("describe", "--tags", "--always"),
+        "source": source,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(git("log", "-1", "--format=%ct")))),
+    }
+    for key, value in expected.items():
+        if labels.get(f"org.opencontainers.image.{key}") != value:
+            raise Failed(
+                f"{image}'s label org.opencontainers.image.{key} is {labels.get(f'org.opencontainers.image.{key}')!r}, "
+                f"and commit {head} gives {value!r}; {again}."
+            )
+    if not record["builder"]:
+        raise Failed(
+            f"{image}'s source is {source}, a folder, not a URL a consumer can fetch: give the repository a remote "
+            "(git remote add origin URL) or SOURCE_URL=..., build again, then push."
+        )
+    return record
 
 
 def cosign_sign_args(key: Path | None) -> list[str]:
@@ -307,12 +366,14 @@ def push(args: argparse.Namespace) -> None:
             "set COSIGN_PASSWORD to the signing key's password (empty for a key made without one); nothing was pushed."
         )
     plan = [(variant, images.split(",")) for variant, images in (entry.split("=", 1) for entry in args.images)]
-    for variant, images in plan:
-        for image in images:
-            check_built_from_head(variant, image)
-    repository, published = args.repository, {"repository": args.repository, "variants": {}}
+    records = {
+        image: build_record(args.records, variant, image, args.source) for variant, images in plan for image in images
+    }
+    commit = git("rev-parse", "HEAD")
+    requirements = committed_sha256(commit, "requirements.txt")
+    repository = args.repository
+    published = {"repository": repository, "source": args.source, "commit": commit, "variants": {}}
     trivy = scan.trivy_command()
-    dockerfiles = {name: entry["dockerfile"] for name, entry in variants().items()}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="publish-") as folder:
         work = Path(folder)
@@ -331,14 +392,14 @@ def push(args: argparse.Namespace) -> None:
             index = manifest_digest(version_tag)
             say(f"{version_tag}: index {repository}@{index} of {', '.join(platforms)}")
             run(tool("cosign"), "sign", "--yes", "--recursive", *cosign_sign_args(args.key), f"{repository}@{index}")
-            for platform, entry in platforms.items():
+            for entry in platforms.values():
                 reference = f"{repository}@{entry['digest']}"
                 report = scan.trivy_report(trivy, entry["image"], work, vulnerabilities=False)
                 (work / "report.json").write_text(json.dumps(report))
                 scan.convert(trivy, work / "report.json", "cyclonedx", work / "sbom.cdx.json")
                 attest(args.key, reference, "cyclonedx", work / "sbom.cdx.json")
                 (work / "provenance.json").write_text(
-                    json.dumps(provenance(entry["image"], platform, variant, dockerfiles[variant]))
+                    json.dumps(provenance(records[entry["image"]], variant, requirements))
                 )
                 attest(args.key, reference, "slsaprovenance1", work / "provenance.json")
             say(f"signed {repository}@{index} and the image of each platform; attached their SBOMs and provenance.")
@@ -387,32 +448,51 @@ def cosign_verify_args(args: argparse.Namespace) -> list[str]:
     return ["--certificate-identity", args.identity, "--certificate-oidc-issuer", args.issuer]
 
 
-def verify_signature(args: argparse.Namespace, reference: str) -> None:
+def verify_signature(args: argparse.Namespace, what: str, reference: str) -> None:
     result = run_command(tool("cosign"), "verify", *cosign_verify_args(args), reference, check=False)
     if result.returncode != 0:
         signer = f"the key {args.key}" if args.key else f"{args.identity} ({args.issuer})"
-        raise Failed(f"{reference} carries no valid signature by {signer}: {scan.last_line(result.stderr)}")
+        raise Failed(f"{what} {reference} carries no valid signature by {signer}: {scan.last_line(result.stderr)}")
 
 
-def verify_attestation(args: argparse.Namespace, reference: str, predicate_type: str, kind: str) -> dict:
-    """Check one attestation's signature and subject; return its predicate."""
+def verify_attestation(args: argparse.Namespace, what: str, reference: str, kind: str) -> dict:
+    """Check one attestation and return its predicate. cosign keeps only the attestations of that type
+    signed by the signer whose subject is this image's digest: one about another digest, even signed
+    with the right key, does not count."""
     command = [tool("cosign"), "verify-attestation", *cosign_verify_args(args), "--type", kind, reference]
     result = run_command(*command, check=False)
     if result.returncode != 0:
-        raise Failed(f"{reference} has no valid {kind} attestation: {scan.last_line(result.stderr)}")
-    digest = reference.rsplit("@sha256:", 1)[1]
-    for line in result.stdout.splitlines():
-        statement = json.loads(base64.b64decode(json.loads(line)["payload"]))
-        if statement["predicateType"] != predicate_type:
-            continue
-        subjects = [subject["digest"].get("sha256") for subject in statement["subject"]]
-        if subjects != [digest]:
-            raise Failed(f"the {kind} attestation of {reference} is about {subjects}, not this image.")
-        return statement["predicate"]
-    raise Failed(f"{reference} has no {kind} attestation of type {predicate_type}.")
+        raise Failed(
+            f"{what} {reference} has no valid {ATTESTATIONS[kind]} attestation, signed and about this digest: "
+            f"{scan.last_line(result.stderr)}"
+        )
+    statement = json.loads(base64.b64decode(json.loads(result.stdout.splitlines()[0])["payload"]))
+    return statement["predicate"]
+
+
+def verify_provenance(predicate: dict, published: dict, what: str) -> None:
+    """The provenance names the commit and the source that were published, and this project's
+    builder and build type: a provenance signed with the right key that claims another build fails."""
+    source, commit = published["source"], published["commit"]
+    definition, builder = predicate["buildDefinition"], predicate["runDetails"]["builder"]["id"]
+    claims = {
+        "the commit": (definition["externalParameters"]["source"]["digest"].get("gitCommit"), commit),
+        "the source": (definition["externalParameters"]["source"]["uri"], f"git+{source}"),
+        "the build type": (definition["buildType"], build_type(source)),
+    }
+    for claim, (found, expected) in claims.items():
+        if found != expected:
+            raise Failed(f"the provenance of {what} names {claim} {found}, not {expected}, which was published.")
+    builders = (f"git+{source}@{commit}#Makefile", f"{source}/actions/runs/")
+    if not (builder == builders[0] or builder.startswith(builders[1])):
+        raise Failed(
+            f"the provenance of {what} names the builder {builder}, neither this repository's Makefile at {commit} "
+            f"nor a workflow run of {source}."
+        )
 
 
 def verify(args: argparse.Namespace) -> None:
+    """Each check in turn; the first that fails ends it, named in the message."""
     if not args.published.exists():
         raise Failed(f"{args.published} does not exist: run make push first, which writes it.")
     published = json.loads(args.published.read_text())
@@ -426,15 +506,16 @@ def verify(args: argparse.Namespace) -> None:
                     f"{tag} now names {now}, not {index}, which was published and signed: "
                     "something was pushed over the tag."
                 )
-        verify_signature(args, f"{repository}@{index}")
+        verify_signature(args, "the index", f"{repository}@{index}")
         for platform, digest in entry["platforms"].items():
-            reference = f"{repository}@{digest}"
-            verify_signature(args, reference)
-            sbom = verify_attestation(args, reference, SBOM_TYPE, "cyclonedx")
+            what, reference = f"the {platform} image", f"{repository}@{digest}"
+            verify_signature(args, what, reference)
+            sbom = verify_attestation(args, what, reference, "cyclonedx")
             if not sbom.get("components"):
-                raise Failed(f"the SBOM attestation of {reference} lists no components.")
-            verify_attestation(args, reference, PROVENANCE_TYPE, "slsaprovenance1")
-            say(f"{variant} {platform}: {reference} signed, with its SBOM and provenance")
+                raise Failed(f"the SBOM attestation of {what} {reference} lists no components.")
+            provenance = verify_attestation(args, what, reference, "slsaprovenance1")
+            verify_provenance(provenance, published, f"{what} {reference}")
+            say(f"{variant} {platform}: {reference} signed, with its SBOM and provenance of {published['commit'][:12]}")
         say(f"{', '.join(entry['tags'])}: {repository}@{index} signed")
 
 
@@ -482,6 +563,8 @@ def main(argv: list[str] | None = None) -> int:
     push_command.add_argument("--version", required=True)
     push_command.add_argument("--published", type=Path, required=True)
     push_command.add_argument("--key", type=Path, help="cosign's private key; keyless without")
+    push_command.add_argument("--records", type=Path, required=True, help="the folder of the build records")
+    push_command.add_argument("--source", required=True, help="the source repository's URL the labels must name")
     push_command.add_argument("images", nargs="+", metavar="VARIANT=IMAGE[,IMAGE...]")
     verify_command = commands.add_parser("verify", help="verify what push published")
     deploy_command = commands.add_parser("deploy-files", help="write what deploy/published/ reads")
