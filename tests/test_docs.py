@@ -28,8 +28,10 @@ LESSON = DOCS / "lesson"
 # The front page's limit, and the three doors it opens.
 README_LINES = 150
 DOORS = ("docs/lesson/index.md", "docs/copy/index.md", "docs/ship/index.md")
-# A Dockerfile excerpt is a code block that names its file in a caption, as the site shows it.
+# An excerpt is a code block that names its file in a caption, as the site shows it: a Dockerfile,
+# or the .dockerignore beside them.
 CAPTION = re.compile(r":caption: (\S+)")
+QUOTED = (*DOCKERFILES, ".dockerignore")
 # A line of an excerpt that stands for lines left out.
 ELISION = "# ..."
 # The lesson's commands are written for the project as it is shipped.
@@ -65,11 +67,12 @@ def lesson_pages() -> list[Path]:
 
 
 def excerpts() -> list[tuple[str, list[str]]]:
-    """Every Dockerfile excerpt of every page: the file its caption names, and its lines."""
+    """Every excerpt of every page, each Dockerfile block and each block with a caption: the file
+    its caption names, and its lines."""
     found = []
     for page in PAGES:
         for info, lines in fenced_blocks(page.read_text()):
-            if info.split()[-1:] == ["dockerfile"]:
+            if info.split()[-1:] == ["dockerfile"] or any(CAPTION.fullmatch(line) for line in lines):
                 options = [line for line in lines if line.startswith(":")]
                 caption = next((match.group(1) for line in options if (match := CAPTION.fullmatch(line))), "")
                 body = lines[len(options) :]
@@ -105,7 +108,7 @@ def test_the_lesson_quotes_each_dockerfile():
 
 @pytest.mark.parametrize("dockerfile, excerpt", excerpts(), ids=lambda value: value if isinstance(value, str) else "")
 def test_every_dockerfile_excerpt_is_still_verbatim_in_the_dockerfile_it_names(dockerfile, excerpt):
-    assert dockerfile in DOCKERFILES, "this excerpt names no Dockerfile in its caption (:caption: FILE):\n" + (
+    assert dockerfile in QUOTED, "this excerpt names no Dockerfile in its caption (:caption: FILE):\n" + (
         "\n".join(excerpt)
     )
     lines = (ROOT / dockerfile).read_text().splitlines()
