@@ -7,12 +7,14 @@ from pathlib import Path
 import compare
 import pytest
 import yaml
-from containers import HARDENED, ROOT, TABLE
+from containers import HARDENED, ROOT, TABLE, write_control_dockerfile
+from docker_tools import AMD64, ARM64, ci_builds
 
 pytestmark = pytest.mark.unit
 
 HADOLINT = Path(sys.executable).parent / "hadolint"
-# Every variant's Dockerfile, and those meant to be copied: all but naive's, whose mistakes are its lesson.
+# Every variant's Dockerfile, and those meant to be copied: all but naive's, whose mistakes are the
+# lesson (a copy made with copier has no naive).
 DOCKERFILES = tuple(row["dockerfile"] for row in TABLE.values())
 TO_COPY = tuple(TABLE[variant]["dockerfile"] for variant in HARDENED)
 
@@ -27,9 +29,10 @@ def test_hadolint_finds_nothing_in_the_dockerfiles_to_copy(dockerfile):
     assert hadolint_findings(dockerfile) == set()
 
 
-def test_hadolint_flags_exactly_the_lessons_of_the_naive_dockerfile():
-    # DL3057: no HEALTHCHECK. DL3042: pip keeps its cache in the layer.
-    assert hadolint_findings("Dockerfile.naive") == {"DL3057", "DL3042"}
+def test_hadolint_flags_a_control_without_healthcheck_whose_pip_keeps_its_cache(tmp_path):
+    """The control for the test above: containers.CONTROL_DOCKERFILE. DL3057: no HEALTHCHECK.
+    DL3042: pip keeps its cache in the layer."""
+    assert hadolint_findings(write_control_dockerfile(tmp_path)) == {"DL3057", "DL3042"}
 
 
 def test_every_dockerfile_pins_the_same_patch_release_of_python():
@@ -111,27 +114,14 @@ def test_no_run_only_updates_package_lists(dockerfile):
             assert re.search(r"\b(apt-get|apt|apk) (install|add)\b", line), line
 
 
-def test_ci_builds_each_variant_from_the_dockerfile_the_makefile_names():
-    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
-    builds = workflow["jobs"]["image"]["strategy"]["matrix"]["include"]
+def test_ci_builds_each_variant_of_the_makefiles_table_from_its_dockerfile():
+    """CI's image job takes its matrix from the variants job, which prints docker_tools.ci_builds():
+    every variant of the table, and production and secure for linux/arm64 too."""
+    jobs = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())["jobs"]
+    assert jobs["image"]["strategy"]["matrix"] == "${{ fromJSON(needs.variants.outputs.matrix) }}"
+    assert any("scripts/docker_tools.py ci-matrix" in step.get("run", "") for step in jobs["variants"]["steps"])
+    builds = ci_builds()
     table = {name: row["dockerfile"] for name, row in TABLE.items()}
-    assert {row["variant"]: row["dockerfile"] for row in builds} == table
+    assert {row["variant"]: row["dockerfile"] for row in builds if row["platform"] == AMD64} == table
     assert all(table[row["variant"]] == row["dockerfile"] for row in builds)
-
-
-def readme_row(label: str) -> list[str]:
-    """The cells after the first of the README's table row whose first cell is label."""
-    for line in (ROOT / "README.md").read_text().splitlines():
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if line.startswith("|") and cells[0] == label:
-            return cells[1:]
-    pytest.fail(f"the README has no table row {label!r}")
-
-
-def test_the_readme_counts_as_many_stages_as_each_dockerfile_has_from_lines():
-    dockerfiles = [cell.strip("`") for cell in readme_row("Dockerfile")]
-    stages = readme_row("Stages (`FROM` lines)")
-    assert sorted(dockerfiles) == sorted(DOCKERFILES)
-    for dockerfile, cell in zip(dockerfiles, stages, strict=True):
-        froms = [line for line in instructions(dockerfile) if line.upper().startswith("FROM ")]
-        assert cell.startswith(f"{len(froms)}:"), f"{dockerfile} has {len(froms)} FROM lines; the README says {cell!r}"
+    assert [row["variant"] for row in builds if row["platform"] == ARM64] == ["production", "secure"]
