@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from containers import ROOT, TABLE
+from test_dockerfiles import instructions
 
 pytestmark = pytest.mark.unit
 
@@ -248,3 +249,21 @@ def test_every_figure_the_readme_quotes_was_measured_by_a_make_command(heading, 
     assert re.search(rf"(?<![\d.,]){re.escape(figure)}(?![\d]|[.,]\d)", measured), (
         f"{heading}: {figure} ({context!r}) is in none of docs/{', docs/'.join(MEASURED_PAGES)}"
     )
+
+
+def readme_row(label: str) -> list[str]:
+    """The cells after the first of the README's table row whose first cell is label."""
+    for line in (ROOT / "README.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] == label:
+            return cells[1:]
+    pytest.fail(f"the README has no table row {label!r}")
+
+
+def test_the_readme_counts_as_many_stages_as_each_dockerfile_has_from_lines():
+    dockerfiles = [cell.strip("`") for cell in readme_row("Dockerfile")]
+    stages = readme_row("Stages (`FROM` lines)")
+    assert sorted(dockerfiles) == sorted(DOCKERFILES)
+    for dockerfile, cell in zip(dockerfiles, stages, strict=True):
+        froms = [line for line in instructions(dockerfile) if line.upper().startswith("FROM ")]
+        assert cell.startswith(f"{len(froms)}:"), f"{dockerfile} has {len(froms)} FROM lines; the README says {cell!r}"
