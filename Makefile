@@ -143,7 +143,7 @@ HARDENING_production := $(NO_PRIVILEGES)
 LOCKDOWN := --read-only --tmpfs /tmp $(NO_PRIVILEGES)
 HARDENING_slim := $(LOCKDOWN)
 HARDENING_secure := $(LOCKDOWN)
-VARIANTS := $(foreach v,naive production slim secure,$(if $(wildcard $(DOCKERFILE_$(v))),$(v)))
+VARIANTS := $(strip $(foreach v,naive production slim secure,$(if $(wildcard $(DOCKERFILE_$(v))),$(v))))
 # The targets of the variants the project does not have, and of the template's lesson and documentation
 # site where they are not in the project either: make help leaves them out.
 MISSING := $(filter-out $(VARIANTS),naive production slim secure)
@@ -178,7 +178,7 @@ help: ## Show this help
 engine: ## Make sure Docker Engine with buildx and Compose runs, or Podman with DOCKER=podman, and can emulate PLATFORM (installs on Debian)
 	@DOCKER="$(DOCKER)" PYTHON="$(PYTHON)" PLATFORM="$(PLATFORM)" scripts/1-setup/ensure-$(ENGINE).sh
 
-base: engine ## Rebuild the stand-in base image now, with Debian's current packages (see Troubleshooting)
+base: engine ## Rebuild now the stand-in base image, made from Debian's packages where no registry answers
 	@DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" scripts/1-setup/base-image.sh --rebuild
 
 build: $(BUILDS) ## Build every variant's image
