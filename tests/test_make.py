@@ -390,15 +390,17 @@ def test_the_created_label_is_the_commits_time_also_where_date_has_no_d(tmp_path
 
 @pytest.mark.unit
 def test_project_env_names_the_images_the_container_and_the_compose_project(tmp_path):
-    makefile_alone(tmp_path, "# renamed\nPROJECT_NAME=my-service\nWSGI_APP=app:app\n")
+    # A name of its own, in the sample and in any copy, the project's own name never a word of it.
+    name = f"{PROJECT_NAME}-renamed"
+    makefile_alone(tmp_path, f"# renamed\nPROJECT_NAME={name}\nWSGI_APP=app:app\n")
     run = make("-n", "run-secure", project=tmp_path)
     must(run, "make -n run-secure")
-    assert "--tag my-service:secure" in run.stdout
-    assert "--name my-service " in run.stdout and "no-new-privileges my-service:secure " in run.stdout
+    assert f"--tag {name}:secure" in run.stdout
+    assert f"--name {name} " in run.stdout and f"no-new-privileges {name}:secure " in run.stdout
     up = make("-n", "up", project=tmp_path)
     must(up, "make -n up")
-    assert "PROJECT_NAME=my-service IMAGE=my-service VARIANT=secure" in up.stdout
-    assert PROJECT_NAME not in run.stdout + up.stdout
+    assert f"PROJECT_NAME={name} IMAGE={name} VARIANT=secure" in up.stdout
+    assert not re.search(rf"(?<![\w-]){re.escape(PROJECT_NAME)}(?![\w-])", run.stdout + up.stdout)
 
 
 @pytest.mark.unit
