@@ -1,4 +1,4 @@
-# One Flask app, four Dockerfiles. `make` lists the targets.
+# One Flask app, an image for each of its Dockerfiles. `make` lists the targets.
 
 # The project's name (PROJECT_NAME) and WSGI entry point (WSGI_APP), from the one file that holds them.
 ifeq ($(wildcard project.env),)
@@ -26,9 +26,9 @@ endif
 DOCKER ?= docker
 # The podman command `make kube-play` starts the pod spec with: DOCKER's when it is Podman.
 PODMAN ?= $(if $(filter podman,$(ENGINE)),$(DOCKER),podman)
-# Image name; the variants are its tags: $(IMAGE):naive, $(IMAGE):production, $(IMAGE):slim, $(IMAGE):secure.
+# Image name; the variants are its tags: $(IMAGE):production, $(IMAGE):secure and the others the table below lists.
 IMAGE ?= $(PROJECT_NAME)
-# The base image of all four Dockerfiles; by default the one they pin, read from Dockerfile.
+# The base image of every Dockerfile; by default the one they pin, read from Dockerfile.
 BASE_IMAGE ?= $(shell awk '/^FROM .* AS python-base$$/ {print $$2}' Dockerfile)
 # The platform to build and run for, such as linux/arm64; empty is the engine's own. Another
 # architecture's runs under QEMU emulation, which `make engine` sets up. Its images are tagged with
@@ -92,6 +92,10 @@ OVERLAY ?= deploy/published
 # https://github.com/acme/orders/.github/workflows/ci.yml@refs/heads/main.
 KEYLESS ?=
 CERTIFICATE_IDENTITY ?=
+# The pages whose markers get the tables of make compare and make bench: the site's reference, or
+# in a copy, which has no site, its README.
+COMPARE_PAGE := $(if $(wildcard docs/conf.py),docs/reference/images.md,README.md)
+BENCH_PAGE := $(if $(wildcard docs/conf.py),docs/reference/measured.md,README.md)
 # Where `make docs` writes the documentation site, and the port `make docs-serve` serves it on.
 DOCS_BUILD ?= docs/_build/html
 DOCS_PORT ?= 8000
@@ -136,8 +140,8 @@ BASE_DIGEST = {{if .RepoDigests}}{{index .RepoDigests 0}}{{else}}{{.Id}}{{end}}
 # The table of variants, which the scripts and the tests read too (make variants): each one's
 # Dockerfile, and the hardening it runs under. Production gets no capabilities and no way to gain
 # them; slim and secure also a read-only root, the lockdown line of the lesson. Every variant gets the
-# same limits. The order is the lesson's.
-VARIANTS := naive production slim secure
+# same limits. The order is the lesson's. A variant is in the table when its Dockerfile is in the
+# project: a copy made with copier has production and secure, and the sample all four.
 DOCKERFILE_naive := Dockerfile.naive
 DOCKERFILE_production := Dockerfile
 DOCKERFILE_slim := Dockerfile.slim
@@ -148,17 +152,24 @@ HARDENING_production := $(NO_PRIVILEGES)
 LOCKDOWN := --read-only --tmpfs /tmp $(NO_PRIVILEGES)
 HARDENING_slim := $(LOCKDOWN)
 HARDENING_secure := $(LOCKDOWN)
+VARIANTS := $(strip $(foreach v,naive production slim secure,$(if $(wildcard $(DOCKERFILE_$(v))),$(v))))
+# The targets of the variants the project does not have, and of the template's lesson and documentation
+# site where they are not in the project either: make help leaves them out.
+MISSING := $(filter-out $(VARIANTS),naive production slim secure)
+ABSENT := $(foreach v,$(MISSING),build-$(v) run-$(v)) \
+	$(if $(wildcard scripts/4-measure/lessons.py),,lessons) $(if $(wildcard docs/conf.py),,docs docs-serve test-docs)
 LIMITS = --memory $(MEMORY) --cpus $(CPUS) --pids-limit $(PIDS)
 BUILDS := $(addprefix build-,$(VARIANTS))
 RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
-.PHONY: help engine base free-8080 compose-present variants images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
+.PHONY: help lesson-present docs-present engine base free-8080 compose-present variants images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
 	lessons registry registry-stop keys push verify up-published test test-unit test-integration test-emulated test-kubernetes kube-play test-template-copy docs docs-serve test-docs lint lock clean
 
 help: ## Show this help
 	@echo "Usage: make TARGET [VAR=value ...]"
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST) \
+	@awk -v absent=' $(strip $(ABSENT)) ' 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / && index(absent, " " $$1 " ") == 0 \
+		{printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST) \
 		| sed -e 's/$$(IMAGE)/$(IMAGE)/; s/$$(PORT)/$(PORT)/; s/$$(VARIANT)/$(VARIANT)/; s/$$(REGISTRY_PORT)/$(REGISTRY_PORT)/' \
 			-e 's|$$(REGISTRY_DIR)|$(REGISTRY_DIR)|; s|$$(KEYS_DIR)|$(KEYS_DIR)|; s|$$(REGISTRY)|$(REGISTRY)|; s|$$(OVERLAY)|$(OVERLAY)|; s|$$(DOCS_BUILD)|$(DOCS_BUILD)|; s|$$(DOCS_PORT)|$(DOCS_PORT)|' \
 			-e 's|$$(PUBLISH_PLATFORM)|$(or $(PUBLISH_PLATFORM),no other)|; s|$$(PUBLISH)|$(PUBLISH)|'
@@ -176,10 +187,10 @@ help: ## Show this help
 engine: ## Make sure Docker Engine with buildx and Compose runs, or Podman with DOCKER=podman, and can emulate PLATFORM (installs on Debian)
 	@DOCKER="$(DOCKER)" PYTHON="$(PYTHON)" PLATFORM="$(PLATFORM)" scripts/1-setup/ensure-$(ENGINE).sh
 
-base: engine ## Rebuild the stand-in base image now, with Debian's current packages (see Troubleshooting)
+base: engine ## Rebuild now the stand-in base image, made from Debian's packages where no registry answers
 	@DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" scripts/1-setup/base-image.sh --rebuild
 
-build: $(BUILDS) ## Build all four images
+build: $(BUILDS) ## Build every variant's image
 
 build-naive: ## Build $(IMAGE):naive from Dockerfile.naive
 build-production: ## Build $(IMAGE):production from Dockerfile
@@ -198,6 +209,10 @@ $(BUILDS): build-%: engine
 	DOCKER="$(DOCKER)" $(PYTHON) scripts/2-build/build_record.py --records $(BUILD_RECORDS) --image $(IMAGE):$*$(ARCH_TAG) \
 		--dockerfile $(DOCKERFILE_$*) --base $$base --base-digest $$base_digest --started $$started \
 		--arg BASE_IMAGE=$$base --arg 'WSGI_APP=$(WSGI_APP)' --arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH)
+
+# A variant whose Dockerfile the project does not have: a copy made with copier has no naive or slim.
+$(foreach v,$(MISSING),build-$(v) run-$(v)):
+	@echo "make: $@ needs $(DOCKERFILE_$(lastword $(subst -, ,$@))), which this project does not have; its images are $(VARIANTS)." >&2; exit 1
 
 run: run-secure ## Run the secure image on http://localhost:$(PORT)
 
@@ -254,7 +269,7 @@ free-8080: engine
 logs: ## Follow the log of the running container
 	@$(DOCKER) logs --follow $(CONTAINER)
 
-# Build whichever of the images is missing, saying so; the inspection targets need all four.
+# Build whichever of the images is missing, saying so; the inspection targets need them all.
 images: engine
 	@log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
 	for v in $(VARIANTS); do $(DOCKER) image inspect $(IMAGE):$$v$(ARCH_TAG) >/dev/null 2>&1 && continue; \
@@ -271,11 +286,11 @@ inspect: images ## Show each image's user, entrypoint, command, healthcheck, por
 
 scan: images $(VENV)/bin/pytest ## Scan the images with Trivy: SBOMs, vulnerabilities, secrets, misconfigurations; pip-audit
 	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/3-ship/scan.py --out $(SCAN_DIR) $(if $(SCAN_STRICT),--strict) \
-		--requirements requirements.txt --report-only $(IMAGE):naive $(foreach v,$(VARIANTS),$(IMAGE):$(v))
+		--requirements requirements.txt $(if $(filter naive,$(VARIANTS)),--report-only $(IMAGE):naive) $(foreach v,$(VARIANTS),$(IMAGE):$(v))
 
 compare: images $(VENV)/bin/pytest ## Compare the images, also for COMPARE_PLATFORM: sizes, layers, user, files, lint
 	@$(if $(COMPARE_PLATFORM),$(MAKE) --no-print-directory images PLATFORM=$(COMPARE_PLATFORM))
-	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/4-measure/compare.py --hadolint $(VENV)/bin/hadolint --page docs/reference/images.md \
+	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/4-measure/compare.py --hadolint $(VENV)/bin/hadolint --page $(COMPARE_PAGE) \
 		$(foreach v,$(VARIANTS),$(IMAGE):$(v)$(ARCH_TAG)=$(DOCKERFILE_$(v)) \
 			$(if $(COMPARE_PLATFORM),$(IMAGE):$(v)$(call arch_tag,$(COMPARE_PLATFORM))=$(DOCKERFILE_$(v))))
 
@@ -284,13 +299,22 @@ bench: engine $(VENV)/bin/pytest ## Measure the images in one run: builds, start
 		apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
 		|| { echo "make: bench needs wrk, the load generator (Debian: apt-get install wrk; macOS: brew install wrk)." >&2; exit 1; }
 	@base=$$(DOCKER="$(DOCKER)" PYTHON="$(PYTHON)" scripts/1-setup/base-image.sh "$(BASE_IMAGE)") || exit 1; \
-	DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/4-measure/bench.py --base "$$base" --page docs/reference/measured.md \
+	DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/4-measure/bench.py --base "$$base" --page $(BENCH_PAGE) \
 		--memory $(MEMORY) --cpus $(CPUS) --pids-limit $(PIDS) $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
 
-lessons: engine $(VENV)/bin/pytest ## Measure what each practice of Dockerfile buys: build it with each undone, side by side (7 min); writes docs/reference/lessons.md
+lessons: lesson-present engine $(VENV)/bin/pytest ## Measure what each practice of Dockerfile buys: build it with each undone, side by side (7 min); writes docs/reference/lessons.md
 	@base=$$(DOCKER="$(DOCKER)" PYTHON="$(PYTHON)" scripts/1-setup/base-image.sh "$(BASE_IMAGE)") || exit 1; \
 	DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/4-measure/lessons.py --base "$$base" --hadolint $(VENV)/bin/hadolint \
 		$(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
+
+# The lesson and the documentation site are the template's: a copy made with copier has neither.
+lesson-present:
+	@test -f scripts/4-measure/lessons.py || { echo "make: lessons measures the template's lesson, which stays in the template" \
+		"this project was copied from (see README.md); this project has no naive or slim image to measure." >&2; exit 1; }
+
+docs-present:
+	@test -f docs/conf.py || { echo "make: the documentation site is the template's, which this project was copied" \
+		"from; this project's documentation is its README.md, which links to the template's site." >&2; exit 1; }
 
 registry: ## Start a registry for make push on 127.0.0.1:$(REGISTRY_PORT), its storage in $(REGISTRY_DIR) (installs it on Debian)
 	@$(PYTHON) scripts/3-ship/publish.py registry start $(REGISTRY_DIR) $(REGISTRY_PORT)
@@ -388,7 +412,7 @@ test-template-copy: free-8080 $(VENV)/bin/pytest ## Reshape a copy as Flask's tu
 
 # Built afresh each time: every page read again, so each warning shows, and no page left over from
 # one renamed or removed.
-docs: $(VENV)/bin/pytest ## Build the documentation site from docs/ into $(DOCS_BUILD); a warning (a broken link or anchor, a missing page) fails it
+docs: docs-present $(VENV)/bin/pytest ## Build the documentation site from docs/ into $(DOCS_BUILD); a warning (a broken link or anchor, a missing page) fails it
 	rm -rf $(DOCS_BUILD)
 	$(VENV)/bin/sphinx-build --fresh-env --fail-on-warning --keep-going --quiet --builder html docs $(DOCS_BUILD) \
 		|| { echo "make: the documentation site did not build; each warning above names the page and line to fix." >&2; exit 1; }
@@ -415,7 +439,7 @@ lock: $(VENV)/bin/pytest ## Re-pin requirements*.txt with hashes from requiremen
 	$(VENV)/bin/uv pip compile --quiet --universal --generate-hashes --python-version 3.11 --no-header \
 		requirements-checkov.in -o requirements-checkov.txt
 
-clean: stop ## Remove the four images and their other-platform builds, the test environment and caches
+clean: stop ## Remove the images and their other-platform builds, the test environment and caches
 	@$(DOCKER) image rm --force $(sort $(foreach v,$(VARIANTS),$(IMAGE):$(v) $(IMAGE):$(v)$(ARCH_TAG) \
 		$(IMAGE):$(v)$(call arch_tag,$(COMPARE_PLATFORM)))) >/dev/null 2>&1 || true
 	rm -rf $(VENV) .pytest_cache .ruff_cache

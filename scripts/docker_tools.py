@@ -12,7 +12,7 @@
   or the container exits;
 - pull() and age_days(): a pull bounded in time, and an image's age, for scripts/1-setup/base-image.sh;
 - variants(): each variant's Dockerfile and hardening flags, read from the Makefile, their one home;
-  hardened(): the variants among them that run hardened;
+  hardened(): the variants among them that run hardened; ci_builds(): the images CI builds;
 - engine_platform() and emulated_platform(): the platform the engine runs natively, as it reports
   it, and of linux/amd64 and linux/arm64 the other one, which it runs under emulation;
 - tool(): a command from Debian's packages at a pinned version, installed if it is missing.
@@ -21,7 +21,8 @@
 `pull SECONDS IMAGE [PLATFORM]` and `age-days IMAGE` are what base-image.sh asks of Python, where
 the shell's tools differ between Linux and macOS (GNU timeout, date -d); `emulated-platform` prints
 the Makefile's default COMPARE_PLATFORM and PUBLISH_PLATFORM; `install NAME` installs one of the
-pinned tools, for scripts/1-setup/ensure-podman.sh.
+pinned tools, for scripts/1-setup/ensure-podman.sh; `ci-matrix` prints CI's build matrix, and
+`ci-images NAME` the IMAGE=DOCKERFILE arguments of compare.py for the images it built.
 """
 
 import functools
@@ -345,6 +346,21 @@ def emulated_platform(native: str) -> str:
     return AMD64 if native == ARM64 else ARM64
 
 
+# The variants CI also builds for linux/arm64, under QEMU: those `make push` publishes for two platforms.
+TWO_PLATFORMS = ("production", "secure")
+
+
+def ci_builds() -> list[dict]:
+    """The images CI builds, from the Makefile's table: every variant for the runner's platform,
+    linux/amd64, which the Makefile's PLATFORM leaves empty, and those of TWO_PLATFORMS the project
+    has for linux/arm64 too, whose tags and artifacts end in -arm64."""
+    table = variants()
+    builds = [{"variant": name, "dockerfile": row["dockerfile"]} for name, row in table.items()]
+    for name in (name for name in TWO_PLATFORMS if name in table):
+        builds.append({"variant": name, "dockerfile": table[name]["dockerfile"], "platform": ARM64, "arch": "-arm64"})
+    return builds
+
+
 def exit_on_failure(main: Callable[[], int], program: str) -> int | str:
     """Run a script's main; a failed command ends it with its message, not a traceback."""
     try:
@@ -357,7 +373,9 @@ USAGE = """usage: docker_tools.py wait PORT CONTAINER SECONDS
        docker_tools.py pull SECONDS IMAGE [PLATFORM]
        docker_tools.py age-days IMAGE
        docker_tools.py emulated-platform
-       docker_tools.py install NAME"""
+       docker_tools.py install NAME
+       docker_tools.py ci-matrix
+       docker_tools.py ci-images NAME"""
 
 
 def main(argv: list[str]) -> int:
@@ -391,6 +409,12 @@ def main(argv: list[str]) -> int:
         except CommandFailed as error:
             print(error, file=sys.stderr)
             return 1
+        return 0
+    if command == "ci-matrix" and not arguments:
+        print(json.dumps({"include": ci_builds()}))
+        return 0
+    if command == "ci-images" and len(arguments) == 1:
+        print(" ".join(f"{arguments[0]}:{b['variant']}{b.get('arch', '')}={b['dockerfile']}" for b in ci_builds()))
         return 0
     print(USAGE, file=sys.stderr)
     return 2

@@ -14,7 +14,7 @@ app = skeleton.init_app(Flask(__name__))
 
 @app.get("/")
 def index():
-    return jsonify(message="Hello from flask-app!")
+    return jsonify(message="Hello, World!")
 
 
 @app.post("/echo")

@@ -1,5 +1,5 @@
 """Shared set-up: the app as the images serve it, through a test client or on a local port, a Docker
-engine, the four images built once, and what the root tests need."""
+engine, the images built once, the control built to hold them against, and what the root tests need."""
 
 import glob
 import os
@@ -16,6 +16,7 @@ from containers import (
     ROOT,
     SECURITY_HEADERS,
     VARIANTS,
+    control_image,
     images_under_test,
     probe_folder,
 )
@@ -106,10 +107,19 @@ def emulated(docker_engine) -> str:
 
 @pytest.fixture(scope="session")
 def images(docker_engine):
-    """The four images, NAME:VARIANT, built once per session or given by FLASK_APP_TEST_IMAGE=NAME
+    """The images of the Makefile's table, NAME:VARIANT, built once per session or given by FLASK_APP_TEST_IMAGE=NAME
     (see images_under_test)."""
     with images_under_test(VARIANTS) as tags:
         yield tags
+
+
+@pytest.fixture(scope="session")
+def control(docker_engine, tmp_path_factory):
+    """The control the tests hold the images against (naive, or in a copy
+    containers.CONTROL_DOCKERFILE): a root image running Flask's development server, without a
+    health check, built once per session."""
+    with control_image(tmp_path_factory.mktemp("control")) as tag:
+        yield tag
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,7 @@ from docker_tools import (
 # The variants, and the lesson's lockdown line, which is how secure runs: the Makefile's table.
 TABLE = variants()
 VARIANTS = tuple(TABLE)
-# The images built to be run hardened: all but naive.
+# The images built to be run hardened: all but naive, which a copy made with copier does not have.
 HARDENED = hardened(TABLE)
 # The security headers with the values the docs promise, on every response; HSTS over HTTPS only.
 # The Content-Security-Policy is the app's own setting (the security_headers fixture adds it).
@@ -119,6 +119,55 @@ def images_under_test(
         yield tags
     finally:
         docker("image", "rm", "--force", *tags.values(), check=False)
+
+
+# The control the tests hold the hardened images against, built by the tests themselves so that no
+# project needs to ship it: every mistake in one Dockerfile, the same as the lesson's naive. It copies the whole context before
+# installing, so a code change reinstalls every dependency; it has no USER, so it runs as root, and
+# no HEALTHCHECK; it keeps the base's setuid programs; and it runs Flask's development server, which
+# warns that it is not for production, names its versions in the Server header and, as PID 1,
+# ignores SIGTERM.
+CONTROL_DOCKERFILE = """ARG BASE_IMAGE=python-base
+FROM {base} AS python-base
+FROM ${{BASE_IMAGE}}
+WORKDIR /app
+COPY . .
+RUN --mount=type=secret,id=ca-bundle \\
+    if [ -f /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi; \\
+    pip install -r requirements.txt
+ARG WSGI_APP
+ENV FLASK_APP=${{WSGI_APP}} \\
+    PYTHONPATH=/app/src
+CMD ["flask", "run", "--host", "0.0.0.0", "--port", "8080", "--no-debug"]
+"""
+
+
+def write_control_dockerfile(folder: Path) -> Path:
+    """The control's Dockerfile: where the project has the lesson's Dockerfile.naive (the sample),
+    that one, whose mistakes are these, so that what the lesson says of naive is what the tests
+    prove; elsewhere (a copy) CONTROL_DOCKERFILE, written in folder on the base the project's
+    Dockerfile pins."""
+    naive = ROOT / "Dockerfile.naive"
+    if naive.exists():
+        return naive
+    base = re.search(r"^FROM (\S+) AS python-base$", (ROOT / "Dockerfile").read_text(), re.MULTILINE).group(1)
+    dockerfile = folder / "Dockerfile.control"
+    dockerfile.write_text(CONTROL_DOCKERFILE.format(base=base))
+    return dockerfile
+
+
+@contextlib.contextmanager
+def control_image(folder: Path, project: Path = ROOT, *make_args: str) -> Iterator[str]:
+    """The control, built from project by its Makefile as production is, from the Dockerfile
+    write_control_dockerfile() puts in folder; its tag, removed at the end."""
+    name = f"{PROJECT_NAME}-control-{uuid.uuid4().hex[:8]}"
+    dockerfile = write_control_dockerfile(folder)
+    try:
+        arguments = (f"IMAGE={name}", f"DOCKERFILE_production={dockerfile}", *make_args)
+        must(make("build-production", *arguments, project=project), "building the control")
+        yield f"{name}:production"
+    finally:
+        docker("image", "rm", "--force", f"{name}:production", check=False)
 
 
 def platform_tag(platform: str) -> str:

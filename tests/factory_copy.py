@@ -1,7 +1,9 @@
 """A copy of the project reshaped as Flask's tutorial shapes an app, for the tests and for
 `make test-template-copy`: a package with a create_app() factory, a blueprint with templates and
 static files, Flask-SQLAlchemy on SQLite under /tmp, the sample app removed, and the entry point
-changed in its one place, project.env.
+changed in its one place, project.env. Like a copy copier makes, it has neither the template's own
+files nor its lesson. It works on a scratch copy of whatever project runs it, a copy made with
+copier too, and adds only the dependencies that project does not pin already.
 
 `python tests/factory_copy.py FOLDER` makes the copy in FOLDER, which must not exist yet.
 """
@@ -13,9 +15,10 @@ from pathlib import Path
 
 from bench import copy_context
 
-# The dependency it adds, pinned as the docs ask: SQLAlchemy's bytecode is what once made two
-# builds of the same copy differ.
-REQUIREMENTS = "Flask-SQLAlchemy==3.1.1\nSQLAlchemy==2.0.44\n"
+# The dependencies it adds, pinned as the docs ask, each unless the project already names it in
+# requirements.in (whose pin then stands): SQLAlchemy's bytecode is what once made two builds of the
+# same copy differ.
+REQUIREMENTS = {"flask-sqlalchemy": "Flask-SQLAlchemy==3.1.1", "sqlalchemy": "SQLAlchemy==2.0.44"}
 # What an app that serves HTML sets: its own pages' styles, images, scripts and fonts may load.
 HTML_CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; font-src 'self'; frame-ancestors 'none'"
@@ -123,15 +126,49 @@ def test_home_page_links_its_stylesheet(app):
 # What copier reads or renders and never copies as it is, and the template's tests of itself
 # (copier.yml's _exclude says why): a copy of the folder leaves them out too, as the docs say.
 TEMPLATE_ONLY = frozenset(
-    {"copier.yml", "project.env.jinja", "{{ _copier_conf.answers_file }}.jinja", "tests/test_template.py"}
+    {
+        "copier.yml",
+        "project.env.jinja",
+        "README.md.jinja",
+        "{{ _copier_conf.answers_file }}.jinja",
+        "tests/test_template.py",
+    }
 )
+# The lesson, which stays in the template: naive and slim, the script that measures each practice,
+# the tests that hold them, and the documentation site, docs/.
+LESSON = frozenset(
+    {
+        "Dockerfile.naive",
+        "Dockerfile.slim",
+        "scripts/4-measure/lessons.py",
+        "tests/structure-naive.yaml",
+        "tests/structure-slim.yaml",
+        "tests/test_basics.py",
+        "tests/test_docs_site.py",
+        "tests/test_lessons.py",
+        "tests/test_docs.py",
+    }
+)
+
+
+def left_out(name: str) -> bool:
+    """Whether a file of the template, by its path relative to it, stays out of a copy."""
+    return name in TEMPLATE_ONLY or name in LESSON or name.startswith("docs/")
+
+
+def requirement_name(line: str) -> str:
+    """The normalized name a requirements line pins (PEP 503), or "" for a comment or a blank line."""
+    match = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line)
+    return re.sub(r"[-_.]+", "-", match.group(1)).lower() if match else ""
 
 
 def make_factory_copy(destination: Path) -> Path:
     """Copy the project to destination and reshape it; return destination. Run `make lock` in it next."""
     copy = copy_context(destination)
-    for name in (*TEMPLATE_ONLY, "src/app.py"):
-        (copy / name).unlink(missing_ok=True)
+    for path in [path for path in copy.rglob("*") if path.is_file()]:
+        if left_out(path.relative_to(copy).as_posix()):
+            path.unlink()
+    (copy / "src/app.py").unlink(missing_ok=True)
     for name, text in FILES.items():
         (copy / name).parent.mkdir(parents=True, exist_ok=True)
         (copy / name).write_text(text)
@@ -140,9 +177,16 @@ def make_factory_copy(destination: Path) -> Path:
         (copy / "src/acme/pages/static" / name).write_bytes(content)
     env = copy / "project.env"
     env.write_text(re.sub(r"^WSGI_APP=.*$", "WSGI_APP=acme:create_app()", env.read_text(), flags=re.MULTILINE))
-    with (copy / "requirements.in").open("a") as requirements:
-        requirements.write(REQUIREMENTS)
+    add_requirements(copy / "requirements.in")
     return copy
+
+
+def add_requirements(requirements_in: Path) -> None:
+    """Append to a requirements.in each of REQUIREMENTS it does not name already: a project that pins
+    SQLAlchemy keeps its own pin, which `make lock` could not reconcile with a second one."""
+    pinned = {requirement_name(line) for line in requirements_in.read_text().splitlines()}
+    with requirements_in.open("a") as requirements:
+        requirements.writelines(f"{line}\n" for name, line in REQUIREMENTS.items() if name not in pinned)
 
 
 if __name__ == "__main__":

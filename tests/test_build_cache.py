@@ -1,4 +1,5 @@
-"""The build cache, as the build reports it: after a one-line change to src/app.py, which steps
+"""The build cache, as the build reports it: after a one-line change to the app's module (the one
+WSGI_APP names in project.env, src/app.py in the sample), which steps
 the builder reuses and which it runs again. BuildKit marks a reused step CACHED in `docker build
 --progress plain`; Podman's builder, Buildah, says `Using cache` after it.
 
@@ -12,7 +13,7 @@ import uuid
 
 import pytest
 from bench import change_one_line, copy_context
-from containers import PROJECT_NAME, docker, make, must
+from containers import PROJECT_NAME, docker, make, must, write_control_dockerfile
 from docker_tools import measured_build, remove_measured
 
 pytestmark = pytest.mark.integration
@@ -44,17 +45,19 @@ def build_steps(output: str) -> list[tuple[str, bool]]:
 @pytest.fixture
 def rebuilt(docker_engine, tmp_path):
     """A function that builds one variant from a copy of the project, then again after a one-line
-    change to src/app.py, and returns the second build's steps; both images are removed afterwards."""
+    change to the app's module, and returns the second build's steps; both images are removed afterwards."""
     project = copy_context(tmp_path / "project")
     name = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
     tags = []
 
-    def rebuild(variant: str) -> list[tuple[str, bool]]:
-        before = make(f"build-{variant}", f"IMAGE={name}-before", project=project)
+    def rebuild(variant: str, *make_args: str) -> list[tuple[str, bool]]:
+        before = make(f"build-{variant}", f"IMAGE={name}-before", *make_args, project=project)
         tags.append(f"{name}-before:{variant}")
         must(before, f"`make build-{variant}` of the copy")
-        change_one_line(project / "src" / "app.py", uuid.uuid4().hex)
-        after = make(f"build-{variant}", f"IMAGE={name}-after", "BUILD_FLAGS=--progress=plain", project=project)
+        change_one_line(project, uuid.uuid4().hex)
+        after = make(
+            f"build-{variant}", f"IMAGE={name}-after", "BUILD_FLAGS=--progress=plain", *make_args, project=project
+        )
         tags.append(f"{name}-after:{variant}")
         must(after, f"`make build-{variant}` of the copy after a one-line change")
         return build_steps(after.stdout + after.stderr)
@@ -72,8 +75,11 @@ def test_a_code_change_reuses_productions_dependency_layer_and_runs_only_the_cop
     assert [reused for instruction, reused in steps if " install --require-hashes " in instruction] == [True], steps
 
 
-def test_a_code_change_makes_naive_reinstall_every_dependency(rebuilt):
-    steps = rebuilt("naive")
+def test_a_code_change_makes_a_control_that_copies_everything_first_reinstall_every_dependency(rebuilt, tmp_path):
+    """The control for the test above: a Dockerfile that copies the whole context before it installs
+    (naive, or in a copy containers.CONTROL_DOCKERFILE), built by the same target in production's place."""
+    dockerfile = write_control_dockerfile(tmp_path)
+    steps = rebuilt("production", f"DOCKERFILE_production={dockerfile}")
     installs = [reused for instruction, reused in steps if "pip install -r requirements.txt" in instruction]
     assert ("COPY . .", False) in steps, steps
     assert installs == [False], steps

@@ -7,12 +7,14 @@ from pathlib import Path
 import compare
 import pytest
 import yaml
-from containers import HARDENED, ROOT, TABLE
+from containers import HARDENED, ROOT, TABLE, write_control_dockerfile
+from docker_tools import ARM64, ci_builds
 
 pytestmark = pytest.mark.unit
 
 HADOLINT = Path(sys.executable).parent / "hadolint"
-# Every variant's Dockerfile, and those meant to be copied: all but naive's, whose mistakes are its lesson.
+# Every variant's Dockerfile, and those meant to be copied: all but naive's, whose mistakes are the
+# lesson (a copy made with copier has no naive).
 DOCKERFILES = tuple(row["dockerfile"] for row in TABLE.values())
 TO_COPY = tuple(TABLE[variant]["dockerfile"] for variant in HARDENED)
 
@@ -27,9 +29,10 @@ def test_hadolint_finds_nothing_in_the_dockerfiles_to_copy(dockerfile):
     assert hadolint_findings(dockerfile) == set()
 
 
-def test_hadolint_flags_exactly_the_lessons_of_the_naive_dockerfile():
-    # DL3057: no HEALTHCHECK. DL3042: pip keeps its cache in the layer.
-    assert hadolint_findings("Dockerfile.naive") == {"DL3057", "DL3042"}
+def test_hadolint_flags_a_control_without_healthcheck_whose_pip_keeps_its_cache(tmp_path):
+    """The control for the test above: naive where the project has it, else
+    containers.CONTROL_DOCKERFILE. DL3057: no HEALTHCHECK. DL3042: pip keeps its cache in the layer."""
+    assert hadolint_findings(write_control_dockerfile(tmp_path)) == {"DL3057", "DL3042"}
 
 
 def test_every_dockerfile_pins_the_same_patch_release_of_python():
@@ -111,18 +114,28 @@ def test_no_run_only_updates_package_lists(dockerfile):
             assert re.search(r"\b(apt-get|apt|apk) (install|add)\b", line), line
 
 
+def test_ci_builds_each_variant_of_the_makefiles_table_from_its_dockerfile():
+    """CI's image job takes its matrix from the variants job, which prints docker_tools.ci_builds():
+    every variant of the table for the runner's platform (PLATFORM left empty), and production and
+    secure for linux/arm64 too."""
+    jobs = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())["jobs"]
+    assert jobs["image"]["strategy"]["matrix"] == "${{ fromJSON(needs.variants.outputs.matrix) }}"
+    assert any("scripts/docker_tools.py ci-matrix" in step.get("run", "") for step in jobs["variants"]["steps"])
+    builds = ci_builds()
+    table = {name: row["dockerfile"] for name, row in TABLE.items()}
+    assert {row["variant"]: row["dockerfile"] for row in builds if "platform" not in row} == table
+    assert all(table[row["variant"]] == row["dockerfile"] for row in builds)
+    assert [row["variant"] for row in builds if row.get("platform") == ARM64] == ["production", "secure"]
+    assert all(row.get("arch") == "-arm64" for row in builds if "platform" in row)
+
+
 def test_ci_builds_each_variant_with_the_makefiles_build_target():
     """One build command for make and CI: the same arguments, labels and build record, so that the
     provenance `make push` attests in CI describes the build that happened."""
     workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
     job = workflow["jobs"]["image"]
-    builds = job["strategy"]["matrix"]["include"]
-    assert {row["variant"] for row in builds} == set(TABLE)
-    published = [row.get("platform") for row in builds if row["variant"] in ("production", "secure")]
-    assert sorted(published, key=str) == [None, None, "linux/arm64", "linux/arm64"]
     [build] = [step for step in job["steps"] if step.get("name") == "Build with the Makefile"]
     assert build["run"] == 'make "build-$VARIANT" PLATFORM="$PLATFORM"'
     assert build["env"] == {"VARIANT": "${{ matrix.variant }}", "PLATFORM": "${{ matrix.platform }}"}
     uses = [step.get("uses", "") for jobs in workflow["jobs"].values() for step in jobs.get("steps", [])]
     assert not [action for action in uses if action.startswith("docker/build-push-action")]
-

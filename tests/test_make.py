@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from containers import DOCKER, PROJECT_NAME, ROOT, VARIANTS, docker, inspect, make, must
+from containers import DOCKER, PROJECT_NAME, ROOT, TABLE, VARIANTS, docker, inspect, make, must
 from docker_tools import WSGI_APP, podman_run_flags
 
 # What `docker pull` prints when it fails, as Docker Engine words it, and whether it means that no
@@ -98,7 +98,7 @@ def base_image(tmp_path: Path, pull_error: str, age_days: int = 2, **env: str) -
         **os.environ,
         "DOCKER": f"env {stub}",  # two words, as DOCKER="sudo docker" would be
         "PYTHON": sys.executable,
-        "STAND_IN": "flask-app-base:debian13",
+        "STAND_IN": "python-stand-in:debian13",
         "STUB_CREATED": created,
         "STUB_PULL_ERROR": pull_error,
         # The packages the script asks for, so that the stand-in is current.
@@ -120,7 +120,7 @@ def base_image(tmp_path: Path, pull_error: str, age_days: int = 2, **env: str) -
 def test_the_stand_in_base_is_used_only_when_no_registry_answers(tmp_path, error, unreachable):
     result = base_image(tmp_path, error)
     if unreachable:
-        assert (result.returncode, result.stdout) == (0, "flask-app-base:debian13\n"), result.stderr
+        assert (result.returncode, result.stdout) == (0, "python-stand-in:debian13\n"), result.stderr
         assert "built 2 days ago" in result.stderr
     else:
         assert result.returncode == 1 and result.stdout == "", result.stderr
@@ -168,7 +168,7 @@ def test_the_bsd_tools_path_has_no_timeout_and_a_date_without_d(bsd_tools):
 def test_base_image_sh_chooses_its_base_without_gnu_timeout_or_date_d(tmp_path, bsd_tools, error, unreachable):
     result = base_image(tmp_path, error, PATH=bsd_tools)
     if unreachable:
-        assert (result.returncode, result.stdout) == (0, "flask-app-base:debian13\n"), result.stderr
+        assert (result.returncode, result.stdout) == (0, "python-stand-in:debian13\n"), result.stderr
         assert "built 2 days ago" in result.stderr
     else:
         assert (result.returncode, result.stdout) == (1, ""), result.stderr
@@ -181,7 +181,7 @@ def test_a_pull_that_hangs_is_stopped_and_the_stand_in_used(tmp_path):
     pid_file = tmp_path / "pull.pid"
     started = time.monotonic()
     result = base_image(tmp_path, "", PULL_TIMEOUT="1", STUB_PULL_PID=str(pid_file))
-    assert (result.returncode, result.stdout) == (0, "flask-app-base:debian13\n"), result.stderr
+    assert (result.returncode, result.stdout) == (0, "python-stand-in:debian13\n"), result.stderr
     assert "no registry answers (the pull did not finish within 1 s)" in result.stderr
     assert time.monotonic() - started < 30
     with pytest.raises(ProcessLookupError):
@@ -217,21 +217,53 @@ def test_a_docker_command_that_does_not_exist_is_named_and_not_blamed_on_a_regis
 
 
 def makefile_alone(folder: Path, project_env: str | None = None) -> None:
-    """The Makefile in a folder of its own, beside a project.env of the given text (none if None)."""
+    """The Makefile in a folder of its own, with the Dockerfiles of its table, beside a project.env of
+    the given text (none if None)."""
     (folder / "Makefile").write_bytes((ROOT / "Makefile").read_bytes())
+    for row in TABLE.values():
+        (folder / row["dockerfile"]).write_bytes((ROOT / row["dockerfile"]).read_bytes())
     if project_env is not None:
         (folder / "project.env").write_text(project_env)
 
 
 @pytest.mark.unit
+def test_the_table_of_variants_follows_the_dockerfiles_the_project_has(tmp_path):
+    """A copy made with copier has Dockerfile and Dockerfile.multistage alone, and neither the lesson's
+    script nor the documentation site: its table, its help and its targets say so."""
+    makefile_alone(tmp_path, (ROOT / "project.env").read_text())
+    for dockerfile in ("Dockerfile.naive", "Dockerfile.slim"):
+        (tmp_path / dockerfile).unlink(missing_ok=True)
+    table = make("--silent", "variants", project=tmp_path)
+    assert [line.split()[:2] for line in table.stdout.splitlines()] == [
+        ["production", "Dockerfile"],
+        ["secure", "Dockerfile.multistage"],
+    ]
+    targets = [
+        line.split()[0] for line in make("help", project=tmp_path).stdout.splitlines()[1:] if line.startswith("  ")
+    ]
+    assert {"build-production", "run-secure", "scan", "bench"} <= set(targets)
+    assert not {"build-naive", "run-naive", "build-slim", "run-slim", "lessons", "docs", "docs-serve"} & set(targets)
+    naive = make("build-naive", project=tmp_path)
+    assert naive.returncode != 0
+    assert "build-naive needs Dockerfile.naive, which this project does not have" in naive.stderr
+    lessons = make("lessons", project=tmp_path)
+    assert lessons.returncode != 0 and "lessons measures the template's lesson" in lessons.stderr
+    docs = make("docs", project=tmp_path)
+    assert docs.returncode != 0 and "the documentation site is the template's" in docs.stderr
+    # -o: the images and the test environment taken as made, so that -n prints scan's own command alone.
+    scan = make("-n", "-o", "images", f"VENV={sys.prefix}", "-o", f"{sys.prefix}/bin/pytest", "scan", project=tmp_path)
+    assert "--report-only" not in scan.stdout and f"{PROJECT_NAME}:secure" in scan.stdout
+
+
+@pytest.mark.unit
 def test_the_image_source_label_drops_credentials_from_the_remote(tmp_path):
     makefile_alone(tmp_path, (ROOT / "project.env").read_text())
-    remote = "https://builder:ghp_s3cretToken@git.example.com/team/flask-app.git"
+    remote = "https://builder:ghp_s3cretToken@git.example.com/team/orders.git"
     subprocess.run(["git", "init", "--quiet", tmp_path], check=True)
     subprocess.run(["git", "-C", tmp_path, "remote", "add", "origin", remote], check=True)
-    dry_run = make("-n", "build-naive", project=tmp_path)
-    must(dry_run, "make -n build-naive")
-    assert "org.opencontainers.image.source=https://git.example.com/team/flask-app.git" in dry_run.stdout
+    dry_run = make("-n", "build-production", project=tmp_path)
+    must(dry_run, "make -n build-production")
+    assert "org.opencontainers.image.source=https://git.example.com/team/orders.git" in dry_run.stdout
     assert "s3cret" not in dry_run.stdout and "builder" not in dry_run.stdout
 
 
@@ -349,24 +381,26 @@ def test_podman_builds_in_dockers_format_and_runs_with_the_flags_the_tests_give_
 @pytest.mark.unit
 def test_the_created_label_is_the_commits_time_also_where_date_has_no_d(tmp_path, bsd_tools):
     makefile_alone(tmp_path, (ROOT / "project.env").read_text())
-    arguments = ("-n", "build-naive", "SOURCE_DATE_EPOCH=1700000000", f"PYTHON={sys.executable}")
+    arguments = ("-n", "build-production", "SOURCE_DATE_EPOCH=1700000000", f"PYTHON={sys.executable}")
     dry_run = make(*arguments, project=tmp_path, env={**os.environ, "PATH": bsd_tools})
-    must(dry_run, "make -n build-naive")
+    must(dry_run, "make -n build-production")
     assert "--label org.opencontainers.image.created=2023-11-14T22:13:20Z " in dry_run.stdout
     assert "illegal option" not in dry_run.stderr
 
 
 @pytest.mark.unit
 def test_project_env_names_the_images_the_container_and_the_compose_project(tmp_path):
-    makefile_alone(tmp_path, "# renamed\nPROJECT_NAME=my-service\nWSGI_APP=app:app\n")
+    # A name of its own, in the sample and in any copy, the project's own name never a word of it.
+    name = f"{PROJECT_NAME}-renamed"
+    makefile_alone(tmp_path, f"# renamed\nPROJECT_NAME={name}\nWSGI_APP=app:app\n")
     run = make("-n", "run-secure", project=tmp_path)
     must(run, "make -n run-secure")
-    assert "--tag my-service:secure" in run.stdout
-    assert "--name my-service " in run.stdout and "no-new-privileges my-service:secure " in run.stdout
+    assert f"--tag {name}:secure" in run.stdout
+    assert f"--name {name} " in run.stdout and f"no-new-privileges {name}:secure " in run.stdout
     up = make("-n", "up", project=tmp_path)
     must(up, "make -n up")
-    assert "PROJECT_NAME=my-service IMAGE=my-service VARIANT=secure" in up.stdout
-    assert "flask-app" not in run.stdout + up.stdout
+    assert f"PROJECT_NAME={name} IMAGE={name} VARIANT=secure" in up.stdout
+    assert not re.search(rf"(?<![\w-]){re.escape(PROJECT_NAME)}(?![\w-])", run.stdout + up.stdout)
 
 
 @pytest.mark.unit
@@ -448,11 +482,11 @@ def test_a_docker_command_with_arguments_works_for_the_engine_and_a_build(docker
     try:
         engine = make("engine", docker_command=two_words)
         assert engine.returncode == 0, engine.stdout + engine.stderr
-        build = make("build-naive", f"IMAGE={image}", docker_command=two_words)
+        build = make("build-production", f"IMAGE={image}", docker_command=two_words)
         assert build.returncode == 0, build.stdout[-3000:] + build.stderr
-        assert f"FLASK_APP={WSGI_APP}" in inspect(f"{image}:naive")["Config"]["Env"]
+        assert f"WSGI_APP={WSGI_APP}" in inspect(f"{image}:production")["Config"]["Env"]
     finally:
-        docker("image", "rm", "--force", f"{image}:naive", check=False)
+        docker("image", "rm", "--force", f"{image}:production", check=False)
 
 
 @contextlib.contextmanager
@@ -469,8 +503,8 @@ def holding_8080(image: str, *labels: str) -> Iterator[str]:
 
 
 @pytest.mark.integration
-def test_the_tests_stop_a_container_make_run_left_on_8080(images):
-    with holding_8080(images["naive"], f"make-run.project={ROOT}") as name:
+def test_the_tests_stop_a_container_make_run_left_on_8080(control):
+    with holding_8080(control, f"make-run.project={ROOT}") as name:
         result = make("free-8080")
         assert result.returncode == 0, result.stderr
         assert f"stopping {name}, the container make run left on port 8080" in result.stdout
@@ -478,8 +512,8 @@ def test_the_tests_stop_a_container_make_run_left_on_8080(images):
 
 
 @pytest.mark.integration
-def test_the_tests_refuse_to_start_while_something_else_holds_8080(images):
-    with holding_8080(images["naive"]) as name:
+def test_the_tests_refuse_to_start_while_something_else_holds_8080(control):
+    with holding_8080(control) as name:
         result = make("free-8080")
         assert result.returncode != 0
         assert f"port 8080, which the tests serve on, is held by the container {name}" in result.stderr
@@ -487,8 +521,8 @@ def test_the_tests_refuse_to_start_while_something_else_holds_8080(images):
 
 
 @pytest.mark.integration
-def test_make_stop_leaves_a_container_it_did_not_start_alone(images):
-    with holding_8080(images["naive"]) as name:
+def test_make_stop_leaves_a_container_it_did_not_start_alone(control):
+    with holding_8080(control) as name:
         result = make("stop", f"CONTAINER={name}")
         assert result.returncode != 0
         assert f"a container named {name} exists that make run did not start" in result.stderr

@@ -120,6 +120,17 @@ def test_goals_are_judged_with_the_gap_of_each_miss(report):
     assert len(report["goals"]) == 21
 
 
+def test_a_report_without_naive_has_no_ratios_to_it(report):
+    """A copy made with copier measures production and secure alone."""
+    variants = {name: report["variants"][name] for name in ("production", "secure")}
+    alone = {**report, "variants": variants, "goals": bench.goals(variants)}
+    assert not [goal for goal in alone["goals"] if "naive" in goal["goal"]]
+    assert len(alone["goals"]) == 11
+    text = bench.markdown(alone)
+    assert "| `production` | `secure` |" in text
+    assert "naive" not in text and "x)" not in text
+
+
 def test_bench_markdown_shows_every_variant_ratio_range_and_goal(report):
     text = bench.markdown(report)
     assert "| `naive` | `production` | `slim` | `secure` |" in text

@@ -51,7 +51,7 @@ PLANTED = {
     ".ONESHELL": ("make", ".ONESHELL:"),
     "$(file ...)": ("make", "$(file >list.txt,$(VARIANTS))"),
     "!=": ("make", "EPOCH != git log -1 --format=%ct"),
-    "::=": ("make", "IMAGE ::= flask-app"),
+    "::=": ("make", "IMAGE ::= my-service"),
     "undefine": ("make", "undefine PLATFORM"),
     "grouped targets": ("make", "docs/bench.json docs/bench.md &: scripts/4-measure/bench.py"),
     "echo -e": ("make", '\t@echo -e "a\\tb"'),

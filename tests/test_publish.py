@@ -656,8 +656,8 @@ def test_registry_stop_leaves_alone_a_process_that_took_the_registrys_number(tmp
 
 @pytest.mark.unit
 def test_what_publishing_keeps_in_the_project_stays_out_of_every_build_context():
-    """The naive image copies the whole build context: the signing key and the registry's storage
-    must never be in it."""
+    """A Dockerfile that copies the whole build context (naive's, the tests' control, a user's) must
+    never find the signing key or the registry's storage in it."""
     makefile = (ROOT / "Makefile").read_text()
     kept = {
         re.search(rf"^{name} \?= (\S+)$", makefile, re.M).group(1).split("/")[0]

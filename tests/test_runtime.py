@@ -395,8 +395,9 @@ def test_requests_gunicorn_cannot_parse_get_its_short_answer_without_a_server_he
     assert headers["Content-Type"] == "text/html" and int(headers["Content-Length"]) == len(body), headers
 
 
-def test_naive_server_header_gives_its_versions_away(images):
-    with running(images["naive"]) as container:
+def test_a_control_on_the_development_server_gives_its_versions_away_in_its_server_header(control):
+    """The control for the hardened images' answers, which name no server."""
+    with running(control) as container:
         assert re.search(r"Werkzeug/\d", container.get("/healthz").headers["Server"])
 
 
@@ -450,17 +451,19 @@ def test_logs_show_neither_the_development_server_nor_debug_mode(images, variant
     assert not re.search(r"development server|Debugger is active|Debug mode: on", logs, re.IGNORECASE), logs
 
 
-def test_naive_cannot_be_put_in_debug_mode_by_its_environment(images):
-    with running(images["naive"], "--env", "FLASK_DEBUG=1") as container:
+def test_the_development_server_with_no_debug_cannot_be_put_in_debug_mode_by_its_environment(control):
+    """flask run --no-debug, as the control runs it, overrides FLASK_DEBUG: the debugger runs any code
+    a visitor sends."""
+    with running(control, "--env", "FLASK_DEBUG=1") as container:
         console = container.get("/console")
         logs = container.logs()
     assert console.status == 404 and b"Werkzeug Debugger" not in console.body
     assert "Debug mode: off" in logs and "Debugger is active" not in logs, logs
 
 
-def test_naive_logs_warn_that_it_runs_the_development_server(images):
-    """The control for the test above: the check does see the banner where it is."""
-    with running(images["naive"]) as container:
+def test_a_control_on_the_development_server_logs_its_warning(control):
+    """The control for the logs test above: the check does see the banner where it is."""
+    with running(control) as container:
         logs = container.logs()
     assert "development server" in logs
 
@@ -498,10 +501,10 @@ def test_slow_header_clients_cannot_starve_the_server(images, variant):
     assert settings.KEEPALIVE - 0.5 <= slow["median_seconds_held"] < settings.KEEPALIVE + 3, result
 
 
-def test_naive_stops_answering_under_slow_header_clients(images):
+def test_a_control_on_the_development_server_stops_answering_under_slow_header_clients(images, control):
     """The control for the test above: the development server gives each connection a thread and
     gives up none; within the process limit, slow clients hold them all and /healthz fails."""
-    result = slow_clients_on(images["naive"], timeout=health_check_timeout(images["production"]))
+    result = slow_clients_on(control, timeout=health_check_timeout(images["production"]))
     healthz = result["healthz"]
     assert healthz["failures"] > healthz["requests"] / 2, result
 

@@ -13,7 +13,7 @@ from docker_tools import MB
 def test_root_greets(client):
     response = client.get("/")
     assert response.status_code == 200
-    assert response.get_json() == {"message": "Hello from flask-app!"}
+    assert response.get_json() == {"message": "Hello, World!"}
 
 
 @pytest.mark.unit
@@ -25,7 +25,7 @@ def test_echo_counts_the_body(client):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_image_greets(images, variant):
     with running(images[variant]) as container:
-        assert container.get("/").json() == {"message": "Hello from flask-app!"}
+        assert container.get("/").json() == {"message": "Hello, World!"}
 
 
 @pytest.mark.integration

@@ -15,10 +15,22 @@ from pathlib import Path
 
 import pytest
 import yaml
-from bench import copy_context
-from containers import LOCKDOWN, PROJECT_NAME, ROOT, docker, inspect, make, must, rename_project, request, running
+from bench import app_module, copy_context
+from containers import (
+    CONTROL_DOCKERFILE,
+    LOCKDOWN,
+    PROJECT_NAME,
+    ROOT,
+    docker,
+    inspect,
+    make,
+    must,
+    rename_project,
+    request,
+    running,
+)
 from docker_tools import WSGI_APP, free_port
-from factory_copy import HTML_CONTENT_SECURITY_POLICY, STATIC, TEMPLATE_ONLY, make_factory_copy
+from factory_copy import HTML_CONTENT_SECURITY_POLICY, STATIC, add_requirements, left_out, make_factory_copy
 
 # A package of the user's: routes that need a wheel with bundled native libraries, time zones, the
 # public CA certificates and the C.UTF-8 locale.
@@ -87,16 +99,6 @@ def project(tmp_path, docker_engine):
             docker("image", "rm", "--force", f"{name}:{variant}", check=False)
 
 
-def entry_point_module(copy: Path) -> Path:
-    """The file of the module project.env's WSGI_APP names: a module's, or a package's __init__.py."""
-    module = Path("src", *WSGI_APP.partition(":")[0].split("."))
-    return (
-        copy / module.with_suffix(".py")
-        if (copy / module.with_suffix(".py")).exists()
-        else copy / module / "__init__.py"
-    )
-
-
 def change_entry_point(copy: Path, entry_point: str) -> None:
     """Name another entry point in the copy's project.env, its one place."""
     env = copy / "project.env"
@@ -128,7 +130,7 @@ def test_a_copy_with_a_package_a_native_dependency_and_its_own_greeting_serves_l
 @pytest.mark.integration
 def test_make_run_reports_at_once_a_container_that_exits_as_it_starts(project):
     copy, name = project
-    app = entry_point_module(copy)
+    app = app_module(copy)
     app.write_text("import myservice  # a package that was never added to src/\n" + app.read_text())
     must(make_in(copy, "build-production", f"IMAGE={name}"), "make build-production")
     container = f"{name}-run"
@@ -280,10 +282,23 @@ def test_copier_copy_writes_the_name_records_its_source_and_copies_every_other_f
     assert answers["project_name"] == "my-service"
 
     tracked = set(filter(None, git("ls-files", "-z", cwd=template).split("\0")))
-    assert files_in(copy) == tracked - TEMPLATE_ONLY | {".copier-answers.yml"}
-    # The Makefile's $$ and {{.Name}}, and every other file but project.env, are not rendered.
-    unchanged = tracked - TEMPLATE_ONLY - {"project.env"}
+    assert files_in(copy) == {name for name in tracked if not left_out(name)} | {"README.md", ".copier-answers.yml"}
+    # The Makefile's $$ and {{.Name}}, and every other file but project.env and the README, are not rendered.
+    unchanged = {name for name in tracked if not left_out(name)} - {"project.env", "README.md"}
     assert [name for name in sorted(unchanged) if (copy / name).read_bytes() != (template / name).read_bytes()] == []
+
+
+@pytest.mark.unit
+def test_the_factory_copy_adds_only_the_dependencies_a_project_does_not_pin_already(tmp_path):
+    requirements_in = tmp_path / "requirements.in"
+    requirements_in.write_text("flask==3.1.2\nsqlalchemy==2.0.58  # the project's own\n")
+    add_requirements(requirements_in)
+    assert (
+        requirements_in.read_text()
+        == "flask==3.1.2\nsqlalchemy==2.0.58  # the project's own\nFlask-SQLAlchemy==3.1.1\n"
+    )
+    add_requirements(requirements_in)
+    assert requirements_in.read_text().count("Flask-SQLAlchemy") == 1
 
 
 @pytest.mark.unit
@@ -307,27 +322,39 @@ def test_a_copy_of_a_plain_folder_leaves_out_what_running_the_template_made(tmp_
 
 
 @pytest.mark.unit
-def test_copier_update_brings_a_template_commit_into_a_copy_and_keeps_the_copys_app_tests_and_dependencies(copied):
+def test_copier_update_merges_a_template_commit_into_a_copy_that_edited_its_app_readme_requirements_and_dockerfile(
+    copied,
+):
     template, copy = copied
-    # The copy makes the sample its own: a greeting, its test, a dependency, and a line of its own
-    # at the end of a template file.
-    edit(copy / "src" / "app.py", "Hello from flask-app!", "Hello from my-service!")
-    edit(copy / "tests" / "test_sample_app.py", "Hello from flask-app!", "Hello from my-service!")
+    # The copy makes the sample its own: a greeting, its test, a dependency, a section of its README,
+    # a label in its Dockerfile, and a line of its own at the end of a template file.
+    edit(copy / "src" / "app.py", "Hello, World!", "Hello from my-service!")
+    edit(copy / "tests" / "test_sample_app.py", "Hello, World!", "Hello from my-service!")
     with (copy / "requirements.in").open("a") as requirements:
         requirements.write("pyzmq==26.4.0\n")
     with (copy / ".dockerignore").open("a") as ignore:
         ignore.write("notes/\n")
-    commit_all(copy, "my-service's greeting, its test and a dependency")
+    with (copy / "README.md").open("a") as readme:
+        readme.write("\n## On call\n\nThe orders team.\n")
+    edit(copy / "Dockerfile", "USER 10001:10001\n", 'LABEL org.opencontainers.image.vendor="Acme"\nUSER 10001:10001\n')
+    commit_all(copy, "my-service's greeting, its test, a dependency, its README and a label")
     own = {name: (copy / name).read_bytes() for name in COPYS_OWN}
 
-    # Later, the template changes a file of its own, the first line of .dockerignore, and the
-    # sample's app, test and dependencies, which the copy must not take.
-    makefile_line = "# One Flask app, four Dockerfiles, kept current with copier update. `make` lists the targets."
-    edit(template / "Makefile", "# One Flask app, four Dockerfiles. `make` lists the targets.", makefile_line)
+    # Later, the template changes files of its own, among them the copy's README's template and the
+    # top of the Dockerfile, and the sample's app, test and dependencies, which the copy must not take.
+    makefile_line = "# One Flask app, an image for each of its Dockerfiles, kept current with copier update."
+    edit(
+        template / "Makefile",
+        "# One Flask app, an image for each of its Dockerfiles. `make` lists the targets.",
+        makefile_line,
+    )
     dockerignore = (template / ".dockerignore").read_text().splitlines()[0]
     edit(template / ".dockerignore", dockerignore, dockerignore + " (the template's)")
-    edit(template / "src" / "app.py", "Hello from flask-app!", "Hello from the sample!")
-    edit(template / "tests" / "test_sample_app.py", "Hello from flask-app!", "Hello from the sample!")
+    edit(template / "README.md.jinja", "## Quick start\n", "## Quick start, in three commands\n")
+    dockerfile = (template / "Dockerfile").read_text().splitlines()[0]
+    edit(template / "Dockerfile", dockerfile, dockerfile + " (the template's)")
+    edit(template / "src" / "app.py", "Hello, World!", "Hello from the sample!")
+    edit(template / "tests" / "test_sample_app.py", "Hello, World!", "Hello from the sample!")
     with (template / "requirements.in").open("a") as requirements:
         requirements.write("itsdangerous==2.2.0\n")
     commit_all(template, "A change the copies should get, and one to the sample's own files")
@@ -337,6 +364,12 @@ def test_copier_update_brings_a_template_commit_into_a_copy_and_keeps_the_copys_
     assert (copy / "Makefile").read_text().splitlines()[0] == makefile_line
     assert (copy / ".dockerignore").read_text().splitlines()[0] == dockerignore + " (the template's)"
     assert (copy / ".dockerignore").read_text().endswith("\nnotes/\n")
+    readme = (copy / "README.md").read_text()
+    assert readme.startswith("# my-service\n") and "\n## Quick start, in three commands\n" in readme
+    assert readme.endswith("\n## On call\n\nThe orders team.\n")
+    merged = (copy / "Dockerfile").read_text()
+    assert merged.splitlines()[0] == dockerfile + " (the template's)"
+    assert 'LABEL org.opencontainers.image.vendor="Acme"\nUSER 10001:10001\n' in merged
     assert [name for name in COPYS_OWN if (copy / name).read_bytes() != own[name]] == [], "update replaced them"
     assert git("ls-files", "--unmerged", cwd=copy) == ""
     assert str(yaml.safe_load((copy / ".copier-answers.yml").read_text())["_commit"]) == described(template)
@@ -346,18 +379,39 @@ def test_copier_update_brings_a_template_commit_into_a_copy_and_keeps_the_copys_
 
 
 @pytest.mark.unit
+def test_copier_update_never_brings_the_lesson_into_a_copy(copied):
+    """A change to the template's lesson (naive, slim, a page of docs/, the measuring script, the
+    sample's README) reaches no copy, and neither does a new page of it."""
+    template, copy = copied
+    before = files_in(copy)
+    lesson = ["Dockerfile.naive", "Dockerfile.slim", "scripts/4-measure/lessons.py", "README.md", "docs/conf.py"]
+    for name in lesson:
+        with (template / name).open("a") as file:
+            file.write("\n# A later lesson.\n")
+    (template / "docs" / "later-lesson.md").write_text("# A later lesson\n")
+    commit_all(template, "A later lesson")
+
+    copier("update", "--defaults", cwd=copy)
+
+    assert files_in(copy) == before
+    assert "A later lesson" not in (copy / "README.md").read_text()
+    assert git("status", "--porcelain", cwd=copy).split() == ["M", ".copier-answers.yml"]
+
+
+@pytest.mark.unit
 def test_copier_update_marks_a_conflict_where_the_copy_and_the_template_changed_the_same_line(copied):
     template, copy = copied
-    edit(copy / "README.md", "# flask-app\n", "# my-service\n")
-    commit_all(copy, "my-service's title")
-    edit(template / "README.md", "# flask-app\n", "# flask-app, the template\n")
-    commit_all(template, "The template's new title")
+    edit(copy / "README.md", "## Quick start\n", "## Run it\n")
+    commit_all(copy, "my-service's heading")
+    edit(template / "README.md.jinja", "## Quick start\n", "## Quick start, in three commands\n")
+    commit_all(template, "The template's new heading")
 
     copier("update", "--defaults", cwd=copy)
 
     readme = (copy / "README.md").read_text()
-    assert readme.startswith(
-        "<<<<<<< before updating\n# my-service\n=======\n# flask-app, the template\n>>>>>>> after updating\n"
+    assert (
+        "<<<<<<< before updating\n## Run it\n=======\n## Quick start, in three commands\n>>>>>>> after updating\n"
+        in readme
     )
     assert git("ls-files", "--unmerged", "README.md", cwd=copy).strip()
 
@@ -407,3 +461,16 @@ def test_what_publishing_keeps_in_the_project_never_goes_into_a_copy_of_the_temp
     overlay = re.search(r"^OVERLAY \?= (\S+)$", makefile, re.M).group(1)
     kept += [f"{overlay}/published.env", f"{overlay}/signer.yaml"]
     assert set(kept) <= set(yaml.safe_load((ROOT / "copier.yml").read_text())["_exclude"])
+
+
+@pytest.mark.unit
+def test_the_control_a_copy_builds_is_the_lessons_naive_without_its_comments():
+    """A copy has no Dockerfile.naive, and its tests build containers.CONTROL_DOCKERFILE instead:
+    the same instructions, so that the controls prove in a copy what they prove of naive here."""
+
+    def instructions(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+    pinned_base = re.search(r"^FROM (\S+) AS python-base$", (ROOT / "Dockerfile").read_text(), re.MULTILINE).group(1)
+    control = CONTROL_DOCKERFILE.format(base=pinned_base)
+    assert instructions(control) == instructions((ROOT / "Dockerfile.naive").read_text())

@@ -4,7 +4,7 @@
 #   scripts/1-setup/base-image.sh IMAGE
 #       IMAGE itself if it is present or can be pulled. Where no registry answers (an offline
 #       machine, a firewall), a stand-in built from Debian's packages with mmdebstrap instead:
-#       Debian 13 with its python3, pip and venv, named localhost/flask-app-base:debian13 (never
+#       Debian 13 with its python3, pip and venv, named localhost/python-stand-in:debian13 (never
 #       python:*; localhost/, which Docker and Podman both read as this machine's own image),
 #       rebuilt once it is a week old or when its package list here changes. A registry that
 #       answers with an error fails the script.
@@ -15,7 +15,7 @@
 #       with a shared libpython), copied to /usr/local: the layout of the official python images.
 #
 # With PLATFORM=os/arch (linux/arm64), the image is that platform's: pulled for it, or a stand-in
-# built from that architecture's packages and named after it (localhost/flask-app-base:debian13-arm64), so
+# built from that architecture's packages and named after it (localhost/python-stand-in:debian13-arm64), so
 # it never takes the place of the engine's own. Building another architecture's stand-in runs
 # its package scripts under QEMU, which `make engine PLATFORM=...` sets up.
 #
@@ -30,7 +30,7 @@ PYTHON=${PYTHON:-python3}
 DOCKER_TOOLS=$(dirname "$0")/../docker_tools.py
 PLATFORM=${PLATFORM:-}
 ARCH=${PLATFORM#*/}
-STAND_IN=${STAND_IN:-localhost/flask-app-base:debian13${PLATFORM:+-${ARCH//\//-}}}
+STAND_IN=${STAND_IN:-localhost/python-stand-in:debian13${PLATFORM:+-${ARCH//\//-}}}
 # Podman, which DOCKER may run: its import takes the platform as --os, --arch and --variant, and its
 # image inspect has no Variant (the architecture's variant is not checked there).
 if "${DOCKER[@]}" --version 2>/dev/null | grep -qi podman; then
@@ -107,7 +107,7 @@ import_rootfs() {
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'ENV LANG=C.UTF-8' \
         --change 'CMD ["python3"]' \
-        --change "LABEL flask-app.stand-in.packages=$packages" \
+        --change "LABEL stand-in.packages=$packages" \
         - "$tag" <"$tarball" >/dev/null
     rm -f "$tarball"
 }
@@ -132,7 +132,7 @@ stand_in_age_days() {
 
 # Print the packages the stand-in was built with, as its label records them.
 stand_in_packages() {
-    "${DOCKER[@]}" image inspect --format '{{index .Config.Labels "flask-app.stand-in.packages"}}' "$STAND_IN" 2>/dev/null
+    "${DOCKER[@]}" image inspect --format '{{index .Config.Labels "stand-in.packages"}}' "$STAND_IN" 2>/dev/null
 }
 
 # shellcheck disable=SC2016

@@ -120,16 +120,16 @@ fi
 # runc. Pinned at priority 100, trixie only supplies the packages asked for by name.
 if [ "${VERSION_CODENAME:-}" = bookworm ]; then
     suite=trixie
-    if [ ! -f /etc/apt/sources.list.d/flask-app-trixie.sources ]; then
+    if [ ! -f /etc/apt/sources.list.d/docker-from-trixie.sources ]; then
         say "adding Debian trixie as an apt source (pinned at priority 100) for Docker Engine 26, buildx and Compose v2."
-        cat >/etc/apt/sources.list.d/flask-app-trixie.sources <<'SOURCES'
+        cat >/etc/apt/sources.list.d/docker-from-trixie.sources <<'SOURCES'
 Types: deb
 URIs: http://deb.debian.org/debian
 Suites: trixie
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SOURCES
-        cat >/etc/apt/preferences.d/flask-app-trixie <<'PIN'
+        cat >/etc/apt/preferences.d/docker-from-trixie <<'PIN'
 Package: *
 Pin: release n=trixie
 Pin-Priority: 100

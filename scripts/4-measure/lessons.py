@@ -251,7 +251,7 @@ def measure(images: dict, contexts: dict, args: argparse.Namespace, run_id: str)
         }
     for round_number in range(1, args.rounds + 1):
         for context in set(contexts.values()):
-            change_one_line(context / "src" / "app.py", f"{run_id} {round_number}")
+            change_one_line(context, f"{run_id} {round_number}")
         for name, (tag, dockerfile) in images.items():
             seconds = build(contexts[name], dockerfile, tag, args.base, args.ca_bundle)
             run = running(tag)
