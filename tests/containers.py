@@ -122,11 +122,11 @@ def images_under_test(
 
 
 # The control the tests hold the hardened images against, built by the tests themselves so that no
-# project needs to ship it: every mistake in one Dockerfile, the same as the lesson's naive. It copies the whole context before
-# installing, so a code change reinstalls every dependency; it has no USER, so it runs as root, and
-# no HEALTHCHECK; it keeps the base's setuid programs; and it runs Flask's development server, which
-# warns that it is not for production, names its versions in the Server header and, as PID 1,
-# ignores SIGTERM.
+# project needs to ship it: every mistake in one Dockerfile, the same as the lesson's naive. It
+# copies the whole context before installing, so a code change reinstalls every dependency; it has
+# no USER, so it runs as root, and no HEALTHCHECK; it keeps the base's setuid programs; and it runs
+# Flask's development server, which warns that it is not for production, names its versions in the
+# Server header and, as PID 1, ignores SIGTERM.
 CONTROL_DOCKERFILE = """ARG BASE_IMAGE=python-base
 FROM {base} AS python-base
 FROM ${{BASE_IMAGE}}
