@@ -131,16 +131,20 @@ def scan_image(trivy: str, image: str, out: Path, vulnerabilities: bool) -> dict
     return summary(report)
 
 
-def pip_audit(requirements: Path) -> tuple[list[str], str | None]:
-    """Check pinned requirements against PyPI's advisories: the vulnerable pins, and why the
-    check could not run, if it could not.
+def run_pip_audit(requirements: Path) -> subprocess.CompletedProcess:
+    """pip-audit on pinned requirements, against PyPI's advisories, its report as JSON on stdout.
 
     --strict makes pip-audit fail when it cannot audit a package, instead of passing it unchecked.
     """
     pip_audit = shutil.which("pip-audit", path=str(Path(sys.executable).parent)) or "pip-audit"
     command = [pip_audit, "--strict", "--require-hashes", "--disable-pip", "--progress-spinner", "off"]
     command += ["--format", "json", "--requirement", str(requirements)]
-    result = subprocess.run(command, capture_output=True, text=True)
+    return subprocess.run(command, capture_output=True, text=True)
+
+
+def pip_audit(requirements: Path) -> tuple[list[str], str | None]:
+    """The vulnerable pins among the requirements, and why pip-audit could not check them, if it could not."""
+    result = run_pip_audit(requirements)
     try:
         dependencies = json.loads(result.stdout)["dependencies"]
     except (json.JSONDecodeError, KeyError):
