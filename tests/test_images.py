@@ -193,6 +193,10 @@ def test_image_runs_the_debian_release_and_python_minor_version_of_the_pinned_ba
     assert answer == ["debian", codename, DEBIAN_VERSIONS[codename], python_minor]
 
 
+# The extra CAs this host trusts, such as a TLS-inspecting proxy's, which a build may use.
+HOST_CAS = glob.glob("/usr/local/share/ca-certificates/**/*.crt", recursive=True)
+
+
 def middle_line(pem: bytes) -> bytes:
     """One full base64 line from the middle of a certificate: unique to it, and found verbatim in
     any PEM file or bundle that holds it."""
@@ -237,23 +241,46 @@ def throwaway_ca_bundle(tmp_path_factory) -> tuple[Path, bytes]:
     return bundle, middle_line(certificate)
 
 
+def build_time_cas(throwaway_ca_bundle: tuple[Path, bytes]) -> tuple[bytes, ...]:
+    """What gives a build-time CA away: a line of the throwaway CA, and of each extra CA the host trusts."""
+    _, needle = throwaway_ca_bundle
+    return (needle, *(middle_line(Path(path).read_bytes()) for path in HOST_CAS))
+
+
 def test_build_time_proxy_cas_stay_out_of_every_image(throwaway_ca_bundle):
     """Build every variant with a CA bundle as a secret, from a clean cache so pip really runs with it,
     and look for that CA, and for any extra CA the host trusts, in every file of every layer of
     every image: a file one layer writes and a later one deletes is still shipped."""
-    bundle, needle = throwaway_ca_bundle
-    needles = [needle] + [
-        middle_line(Path(path).read_bytes())
-        for path in glob.glob("/usr/local/share/ca-certificates/**/*.crt", recursive=True)
-    ]
+    bundle, _ = throwaway_ca_bundle
     name = f"{PROJECT_NAME}-ca-{uuid.uuid4().hex[:8]}"
     try:
         for variant in VARIANTS:
             build(variant, name, f"CA_BUNDLE={bundle}", "BUILD_FLAGS=--no-cache")
-            _, found = image_files(f"{name}:{variant}", needles=tuple(needles), layers=True)
+            _, found = image_files(f"{name}:{variant}", needles=build_time_cas(throwaway_ca_bundle), layers=True)
             assert not found, f"{variant} holds a build-time CA in {sorted(found)}"
     finally:
         docker("image", "rm", "--force", *(f"{name}:{variant}" for variant in VARIANTS), check=False)
+
+
+def test_build_time_ca_check_finds_a_ca_that_a_later_layer_deletes(images, throwaway_ca_bundle, tmp_path):
+    """The control for the test above: an image that copies the CA bundle in one layer and deletes it
+    in the next holds it in no file of its filesystem, and the check finds it all the same."""
+    bundle, _ = throwaway_ca_bundle
+    (tmp_path / "bundle.pem").write_bytes(bundle.read_bytes())
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {images['production']}\n"
+        "USER 0\n"
+        "COPY bundle.pem /tmp/bundle.pem\n"
+        "RUN rm /tmp/bundle.pem\n"
+    )
+    tag = f"{PROJECT_NAME}-ca-control-{uuid.uuid4().hex[:8]}"
+    try:
+        docker("build", "--quiet", "--tag", tag, str(tmp_path), timeout=300)
+        needles = build_time_cas(throwaway_ca_bundle)
+        assert image_files(tag, needles=needles)[1] == set()
+        assert image_files(tag, needles=needles, layers=True)[1] == {"tmp/bundle.pem"}
+    finally:
+        docker("image", "rm", "--force", tag, check=False)
 
 
 @pytest.mark.parametrize("variant", HARDENED)
