@@ -6,7 +6,8 @@ One Trivy scan of each image's `docker save` archive writes, under DIR:
 - NAME.cdx.json, the SBOM: every Debian and Python package in the image, as CycloneDX JSON;
 - NAME.json, Trivy's whole report, and NAME.sarif, the same findings for code scanning.
 The scan looks for known vulnerabilities where Trivy's database can be fetched, for secrets in
-the files, the environment and the build history, and for misconfigurations of the Dockerfile that
+the files of every layer, the environment and the build history (Trivy's rules and those of
+trivy-secret.yaml beside this script), and for misconfigurations of the Dockerfile that
 the history records. With --requirements, pip-audit checks those pins against PyPI's advisories.
 
 It fails on a fixable HIGH or CRITICAL vulnerability, a secret, or a HIGH or CRITICAL
@@ -29,6 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from docker_tools import docker, exit_on_failure
 
 GATING = {"HIGH", "CRITICAL"}
+# Secret rules Trivy applies beside its own: credentials in a URL, and values given to variables
+# named for credentials.
+SECRET_RULES = Path(__file__).resolve().parent / "trivy-secret.yaml"
 
 
 def last_line(output: str) -> str:
@@ -60,7 +64,8 @@ def trivy_report(trivy: str, image: str, work: Path, vulnerabilities: bool) -> d
     report = work / "report.json"
     scanners = "vuln,secret" if vulnerabilities else "secret"
     command = [trivy, "image", "--quiet", "--input", str(archive), "--scanners", scanners]
-    command += ["--image-config-scanners", "misconfig,secret", "--list-all-pkgs", "--format", "json"]
+    command += ["--image-config-scanners", "misconfig,secret", "--secret-config", str(SECRET_RULES)]
+    command += ["--list-all-pkgs", "--format", "json"]
     command += ["--skip-db-update", "--output", str(report)]
     result = subprocess.run(command, capture_output=True, text=True)
     archive.unlink()
