@@ -4,6 +4,7 @@ Every container started here is removed when its `with` block ends, whether the 
 """
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -231,7 +232,7 @@ def growth_per_request(samples_mb: list[float], requests_between: int) -> float:
     sample to the next, each taken after `requests_between` more requests. A leak raises every one
     of them; a transient (one high sample, or a step up that stays) raises one or two, and the
     median ignores them."""
-    rises = [later - earlier for earlier, later in zip(samples_mb, samples_mb[1:], strict=False)]
+    rises = [later - earlier for earlier, later in itertools.pairwise(samples_mb)]
     return statistics.median(rises) * docker_tools.MB / requests_between
 
 

@@ -272,10 +272,7 @@ def test_build_time_ca_check_finds_a_ca_that_a_later_layer_deletes(images, throw
     bundle, _ = throwaway_ca_bundle
     (tmp_path / "bundle.pem").write_bytes(bundle.read_bytes())
     (tmp_path / "Dockerfile").write_text(
-        f"FROM {images['production']}\n"
-        "USER 0\n"
-        "COPY bundle.pem /tmp/bundle.pem\n"
-        "RUN rm /tmp/bundle.pem\n"
+        f"FROM {images['production']}\nUSER 0\nCOPY bundle.pem /tmp/bundle.pem\nRUN rm /tmp/bundle.pem\n"
     )
     tag = f"{PROJECT_NAME}-ca-control-{uuid.uuid4().hex[:8]}"
     try:

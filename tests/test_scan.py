@@ -256,8 +256,12 @@ def failures(output: str) -> list[str]:
 
 @pytest.mark.unit
 def test_make_scan_fails_on_exactly_the_fixable_high_and_critical_findings_and_the_vulnerable_pins(gate):
-    code, output = gate({"a:naive": report_with(), "a:secure": report_with()}, "--report-only", "a:naive",
-                        pip_audit_output=PIP_AUDIT_REPORT)
+    code, output = gate(
+        {"a:naive": report_with(), "a:secure": report_with()},
+        "--report-only",
+        "a:naive",
+        pip_audit_output=PIP_AUDIT_REPORT,
+    )
     assert code == 1, output
     assert failures(output) == [
         "FAIL CRITICAL vulnerability CVE-0000-0001: libssl3t64 3.5.10, fixed in 3.5.11-1~deb13u1",
