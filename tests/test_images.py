@@ -434,7 +434,7 @@ def made_up(length: int) -> str:
     return "".join(random.choices(string.ascii_letters + string.digits, k=length))
 
 
-# Images that leak a secret of each kind, built on naive: what its Dockerfile adds, the build
+# Images that leak a secret of each kind, built on production: what its Dockerfile adds, the build
 # arguments, and the rule of Trivy's (or of scripts/3-ship/trivy-secret.yaml) that must find it.
 # The secrets are made up when the tests start, so that none lies in the repository.
 LEAKS = {
@@ -467,7 +467,7 @@ def test_the_secret_check_finds_a_secret_of_each_kind(images, tmp_path, dockerfi
     subprocess.run(
         ["openssl", "genpkey", "-algorithm", "ed25519", "-out", tmp_path / "key.pem"], check=True, capture_output=True
     )
-    (tmp_path / "Dockerfile").write_text(f"FROM {images['naive']}\n{dockerfile}")
+    (tmp_path / "Dockerfile").write_text(f"FROM {images['production']}\n{dockerfile}")
     arguments = [part for name, value in build_arguments.items() for part in ("--build-arg", f"{name}={value}")]
     tag = f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}:secret"
     try:
