@@ -5,6 +5,7 @@ as, what it leaves out, how it stops.
 """
 
 import glob
+import os
 import random
 import re
 import ssl
@@ -476,6 +477,50 @@ def test_the_secret_check_finds_a_secret_of_each_kind(images, tmp_path, dockerfi
     finally:
         docker("image", "rm", "--force", tag, check=False)
     assert rule in {found_rule for found_rule, _ in found}, found
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def commit_labels() -> dict[str, str]:
+    """The source, version and revision labels an image built from this checkout must carry: make's
+    (the remote without its credentials, or the checkout's folder; git describe; the commit), or in
+    CI the workflow's (its repository, git describe, the commit it runs for)."""
+    describe = ["describe", "--tags", "--always"]
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        source = f"{os.environ['GITHUB_SERVER_URL']}/{os.environ['GITHUB_REPOSITORY']}"
+        version, revision = git(*describe), os.environ["GITHUB_SHA"]
+    else:
+        remote = subprocess.run(["git", "remote", "get-url", "origin"], cwd=ROOT, capture_output=True, text=True)
+        source = re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", r"\1", remote.stdout.strip()) or str(ROOT)
+        version, revision = git(*describe, "--dirty"), git("rev-parse", "HEAD")
+    prefix = "org.opencontainers.image."
+    return {f"{prefix}source": source, f"{prefix}version": version, f"{prefix}revision": revision}
+
+
+def labels_not_of_this_commit(image: str) -> dict[str, tuple[str | None, str]]:
+    """Each commit label of the image that differs from commit_labels(): what it holds, what it should."""
+    labels = inspect(image)["Config"]["Labels"] or {}
+    return {key: (labels.get(key), value) for key, value in commit_labels().items() if labels.get(key) != value}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_image_labels_name_the_commit_it_was_built_from(images, variant):
+    """Images given by FLASK_APP_TEST_IMAGE must be built from the commit checked out, as CI's are."""
+    assert labels_not_of_this_commit(images[variant]) == {}
+
+
+def test_the_label_check_sees_an_image_built_from_another_commit(images):
+    """The control for the test above: production, built again with make as if from another commit
+    of another repository; each of the three labels differs."""
+    name = f"{PROJECT_NAME}-labels-{uuid.uuid4().hex[:8]}"
+    another = {"SOURCE_URL": "https://git.example.org/someone/else", "VERSION": "v0.0.0", "REVISION": "0" * 40}
+    build("production", name, *(f"{key}={value}" for key, value in another.items()))
+    try:
+        assert labels_not_of_this_commit(f"{name}:production").keys() == commit_labels().keys()
+    finally:
+        docker("image", "rm", "--force", f"{name}:production", check=False)
 
 
 @pytest.mark.docker
