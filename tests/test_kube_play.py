@@ -1,6 +1,7 @@
 """make kube-play: the Kubernetes manifests, rendered by kustomize, run with `podman kube play` in a
 Podman store of the test's own, against the secure image built with DOCKER's engine."""
 
+import copy
 import subprocess
 import uuid
 
@@ -16,6 +17,7 @@ CLAIMS = (
     "the readinessProbe's GET /healthz on port 8080 answers 200",
     "the livenessProbe's GET /healthz on port 8080 answers 200",
     "runs as UID 10001 and GID 10001",
+    "does not run as root",
     "holds no capability, nor can gain one",
     "may not gain privileges (no_new_privs)",
     "runs under a seccomp filter (RuntimeDefault)",
@@ -74,3 +76,44 @@ def test_make_kube_play_runs_the_pod_spec_as_the_manifests_ask_and_leaves_nothin
     # The copy of the image the play ran is gone too; Podman's own pause image stays, as it would.
     images = subprocess.run([*podman, "images", "--format", "{{.Repository}}"], capture_output=True, text=True)
     assert images.stdout.split() == ["localhost/podman-pause"], images.stdout
+
+
+def without_read_only_root(container: dict, pod: dict) -> None:
+    del container["securityContext"]["readOnlyRootFilesystem"]
+
+
+def as_root(container: dict, pod: dict) -> None:
+    pod["securityContext"].update(runAsUser=0, runAsGroup=0, runAsNonRoot=False)
+
+
+def with_a_wrong_probe_path(container: dict, pod: dict) -> None:
+    container["readinessProbe"]["httpGet"]["path"] = "/nowhere"
+
+
+# Pod specs the play must refuse, each with the one claim that fails on it.
+BROKEN = {
+    "without readOnlyRootFilesystem": (without_read_only_root, "its root filesystem is read-only"),
+    "running as root": (as_root, "does not run as root"),
+    "with a wrong probe path": (with_a_wrong_probe_path, "the readinessProbe's GET /nowhere on port 8080 answers 200"),
+}
+
+
+@pytest.mark.parametrize(("breaking", "claim"), BROKEN.values(), ids=BROKEN)
+def test_kube_play_fails_a_pod_spec_that_breaks_one_claim_on_that_claim_alone(
+    breaking, claim, secure_image, podman, monkeypatch, capsys, tmp_path
+):
+    """The controls for the test above: the same play, of the rendered manifests with one field
+    changed, says FAILED on the claim that field breaks, ok on every other, and fails."""
+    resources = copy.deepcopy(kube_play.render())
+    pod = kube_play.by_kind(resources, "Deployment")["spec"]["template"]["spec"]
+    breaking(pod["containers"][0], pod)
+    monkeypatch.setattr(kube_play, "PODMAN", podman)
+    # The play points Podman at a containers.conf of its own through this process's environment,
+    # which monkeypatch puts back afterwards.
+    (tmp_path / "containers.conf").write_text(kube_play.CONTAINERS_CONF)
+    monkeypatch.setenv("CONTAINERS_CONF", str(tmp_path / "containers.conf"))
+    code = kube_play.play(f"{secure_image}:secure", resources)
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("kube-play: ")]
+    failed = [line for line in said if "FAILED" in line]
+    assert len(failed) == 1 and failed[0].startswith(f"kube-play: FAILED: {claim} ("), "\n".join(said)
+    assert code == 1, "\n".join(said)

@@ -1,13 +1,15 @@
 """The measuring scripts' own logic, on fixed inputs and a local server: parsing wrk, judging goals,
-writing reports, sending load."""
+writing reports, sending load; and how the runtime tests judge a series of memory samples."""
 
 import logging
+import time
 import xml.etree.ElementTree as ElementTree
 
 import bench
 import clients
 import compare
 import pytest
+from containers import GROWTH_BYTES_PER_REQUEST, growth_per_request
 
 pytestmark = pytest.mark.unit
 
@@ -210,13 +212,47 @@ def test_fixed_rate_sends_every_request_it_is_asked_for_on_time(local_server, ca
     assert requests_served(caplog) == 50
     assert (result["requests"], result["failures"]) == (50, 0)
     assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
-    # 50 a second leaves the generator 20 ms between sends: a shared machine may delay a few.
-    assert result["sent_late"] <= 5, result
+    # 50 a second leaves the generator 20 ms between sends, yet a busy machine may not run it for
+    # over 10 ms now and then: with a load of 8 on 2 CPUs, 6 and 8 of 50 went out late. The bound is
+    # generous; the control below, where every send is late, shows the count is not always low.
+    assert result["sent_late"] < 25, result
 
 
 def test_fixed_rate_counts_the_requests_it_sent_late(local_server, caplog):
-    """The control for the test above: at a rate no Python generator keeps, most go out late, and say so."""
+    """The control for the test above, late by construction on any machine: the generator keeps its
+    schedule by a clock that takes 15 ms to read, and reads it twice per send, due 1 ms apart."""
+
+    def slow_clock() -> float:
+        time.sleep(0.015)
+        return time.monotonic()
+
     caplog.set_level(logging.INFO, logger="werkzeug")
-    result = clients.fixed_rate(local_server, rate=4000, seconds=0.05, path="/healthz", timeout=30)
-    assert requests_served(caplog) == result["requests"] - result["failures"] == 200
-    assert result["sent_late"] > 100, result
+    result = clients.fixed_rate(local_server, rate=1000, seconds=0.02, path="/healthz", clock=slow_clock)
+    assert requests_served(caplog) == result["requests"] - result["failures"] == 20
+    assert result["sent_late"] == 20, result
+
+
+# Memory in MB after each round of requests, recorded from the images serving /healthz (the first,
+# warm-up sample left out, as the runtime test leaves it out).
+STEADY = {
+    "a transient in one sample, 2,504 requests apart": ([42.21, 50.08, 42.07], 2504),
+    "a transient in one sample": ([42.21, 42.34, 42.1, 42.07, 42.3, 42.27, 42.24, 46.31, 41.89], 1000),
+    "two steps up that stay": ([42.41, 42.32, 42.53, 43.64, 43.46, 43.76, 43.47, 50.21, 50.11], 1000),
+    "no transient": ([41.73, 41.96, 41.93, 42.31, 42.04, 42.28, 42.25, 42.06, 41.96], 1000),
+}
+# The same, from an app that keeps 1 KB for every request it answers.
+LEAKING = {
+    "a steady leak": ([44.78, 46.06, 47.55, 48.61, 50.14, 51.08, 52.14, 53.41, 54.47], 1000),
+    "a leak with a transient": ([50.54, 51.86, 52.92, 62.03, 55.62, 56.65, 58.1, 58.96, 60.51], 1000),
+}
+
+
+@pytest.mark.parametrize(("samples", "requests_between"), STEADY.values(), ids=STEADY)
+def test_memory_judged_by_its_trend_lets_a_transient_pass(samples, requests_between):
+    assert growth_per_request(samples, requests_between) <= GROWTH_BYTES_PER_REQUEST
+
+
+@pytest.mark.parametrize(("samples", "requests_between"), LEAKING.values(), ids=LEAKING)
+def test_memory_judged_by_its_trend_fails_a_leak_of_1_kb_a_request(samples, requests_between):
+    """The control for the test above: the same judge sees a leak, a transient or not."""
+    assert growth_per_request(samples, requests_between) > GROWTH_BYTES_PER_REQUEST

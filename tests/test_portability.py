@@ -55,6 +55,8 @@ PLANTED = {
     "undefine": ("make", "undefine PLATFORM"),
     "grouped targets": ("make", "docs/bench.json docs/bench.md &: scripts/4-measure/bench.py"),
     "echo -e": ("make", '\t@echo -e "a\\tb"'),
+    "sed -i on a continued line": ("sh", "sed \\\n    -i 's/a/b/' file"),
+    "timeout on a continued line in a recipe": ("make", "\t@timeout \\\n\t\t30 $(DOCKER) info"),
 }
 
 # Portable lines that look like some of the above: each must pass.
@@ -80,6 +82,7 @@ PORTABLE = {
     "a brace group": ("sh", "{ apt-get update -qq && apt-get install -y wrk; } >/dev/null"),
     "2>&1 |": ("sh", "docker pull python 2>&1 | tail -n 1"),
     "nproc=, a limit's name": ("make", "LIMITS := --ulimit nproc=4096:4096"),
+    "sed -E on a continued line": ("sh", "git remote get-url origin \\\n    | sed -E 's|^(https://)[^@]*@|\\1|'"),
 }
 
 
@@ -120,6 +123,14 @@ def test_the_check_fails_with_the_file_and_line_of_a_planted_timeout(tmp_path, c
     script.write_text(text + 'timeout 180 "${DOCKER[@]}" pull --quiet "$image"\n')
     assert portability.main([str(script)]) == 1
     assert f"{script}:{text.count(chr(10)) + 1}: timeout: macOS has no timeout command" in capsys.readouterr().out
+
+
+@pytest.mark.unit
+def test_the_check_reports_a_continued_construct_at_its_first_line(tmp_path):
+    """Two lines that the check reads as one, since the first ends in a backslash: the script's third
+    and fourth; and the line after them, read on its own."""
+    found = check(tmp_path, "sh", "sed \\\n    -i 's/a/b/' file\nnow=$EPOCHSECONDS")
+    assert [finding.split(": ")[0].rsplit(":", 1)[1] for finding in found] == ["3", "5"], found
 
 
 @pytest.mark.unit

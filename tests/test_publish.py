@@ -655,18 +655,6 @@ def test_registry_stop_leaves_alone_a_process_that_took_the_registrys_number(tmp
 
 
 @pytest.mark.unit
-def test_what_publishing_keeps_in_the_project_stays_out_of_every_build_context():
-    """A Dockerfile that copies the whole build context (naive's, the tests' control, a user's) must
-    never find the signing key or the registry's storage in it."""
-    makefile = (ROOT / "Makefile").read_text()
-    kept = {
-        re.search(rf"^{name} \?= (\S+)$", makefile, re.M).group(1).split("/")[0]
-        for name in ("BUILD_RECORDS", "REGISTRY_DIR", "KEYS_DIR", "PUBLISHED", "OVERLAY")
-    }
-    assert kept <= set((ROOT / ".dockerignore").read_text().splitlines())
-
-
-@pytest.mark.unit
 def test_deploy_files_refuses_a_publication_without_the_image_the_manifests_run(tmp_path, capsys):
     """The overlay runs the secure image: a push of production alone leaves it nothing to deploy."""
     published = tmp_path / "published.json"

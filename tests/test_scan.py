@@ -210,32 +210,38 @@ def test_scan_fails_on_fixable_high_vulnerabilities_secrets_and_high_misconfigur
     ]
 
 
-def finding(gates: bool) -> dict:
-    """One finding as summary() reports it: a fixable CRITICAL vulnerability, or a MEDIUM one."""
-    severity = "CRITICAL" if gates else "MEDIUM"
-    return {"kind": "vulnerability", "id": "CVE-1", "severity": severity, "what": "p 1, fixed in 2", "gates": gates}
+# Trivy's JSON report of the secure image, recorded offline, with vulnerabilities written in Trivy's
+# schema (the database that finds them cannot be fetched offline): fixable and unfixable, CRITICAL,
+# HIGH and lower, in Debian and in Python packages. And pip-audit's JSON report on flask 0.12, pinned
+# with its dependencies, as pip-audit's own formatter writes it.
+RECORDED = ROOT / "tests" / "recorded"
+TRIVY_REPORT = json.loads((RECORDED / "trivy-secure.json").read_text())
+PIP_AUDIT_REPORT = (RECORDED / "pip-audit-flask-0.12.json").read_text()
+# What pip-audit prints for pins with no known vulnerability.
+NO_VULNERABLE_PIN = json.dumps({"dependencies": [{"name": "flask", "version": "3.1.3", "vulns": []}], "fixes": []})
+
+
+def report_with(*vulnerabilities: str) -> dict:
+    """The recorded Trivy report with only the vulnerabilities named (all, if none is named)."""
+    report = json.loads(json.dumps(TRIVY_REPORT))
+    for result in report["Results"]:
+        found = result.get("Vulnerabilities") or []
+        result["Vulnerabilities"] = [v for v in found if not vulnerabilities or v["VulnerabilityID"] in vulnerabilities]
+    return report
 
 
 @pytest.fixture
 def gate(monkeypatch, tmp_path, capsys):
-    """scan.main on images whose findings, pins pip-audit calls vulnerable, and database the test
-    gives, in place of Trivy and pip-audit; what it returns, and what it printed."""
+    """scan.main on images whose Trivy reports, and on requirements whose pip-audit report, the test
+    gives in place of running the two tools; the rest (Trivy's conversions to SBOM and SARIF, reading
+    both reports, the gate) runs as `make scan` runs it. What main returns, and what it printed."""
 
-    def run(findings: dict[str, list], *flags: str, vulnerable_pins: tuple[str, ...] = (), database: bool = True):
-        monkeypatch.setattr(scan, "trivy_command", lambda: "trivy")
+    def run(reports: dict[str, dict], *flags: str, pip_audit_output: str = NO_VULNERABLE_PIN, database: bool = True):
         monkeypatch.setattr(scan, "database_error", lambda trivy: None if database else "no network")
-        monkeypatch.setattr(
-            scan,
-            "scan_image",
-            lambda trivy, image, out, vulnerabilities: {
-                "os": "debian 13",
-                "debian_packages": 1,
-                "python_packages": 1,
-                "findings": findings[image],
-            },
-        )
-        monkeypatch.setattr(scan, "pip_audit", lambda requirements: (list(vulnerable_pins), None))
-        arguments = ["--out", str(tmp_path), "--requirements", "requirements.txt", *flags, *findings]
+        monkeypatch.setattr(scan, "trivy_report", lambda trivy, image, work, vulnerabilities: reports[image])
+        audited = subprocess.CompletedProcess(["pip-audit"], returncode=1, stdout=pip_audit_output, stderr="")
+        monkeypatch.setattr(scan, "run_pip_audit", lambda requirements: audited)
+        arguments = ["--out", str(tmp_path), "--requirements", "requirements.txt", *flags, *reports]
         code = scan.main(arguments)
         printed = capsys.readouterr()
         return code, printed.out + printed.err
@@ -243,25 +249,62 @@ def gate(monkeypatch, tmp_path, capsys):
     return run
 
 
+def failures(output: str) -> list[str]:
+    """The lines main marked FAIL, without their severity's padding."""
+    return [" ".join(line.split()) for line in output.splitlines() if line.strip().startswith("FAIL ")]
+
+
 @pytest.mark.unit
-def test_make_scan_fails_on_a_gating_finding_of_any_image_but_a_report_only_one(gate):
-    code, output = gate({"a:naive": [finding(True)], "a:secure": [finding(False)]}, "--report-only", "a:naive")
+def test_make_scan_fails_on_exactly_the_fixable_high_and_critical_findings_and_the_vulnerable_pins(gate):
+    code, output = gate(
+        {"a:naive": report_with(), "a:secure": report_with()},
+        "--report-only",
+        "a:naive",
+        pip_audit_output=PIP_AUDIT_REPORT,
+    )
+    assert code == 1, output
+    assert failures(output) == [
+        "FAIL CRITICAL vulnerability CVE-0000-0001: libssl3t64 3.5.10, fixed in 3.5.11-1~deb13u1",
+        "FAIL HIGH vulnerability CVE-0000-0003: zlib1g 1.3.dfsg+really1.3.1, fixed in 1:1.3.dfsg+really1.3.1-1+deb13u1",
+        "FAIL HIGH vulnerability CVE-0000-0006: gunicorn 27.0.1, fixed in 27.0.2",
+        "FAIL flask 0.12: PYSEC-2018-66, PYSEC-2019-179",
+    ], output
+    assert "scan: a:secure, requirements.txt failed" in output
+
+
+@pytest.mark.unit
+def test_make_scan_passes_unfixable_and_lower_findings_and_a_report_only_image(gate):
+    """The control for the test above: the same reports, less the findings that gate."""
+    passing = report_with("CVE-0000-0002", "CVE-0000-0004", "CVE-0000-0005", "CVE-0000-0007")
+    code, output = gate({"a:naive": report_with(), "a:secure": passing}, "--report-only", "a:naive")
     assert code == 0, output
-    code, output = gate({"a:naive": [], "a:secure": [finding(True)]}, "--report-only", "a:naive")
-    assert code == 1, output
-    assert "FAIL CRITICAL" in output and "scan: a:secure failed" in output
+    assert failures(output) == [], output
+    assert "CVE-0000-0002: libc6 2.41, no fix yet" in output and "pip-audit: 0 vulnerable pins" in output
 
 
 @pytest.mark.unit
-def test_make_scan_fails_on_a_vulnerable_pin(gate):
-    code, output = gate({"a:secure": []}, vulnerable_pins=("flask 0.12: PYSEC-2018-66",))
+def test_make_scan_fails_on_each_gating_finding_alone(gate):
+    for gating in ("CVE-0000-0001", "CVE-0000-0003", "CVE-0000-0006"):
+        code, output = gate({"a:secure": report_with(gating)})
+        assert code == 1, output
+        [failed] = failures(output)
+        assert gating in failed, output
+    code, output = gate({"a:secure": report_with("CVE-0000-0002")}, pip_audit_output=PIP_AUDIT_REPORT)
     assert code == 1, output
-    assert "FAIL flask 0.12: PYSEC-2018-66" in output and "scan: requirements.txt failed" in output
+    assert failures(output) == ["FAIL flask 0.12: PYSEC-2018-66, PYSEC-2019-179"], output
+
+
+@pytest.mark.unit
+def test_make_scan_writes_the_sbom_and_sarif_of_a_report_with_findings(gate, tmp_path):
+    gate({"a:secure": report_with()})
+    sarif = json.loads((tmp_path / "a-secure.sarif").read_text())
+    assert {result["ruleId"] for result in sarif["runs"][0]["results"]} == {f"CVE-0000-000{n}" for n in range(1, 8)}
+    assert (tmp_path / "a-secure.cdx.json").is_file()
 
 
 @pytest.mark.unit
 def test_make_scan_without_its_database_fails_only_when_strict(gate):
-    assert gate({"a:secure": []}, database=False)[0] == 0
-    code, output = gate({"a:secure": []}, "--strict", database=False)
+    assert gate({"a:secure": report_with("CVE-0000-0002")}, database=False)[0] == 0
+    code, output = gate({"a:secure": report_with("CVE-0000-0002")}, "--strict", database=False)
     assert code == 1, output
     assert "the vulnerability scan could not run, which --strict does not allow" in output

@@ -451,16 +451,31 @@ def test_a_factory_shaped_copy_serves_its_pages_static_files_and_database_locked
 
 
 @pytest.mark.unit
-def test_what_publishing_keeps_in_the_project_never_goes_into_a_copy_of_the_template():
-    """copier copies a template given as a folder with whatever lies in it: not the signing key,
-    the registry's storage, the digests or the overlay's inputs."""
+def test_what_publishing_keeps_in_the_project_never_goes_into_a_copy_of_the_template(tmp_path):
+    """copier copies a template given as a folder with whatever lies in it: given one holding the
+    signing key, the registry's storage, the digests and the overlay's inputs where the Makefile keeps
+    them, the copy has none of them."""
     makefile = (ROOT / "Makefile").read_text()
+    registry, keys, published, overlay, records = (
+        re.search(rf"^{name} \?= (\S+)$", makefile, re.M).group(1)
+        for name in ("REGISTRY_DIR", "KEYS_DIR", "PUBLISHED", "OVERLAY", "BUILD_RECORDS")
+    )
     kept = [
-        re.search(rf"^{name} \?= (\S+)$", makefile, re.M).group(1) for name in ("REGISTRY_DIR", "KEYS_DIR", "PUBLISHED")
+        f"{records}/{PROJECT_NAME}-secure.json",
+        f"{keys}/cosign.key",
+        f"{keys}/cosign.pub",
+        f"{registry}/docker/registry/v2/blobs/sha256/00/data",
+        published,
+        f"{overlay}/published.env",
+        f"{overlay}/signer.yaml",
     ]
-    overlay = re.search(r"^OVERLAY \?= (\S+)$", makefile, re.M).group(1)
-    kept += [f"{overlay}/published.env", f"{overlay}/signer.yaml"]
-    assert set(kept) <= set(yaml.safe_load((ROOT / "copier.yml").read_text())["_exclude"])
+    folder = copy_context(tmp_path / "template")
+    for name in kept:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("kept by make push\n")
+    copy = copier_copy(folder, tmp_path / "my-service")
+    assert (copy / "Makefile").exists()
+    assert [name for name in kept if (copy / name).exists()] == []
 
 
 @pytest.mark.unit

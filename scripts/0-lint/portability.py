@@ -11,11 +11,14 @@ included, whose tools are BSD's rather than GNU's, whose /bin/bash is 3.2 and wh
     python3 scripts/0-lint/portability.py [FILE ...]
 
 checks the files given (pre-commit passes them), or the Makefile, scripts/*/*.sh and .ci/run, and
-prints each finding as FILE:LINE: what, and why. Whole-line comments are not read.
+prints each finding as FILE:LINE: what, and why. A line ending in a backslash is read together with
+the line it continues onto, as the shell and make read it, and reported at its first line.
+Whole-line comments are not read.
 """
 
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,12 +137,29 @@ def rules_for(path: Path, text: str) -> tuple[Rule, ...]:
     return TOOLS
 
 
+def logical_lines(text: str) -> Iterator[tuple[int, str]]:
+    """Each line joined to the lines its trailing backslashes continue it onto, with the number of its first."""
+    pieces: list[str] = []
+    first = 1
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not pieces:
+            first = number
+        if line.endswith("\\"):
+            pieces.append(line[:-1])
+            continue
+        pieces.append(line)
+        yield first, " ".join(pieces)
+        pieces = []
+    if pieces:
+        yield first, " ".join(pieces)
+
+
 def findings(path: Path) -> list[str]:
     """Each line of a file that breaks a rule, as FILE:LINE: what: why."""
     text = path.read_text()
     rules = rules_for(path, text)
     found = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in logical_lines(text):
         if line.lstrip().startswith("#"):
             continue
         for rule in rules:

@@ -8,8 +8,8 @@ PODMAN's when they are not the same engine). What is played differs from what is
 play_rendering() says: one replica, the image, and the container's ports published on 127.0.0.1
 (Podman publishes a port without a hostPort on the same port of every address, so two replicas
 would ask for one host port). It then proves, with the container's own Python, what Kubernetes
-would enforce: it serves on the port the Service names, runs as the manifest's UID and GID with no
-capabilities and no way to gain any, on a read-only root with a writable /tmp, and its probes' path
+would enforce: it serves on the port the Service names, runs as the manifest's UID and GID, not
+root's, with no capabilities and no way to gain any, on a read-only root with a writable /tmp, and its probes' path
 answers; and after `podman kube down` no pod, container or volume of the play is left.
 
 PODMAN is the podman command (it may hold arguments: "podman --root DIR --runroot DIR"), DOCKER
@@ -186,6 +186,7 @@ def prove(resources: list[dict], ports: dict[int, int], container_id: str) -> li
     user, group = str(context["runAsUser"]), str(context["runAsGroup"])
     as_user = set(report["uid"]) == {user} and set(report["gid"]) == {group}
     check(failures, f"runs as UID {user} and GID {group}", as_user, report)
+    check(failures, "does not run as root", "0" not in report["uid"], report["uid"])
     capabilities = report["capabilities"]
     check(failures, "holds no capability, nor can gain one", not any(capabilities.values()), capabilities)
     check(failures, "may not gain privileges (no_new_privs)", report["no_new_privs"] == "1", report["no_new_privs"])
@@ -216,8 +217,8 @@ def app_container(ids: dict[str, list[str]]) -> str:
     return found
 
 
-def play(image: str) -> int:
-    resources = render()
+def play(image: str, resources: list[dict]) -> int:
+    """Play the resources against image, prove what they ask for, take them down; 0 if all held."""
     if PODMAN[0] == "podman":
         tool("podman")
     if not any(Path(path).exists() for path in CATATONIT):
@@ -255,7 +256,7 @@ def main(argv: list[str]) -> int:
         print("usage: kube_play.py IMAGE", file=sys.stderr)
         return 2
     try:
-        return play(argv[0])
+        return play(argv[0], render())
     except CommandFailed as error:
         print(f"kube-play: {error}", file=sys.stderr)
         return 1

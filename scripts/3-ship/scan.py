@@ -6,7 +6,8 @@ One Trivy scan of each image's `docker save` archive writes, under DIR:
 - NAME.cdx.json, the SBOM: every Debian and Python package in the image, as CycloneDX JSON;
 - NAME.json, Trivy's whole report, and NAME.sarif, the same findings for code scanning.
 The scan looks for known vulnerabilities where Trivy's database can be fetched, for secrets in
-the files, the environment and the build history, and for misconfigurations of the Dockerfile that
+the files of every layer, the environment and the build history (Trivy's rules and those of
+trivy-secret.yaml beside this script), and for misconfigurations of the Dockerfile that
 the history records. With --requirements, pip-audit checks those pins against PyPI's advisories.
 
 It fails on a fixable HIGH or CRITICAL vulnerability, a secret, or a HIGH or CRITICAL
@@ -29,6 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from docker_tools import docker, exit_on_failure
 
 GATING = {"HIGH", "CRITICAL"}
+# Secret rules Trivy applies beside its own: credentials in a URL, and values given to variables
+# named for credentials.
+SECRET_RULES = Path(__file__).resolve().parent / "trivy-secret.yaml"
 
 
 def last_line(output: str) -> str:
@@ -60,7 +64,8 @@ def trivy_report(trivy: str, image: str, work: Path, vulnerabilities: bool) -> d
     report = work / "report.json"
     scanners = "vuln,secret" if vulnerabilities else "secret"
     command = [trivy, "image", "--quiet", "--input", str(archive), "--scanners", scanners]
-    command += ["--image-config-scanners", "misconfig,secret", "--list-all-pkgs", "--format", "json"]
+    command += ["--image-config-scanners", "misconfig,secret", "--secret-config", str(SECRET_RULES)]
+    command += ["--list-all-pkgs", "--format", "json"]
     command += ["--skip-db-update", "--output", str(report)]
     result = subprocess.run(command, capture_output=True, text=True)
     archive.unlink()
@@ -131,16 +136,20 @@ def scan_image(trivy: str, image: str, out: Path, vulnerabilities: bool) -> dict
     return summary(report)
 
 
-def pip_audit(requirements: Path) -> tuple[list[str], str | None]:
-    """Check pinned requirements against PyPI's advisories: the vulnerable pins, and why the
-    check could not run, if it could not.
+def run_pip_audit(requirements: Path) -> subprocess.CompletedProcess:
+    """pip-audit on pinned requirements, against PyPI's advisories, its report as JSON on stdout.
 
     --strict makes pip-audit fail when it cannot audit a package, instead of passing it unchecked.
     """
     pip_audit = shutil.which("pip-audit", path=str(Path(sys.executable).parent)) or "pip-audit"
     command = [pip_audit, "--strict", "--require-hashes", "--disable-pip", "--progress-spinner", "off"]
     command += ["--format", "json", "--requirement", str(requirements)]
-    result = subprocess.run(command, capture_output=True, text=True)
+    return subprocess.run(command, capture_output=True, text=True)
+
+
+def pip_audit(requirements: Path) -> tuple[list[str], str | None]:
+    """The vulnerable pins among the requirements, and why pip-audit could not check them, if it could not."""
+    result = run_pip_audit(requirements)
     try:
         dependencies = json.loads(result.stdout)["dependencies"]
     except (json.JSONDecodeError, KeyError):

@@ -23,6 +23,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -218,7 +219,9 @@ def keepalive_crowd(port: int, connections: int = 1000, timeout: float = 30) -> 
 # Steady rate
 
 
-async def _fixed_rate(port: int, rate: float, seconds: float, path: str, timeout: float) -> dict:
+async def _fixed_rate(
+    port: int, rate: float, seconds: float, path: str, timeout: float, clock: Callable[[], float]
+) -> dict:
     loop = asyncio.get_running_loop()
     # Connections between requests, with when each went idle. One idle for over a second is closed
     # instead of reused: the server may be closing it at that moment (its keep-alive timeout).
@@ -242,7 +245,7 @@ async def _fixed_rate(port: int, rate: float, seconds: float, path: str, timeout
             writer.write(request)
             status, keep_alive = await asyncio.wait_for(read_response(reader), timeout)
             if status == 200:
-                latencies.append(loop.time() - due)
+                latencies.append(clock() - due)
             else:
                 failures += 1
             if keep_alive:
@@ -255,11 +258,11 @@ async def _fixed_rate(port: int, rate: float, seconds: float, path: str, timeout
                 writer.close()
 
     tasks = []
-    start = loop.time()
+    start = clock()
     for number in range(round(rate * seconds)):
         due = start + number / rate
-        await asyncio.sleep(max(0, due - loop.time()))
-        late += loop.time() - due > 0.01
+        await asyncio.sleep(max(0, due - clock()))
+        late += clock() - due > 0.01
         tasks.append(asyncio.create_task(one(due)))
     await asyncio.gather(*tasks)
     for _, writer, _ in idle:
@@ -267,9 +270,17 @@ async def _fixed_rate(port: int, rate: float, seconds: float, path: str, timeout
     return {"rate": rate, "seconds": seconds, "sent_late": late, **summary(latencies, failures)}
 
 
-def fixed_rate(port: int, rate: float = 100, seconds: float = 10, path: str = "/", timeout: float = 5) -> dict:
+def fixed_rate(
+    port: int,
+    rate: float = 100,
+    seconds: float = 10,
+    path: str = "/",
+    timeout: float = 5,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict:
     """Send GET path at `rate` a second for `seconds`, open loop; latency counts from each send's due time.
 
-    sent_late counts requests the generator itself sent over 10 ms after their due time.
+    sent_late counts requests the generator itself sent over 10 ms after their due time, by `clock`:
+    the schedule is kept by it, and a clock that is slow to read makes the generator late.
     """
-    return asyncio.run(_fixed_rate(port, rate, seconds, path, timeout))
+    return asyncio.run(_fixed_rate(port, rate, seconds, path, timeout, clock))
