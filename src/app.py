@@ -1,7 +1,7 @@
 """The sample app: a greeting and a route that reads a body, on the template's skeleton.
 
-The images serve it through WSGI_APP in project.env (app:app): gunicorn in production, slim and secure,
-Flask's development server in the naive image. `python src/app.py` runs the development server too.
+The images serve it with gunicorn, through WSGI_APP in project.env (app:app). `python src/app.py`
+runs Flask's development server, for a quick look on the host.
 """
 
 from flask import Flask, jsonify, request

@@ -673,7 +673,7 @@ def a_build_record(**changes) -> dict:
         "org.opencontainers.image.revision": commit,
         "org.opencontainers.image.version": "5c993da",
         "org.opencontainers.image.created": "2026-12-06T10:00:00Z",
-        "org.opencontainers.image.base.name": "localhost/flask-app-base:debian13",
+        "org.opencontainers.image.base.name": "localhost/python-stand-in:debian13",
         "org.opencontainers.image.base.digest": "sha256:" + "ab" * 32,
     }
     return {

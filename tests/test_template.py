@@ -289,6 +289,21 @@ def test_copier_copy_writes_the_name_records_its_source_and_copies_every_other_f
 
 
 @pytest.mark.unit
+def test_a_copy_names_the_template_only_where_it_says_where_it_came_from(copied):
+    """A copy is its own project: its README opens with its name, and outside the README's line and
+    the answers file that say which template it came from, no file names the template's project."""
+    _, copy = copied
+    assert (copy / "README.md").read_text().startswith("# my-service\n")
+    naming = [
+        f"{name}:{number}: {line.strip()}"
+        for name in sorted(files_in(copy) - {".copier-answers.yml"})
+        for number, line in enumerate((copy / name).read_text(errors="replace").splitlines(), start=1)
+        if PROJECT_NAME in line and not line.startswith("Made from the template ")
+    ]
+    assert naming == []
+
+
+@pytest.mark.unit
 def test_the_factory_copy_adds_only_the_dependencies_a_project_does_not_pin_already(tmp_path):
     requirements_in = tmp_path / "requirements.in"
     requirements_in.write_text("flask==3.1.2\nsqlalchemy==2.0.58  # the project's own\n")
