@@ -135,17 +135,19 @@ TEMPLATE_ONLY = frozenset(
     }
 )
 # The lesson, which stays in the template: naive and slim, the script that measures each practice,
-# the tests that hold them, and the documentation site, docs/.
+# the peer bench measures beside the images, the tests that hold them, and the documentation site, docs/.
 LESSON = frozenset(
     {
         "Dockerfile.naive",
         "Dockerfile.slim",
         "scripts/4-measure/lessons.py",
+        "scripts/4-measure/peer/Dockerfile",
         "tests/structure-naive.yaml",
         "tests/structure-slim.yaml",
         "tests/test_basics.py",
         "tests/test_docs_site.py",
         "tests/test_lessons.py",
+        "tests/test_peer.py",
         "tests/test_docs.py",
     }
 )

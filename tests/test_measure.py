@@ -1,5 +1,6 @@
-"""The measuring scripts' own logic, on fixed inputs and a local server: parsing wrk, judging goals,
-writing reports, sending load; and how the runtime tests judge a series of memory samples."""
+"""The measuring scripts' own logic, on fixed inputs and a local server: parsing wrk, strace and the
+in-process limit, judging goals, writing reports, sending load; and how the runtime tests judge a
+series of memory samples."""
 
 import logging
 import time
@@ -8,6 +9,7 @@ import xml.etree.ElementTree as ElementTree
 import bench
 import clients
 import compare
+import floor
 import pytest
 from containers import GROWTH_BYTES_PER_REQUEST, growth_per_request
 
@@ -56,8 +58,8 @@ def spread(median, low=None, high=None):
     return {"min": low if low is not None else median, "median": median, "max": high if high is not None else median}
 
 
-def variant(size_mb, warm, startup, memory_mb, rps, p99, slow_failures=0, slow_p99=20.0, crowd_failures=0):
-    load = {
+def load_at(rps, p99):
+    return {
         "requests_per_second": rps,
         "p50_ms": p99 / 2,
         "p99_ms": p99,
@@ -68,6 +70,12 @@ def variant(size_mb, warm, startup, memory_mb, rps, p99, slow_failures=0, slow_p
             "p99_ms": spread(p99),
         },
     }
+
+
+def variant(size_mb, warm, startup, memory_mb, rps, p99, slow_failures=0, slow_p99=20.0, crowd_failures=0, inside=0):
+    """One image's measurements; inside is its requests/s with wrk in its network namespace (rps
+    plus half again by default)."""
+    load = load_at(rps, p99)
     healthz = {"requests": 190, "failures": slow_failures, "p50_ms": slow_p99, "p99_ms": slow_p99, "max_ms": slow_p99}
     return {
         "size_bytes": size_mb * compare.MB,
@@ -75,6 +83,7 @@ def variant(size_mb, warm, startup, memory_mb, rps, p99, slow_failures=0, slow_p
         "startup": {"median_seconds": startup, "spread": spread(startup)},
         "idle_memory": {"median_bytes": memory_mb * compare.MB, "spread": spread(memory_mb * compare.MB)},
         "load": {str(c): load for c in (1, 16, 64)},
+        "load_namespace": {str(c): load_at(inside or rps * 1.5, p99) for c in (1, 16, 64)},
         "fixed_rate": {"rate": 100, "p50_ms": spread(2.0, 1.9, 2.2), "p99_ms": spread(9.0, 8.0, 12.0), "failures": 0},
         "slow_clients": {
             "healthz": healthz,
@@ -88,14 +97,25 @@ def variant(size_mb, warm, startup, memory_mb, rps, p99, slow_failures=0, slow_p
     }
 
 
+# The in-process limit, and what secure's server opened of what it holds.
+LIMIT = {"image": "production", "calls_per_second": 5000.0, "spread": spread(5000.0, 4900.0, 5100.0)}
+FLOOR = {
+    "opened": {"files": 378, "bytes": 30 * compare.MB},
+    "held": {"files": 1527, "bytes": 34 * compare.MB},
+    "unopened_by_folder": {"/usr/lib/python3.13": 3_500_000, "/etc/ssl/certs": 222_073},
+}
+
+
 @pytest.fixture
 def report():
-    """A report in which the slim and secure images meet every goal and production misses three."""
+    """A report in which the slim and secure images meet every goal, production misses four, and
+    the peer, which is held to none, would miss many."""
     variants = {
         "naive": variant(240, 6.0, 0.7, 20, 500, 300, slow_failures=190, slow_p99=None, crowd_failures=1000),
-        "production": variant(239, 0.5, 0.9, 45, 900, 120, slow_p99=300.0),
+        "production": variant(239, 0.5, 0.9, 45, 900, 120, slow_p99=300.0, inside=1400),
         "slim": variant(238, 0.5, 0.9, 45, 1100, 90),
-        "secure": variant(34, 1.5, 0.8, 45, 1100, 90),
+        "secure": variant(34, 1.5, 0.8, 45, 1100, 90, inside=1600),
+        "peer": variant(284, 0.7, 0.7, 35, 700, 400, slow_failures=150, slow_p99=4000.0, crowd_failures=1000),
     }
     return {
         "date": "2026-01-01",
@@ -107,8 +127,11 @@ def report():
         "load_seconds": 10,
         "connections": [1, 16, 64],
         "fixed_rate": 100,
+        "slow_seconds": 20,
+        "limit": LIMIT,
+        "floor": FLOOR,
         "variants": variants,
-        "goals": bench.goals(variants),
+        "goals": bench.goals(variants, LIMIT, FLOOR),
     }
 
 
@@ -118,16 +141,30 @@ def test_goals_are_judged_with_the_gap_of_each_miss(report):
         "production: throughput at 64 connections, times naive's": "missed by 0.20 x",
         "production: p99 latency at 64 connections, as a share of naive's": "missed by 0.07 x",
         "production: /healthz p99 under 256 slow-header clients": "missed by 50.0 ms",
+        "production: requests/s at 16 connections in its network namespace, as a share of the limit": "missed by 2 %",
     }
-    assert len(report["goals"]) == 21
+    assert len(report["goals"]) == 23
+
+
+def test_the_peer_is_held_to_no_goal(report):
+    """The peer is what a user would build instead: measured beside the images, judged by none of their goals."""
+    assert not [goal for goal in report["goals"] if "peer" in goal["goal"]]
+
+
+def test_secure_size_goal_is_a_quarter_above_the_bytes_its_server_opens(report):
+    [size] = [goal for goal in report["goals"] if goal["goal"].startswith("secure image size")]
+    assert size["target"] == pytest.approx(1.25 * 30)
+    assert size["measured"] == 34 and size["met"]
+    without = bench.goals(report["variants"], LIMIT, None)
+    assert not [goal for goal in without if goal["goal"].startswith("secure image size")]
 
 
 def test_a_report_without_naive_has_no_ratios_to_it(report):
     """A copy made with copier measures production and secure alone."""
     variants = {name: report["variants"][name] for name in ("production", "secure")}
-    alone = {**report, "variants": variants, "goals": bench.goals(variants)}
+    alone = {**report, "variants": variants, "goals": bench.goals(variants, LIMIT, FLOOR)}
     assert not [goal for goal in alone["goals"] if "naive" in goal["goal"]]
-    assert len(alone["goals"]) == 11
+    assert len(alone["goals"]) == 13
     text = bench.markdown(alone)
     assert "| `production` | `secure` |" in text
     assert "naive" not in text and "x)" not in text
@@ -135,15 +172,86 @@ def test_a_report_without_naive_has_no_ratios_to_it(report):
 
 def test_bench_markdown_shows_every_variant_ratio_range_and_goal(report):
     text = bench.markdown(report)
-    assert "| `naive` | `production` | `slim` | `secure` |" in text
+    assert "| `naive` | `production` | `slim` | `secure` | `peer` |" in text
     assert "1,100 [1,050-1,150] (2.2x)" in text
     assert "| p99 at 100/s, open loop | 9.0 [8.0-12.0] ms |" in text
     assert (
         "| /healthz under 256 slow-header clients (20 s) | 190 of 190 failed | 0 of 190 failed, p99 300.0 ms |" in text
     )
-    assert "| secure image size | 35.00 MB | 34.00 MB | yes |" in text
+    assert "| secure image size, at most 1.25 times the bytes its server opens | 37.50 MB | 34.00 MB | yes |" in text
     assert "| secure: /healthz failures under 256 slow-header clients | 0 | 0 | yes |" in text
     assert "no, missed by 0.20 x" in text
+
+
+def test_bench_markdown_shows_the_limit_and_each_share_of_it(report):
+    text = bench.markdown(report)
+    assert "| the app's own WSGI call in-process, calls/s: the limit |  | 5,000 [4,900-5,100] |  |  |  |" in text
+    assert (
+        "| requests/s at 16, wrk in the container's network namespace | 750 [700-800] | 1,400 [1,350-1,450] |" in text
+    )
+    # naive: 500 of 5,000 through the published port, 750 inside; production: 900 and 1,400.
+    assert "| share of the limit at 16: published port / namespace | 10% / 15% | 18% / 28% |" in text
+    assert (
+        "| secure: requests/s at 16 connections in its network namespace, as a share of the limit | 30 % | 32 % |"
+        in text
+    )
+
+
+def test_bench_markdown_shows_what_secure_opens_beside_what_it_holds(report):
+    text = bench.markdown(report)
+    assert "| files its server opens, of those it holds |  |  |  | 378 of 1,527 files, 30.0 of 34.0 MB |  |" in text
+    assert "| `/usr/lib/python3.13` | 3.50 |" in text
+
+
+def test_parse_in_process_reads_the_calls_and_their_rate():
+    output = "a warning on stderr's way\n" + '{"calls": 120000, "seconds": 10.0}\n'
+    assert bench.parse_in_process(output) == {"calls": 120000, "seconds": 10.0, "calls_per_second": 12000.0}
+
+
+def test_the_peer_context_has_the_app_and_requirements_but_not_gunicorn_conf(tmp_path):
+    """gunicorn reads ./gunicorn.conf.py by itself: in the peer's context it would replace gunicorn's defaults."""
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    for name in ("app.py", "settings.py", "gunicorn.conf.py"):
+        (project / "src" / name).write_text(f"# {name}\n")
+    (project / "requirements.txt").write_text("flask==3.1.3\n")
+    context = bench.peer_context(project, tmp_path / "peer")
+    assert sorted(path.name for path in context.iterdir()) == ["app.py", "requirements.txt", "settings.py"]
+
+
+# strace's output (-f, -y) as floor.py runs it: env and nsenter on the host first, then the server
+# inside the container, which forks a worker.
+STRACE = """\
+101 execve("/usr/bin/env", ["env", "-i"], 0x7ffd /* 9 vars */) = 0
+101 openat(AT_FDCWD</tmp>, "/usr/lib/locale/C.utf8/LC_CTYPE", O_RDONLY|O_CLOEXEC) = 3</usr/lib/locale/C.utf8/LC_CTYPE>
+101 execve("/usr/bin/nsenter", ["/usr/bin/nsenter", "--target", "7"], 0x7ffd /* 8 vars */) = 0
+101 openat(AT_FDCWD</tmp>, "/proc/7/ns/net", O_RDONLY) = 5<net:[4026532253]>
+102 execve("/opt/venv/bin/gunicorn", ["/opt/venv/bin/gunicorn"], 0x7ffd /* 8 vars */) = 0
+102 openat(AT_FDCWD</app>, "/etc/ld.so.cache", O_RDONLY|O_CLOEXEC) = 3</etc/ld.so.cache>
+102 openat(AT_FDCWD</app>, "/usr/lib/python3.13/gone.pyc", O_RDONLY|O_CLOEXEC) = -1 ENOENT (No such file or directory)
+102 openat(AT_FDCWD</app>, "gunicorn.conf.py", O_RDONLY|O_CLOEXEC) = 3</app/gunicorn.conf.py>
+103 openat(4</opt/venv/lib>, "site.pyc", O_RDONLY|O_CLOEXEC) = 5</opt/venv/lib/site.pyc>
+103 open("relative.txt", O_RDONLY) = 6</app/relative.txt>
+"""
+
+
+def test_floor_reads_what_the_server_opened_inside_and_not_what_nsenter_did():
+    assert floor.opened_paths(STRACE, "/app") == [
+        ("exec", "/opt/venv/bin/gunicorn"),
+        ("open", "/etc/ld.so.cache"),
+        ("open", "/app/gunicorn.conf.py"),
+        ("open", "/opt/venv/lib/site.pyc"),
+        ("open", "/app/relative.txt"),
+    ]
+
+
+def test_floor_sums_the_bytes_opened_beside_those_held_each_file_once():
+    held = {"/bin/python": 100, "/lib/libc.so": 50, "/lib/unused.so": 30, "/usr/share/zoneinfo/UTC": 5}
+    opened = ["/bin/python", "/lib/libc.so", "/bin/python", "/proc/self/status"]
+    summary = floor.summarize(opened, held, depth=1)
+    assert summary["opened"] == {"files": 2, "bytes": 150}
+    assert summary["held"] == {"files": 4, "bytes": 185}
+    assert summary["unopened_by_folder"] == {"/lib": 30, "/usr": 5}
 
 
 def image_row(image, size_mb, compressed_mb, layers, user, healthcheck, files, shell, findings, platform="linux/amd64"):
