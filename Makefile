@@ -294,10 +294,15 @@ compare: images $(VENV)/bin/pytest ## Compare the images, also for COMPARE_PLATF
 		$(foreach v,$(VARIANTS),$(IMAGE):$(v)$(ARCH_TAG)=$(DOCKERFILE_$(v)) \
 			$(if $(COMPARE_PLATFORM),$(IMAGE):$(v)$(call arch_tag,$(COMPARE_PLATFORM))=$(DOCKERFILE_$(v))))
 
-bench: engine $(VENV)/bin/pytest ## Measure the images in one run: builds, start-up, memory, load, slow clients (~10 min)
+# wrk loads the servers, also from inside a container's network namespace (nsenter, root); strace
+# records the files secure's server opens.
+bench: engine $(VENV)/bin/pytest ## Measure the images and docker init's peer in one run: builds, start-up, memory, load and its limit, slow clients, files opened (~30 min; Linux, root)
 	@command -v wrk >/dev/null || { echo "Installing wrk, the load generator, from Debian's packages."; \
 		apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
-		|| { echo "make: bench needs wrk, the load generator (Debian: apt-get install wrk; macOS: brew install wrk)." >&2; exit 1; }
+		|| { echo "make: bench needs wrk, the load generator (Debian: apt-get install wrk)." >&2; exit 1; }
+	@command -v strace >/dev/null || { echo "Installing strace, which records the files a server opens, from Debian's packages."; \
+		apt-get update -qq && apt-get install -y -qq strace >/dev/null; } \
+		|| { echo "make: bench needs strace, which records the files a server opens (Debian: apt-get install strace)." >&2; exit 1; }
 	@base=$$(DOCKER="$(DOCKER)" PYTHON="$(PYTHON)" scripts/1-setup/base-image.sh "$(BASE_IMAGE)") || exit 1; \
 	DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/4-measure/bench.py --base "$$base" --page $(BENCH_PAGE) \
 		--memory $(MEMORY) --cpus $(CPUS) --pids-limit $(PIDS) $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))

@@ -534,6 +534,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         raise SystemExit("bench: wrk is not installed (Debian: apt-get install wrk; `make bench` installs it)")
+    # wrk inside a container's network namespace, and the server under strace inside its others.
+    if os.geteuid() != 0 or not shutil.which("nsenter") or not shutil.which("strace"):
+        raise SystemExit(
+            "bench: it enters the containers' namespaces with nsenter and traces a server with strace, "
+            "which need Linux, root, and both tools (Debian: apt-get install util-linux strace)"
+        )
     limits = ["--memory", args.memory, "--cpus", args.cpus, "--pids-limit", args.pids_limit]
     prefix = f"{PROJECT_NAME}-bench-{uuid.uuid4().hex[:8]}"
     tags = {variant: f"{prefix}:{variant}" for variant in VARIANTS}
