@@ -151,7 +151,8 @@ def root_user() -> None:
     """Root, for the tests marked root; they fail with this reason elsewhere."""
     if os.geteuid() != 0:
         pytest.fail(
-            "this test runs ldconfig -r, chroot and chown, which need root: run it as root, or run `make test-unit`."
+            "this test needs root (it runs ldconfig -r, chroot and chown, or nsenter and strace): "
+            "run it as root, or run `make test-unit`."
         )
 
 
