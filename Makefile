@@ -197,6 +197,8 @@ build-production: ## Build $(IMAGE):production from Dockerfile
 build-slim: ## Build $(IMAGE):slim from Dockerfile.slim
 build-secure: ## Build $(IMAGE):secure from Dockerfile.multistage
 # After the build, its record: what make push attests as the image's provenance (build_record.py).
+# A Dockerfile with a build stage builds that stage again, from the cache the build just filled, so
+# that the record lists what it installed and the image does not ship (secure's binutils).
 $(BUILDS): build-%: engine
 	@base=$$(DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" PYTHON="$(PYTHON)" scripts/1-setup/base-image.sh "$(BASE_IMAGE)") || exit 1; \
 	base_digest=$$($(DOCKER) image inspect --format '$(BASE_DIGEST)' $$base) || exit 1; \
@@ -206,9 +208,13 @@ $(BUILDS): build-%: engine
 		--build-arg BASE_IMAGE=$$base --build-arg 'WSGI_APP=$(WSGI_APP)' $(SECRET) $(STAMP) \
 		--label org.opencontainers.image.base.name=$$base --label org.opencontainers.image.base.digest=$${base_digest#*@} . \
 	|| { echo "make: building $(IMAGE):$*$(ARCH_TAG) failed; the step marked ERROR above is the one that failed." >&2; exit 1; }; \
+	stage=; if grep -Eq '^FROM .* AS build$$' $(DOCKERFILE_$*); then \
+		stage=$$($(DOCKER) build --quiet $(PLATFORM_FLAG) $(BUILD_FORMAT) --file $(DOCKERFILE_$*) --target build \
+			--build-arg BASE_IMAGE=$$base --build-arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(SECRET) .) || exit 1; fi; \
 	DOCKER="$(DOCKER)" $(PYTHON) scripts/2-build/build_record.py --records $(BUILD_RECORDS) --image $(IMAGE):$*$(ARCH_TAG) \
-		--dockerfile $(DOCKERFILE_$*) --base $$base --base-digest $$base_digest --started $$started \
-		--arg BASE_IMAGE=$$base --arg 'WSGI_APP=$(WSGI_APP)' --arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH)
+		--dockerfile $(DOCKERFILE_$*) --base $$base --base-digest $$base_digest --started $$started $${stage:+--build-stage $$stage} \
+		--arg BASE_IMAGE=$$base --arg 'WSGI_APP=$(WSGI_APP)' --arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH); recorded=$$?; \
+	[ -z "$$stage" ] || $(DOCKER) image rm $$stage >/dev/null; exit $$recorded
 
 # A variant whose Dockerfile the project does not have: a copy made with copier has no naive or slim.
 $(foreach v,$(MISSING),build-$(v) run-$(v)):

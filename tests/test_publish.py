@@ -360,6 +360,14 @@ def test_the_provenance_names_the_build_that_happened(published, keys, snapshot)
         # The secure image ships media-types' /etc/mime.types, which its build stage installs.
         media_types = dependencies["media-types"]["uri"]
         assert re.fullmatch(r"pkg:deb/debian/media-types@[^?]+\?arch=all", media_types), media_types
+        # Its build stage installs binutils, which it does not ship: a rebuild needs it, at this version.
+        pinned_binutils = re.search(r"binutils=(\S+)", (snapshot.folder / "Dockerfile.multistage").read_text()).group(1)
+        assert dependencies["binutils"] == {
+            "name": "binutils",
+            "uri": f"pkg:deb/debian/binutils@{pinned_binutils}?arch={platform.rpartition('/')[2]}",
+            "annotations": {"shipped": False},
+        }
+        assert "binutils" not in {d["name"] for d in definition["resolvedDependencies"] if "annotations" not in d}
         started, finished = (run["metadata"][key] for key in ("startedOn", "finishedOn"))
         assert labels["org.opencontainers.image.created"] <= started <= finished
 
@@ -685,6 +693,7 @@ def a_build_record(**changes) -> dict:
         "labels": labels,
         "base": {"name": labels["org.opencontainers.image.base.name"], "digest": "sha256:" + "ab" * 32},
         "debianPackages": [{"name": "media-types", "version": "13.0.0", "architecture": "all"}],
+        "buildStagePackages": [{"name": "binutils", "version": "2.44-3", "architecture": "amd64"}],
         "builder": f"git+{SOURCE}@{commit}#Makefile",
         "invocation": None,
         "engine": {"name": "docker", "version": "26.1.5"},
@@ -697,6 +706,12 @@ def a_build_record(**changes) -> dict:
 def test_the_provenance_is_valid_slsa_provenance_v1():
     predicate = publish.provenance(a_build_record(), "secure", "ef" * 32)
     assert provenance_schema_errors(predicate) == []
+    # A package the build stage installs and the image does not ship is listed, and marked so.
+    assert predicate["buildDefinition"]["resolvedDependencies"][-1] == {
+        "name": "binutils",
+        "uri": "pkg:deb/debian/binutils@2.44-3?arch=amd64",
+        "annotations": {"shipped": False},
+    }
     in_ci = a_build_record(
         builder="https://github.com/acme/app/actions/runs/7",
         invocation="https://github.com/acme/app/actions/runs/7/attempts/1",
@@ -711,7 +726,7 @@ def test_the_provenance_is_valid_slsa_provenance_v1():
         (lambda p: p["runDetails"]["builder"].pop("id"), "runDetails/builder"),
         (lambda p: p["runDetails"]["metadata"].update(startedOn="2026-12-06 10:01"), "runDetails/metadata/startedOn"),
         (lambda p: p["buildDefinition"].update(buildType="provenance.md"), "buildDefinition/buildType"),
-        (lambda p: p["buildDefinition"]["resolvedDependencies"].append({"name": "nothing"}), "resolvedDependencies/4"),
+        (lambda p: p["buildDefinition"]["resolvedDependencies"].append({"name": "nothing"}), "resolvedDependencies/5"),
         (lambda p: p["buildDefinition"].update(resolvedDependency=[]), "buildDefinition"),
     ],
 )
