@@ -92,6 +92,8 @@ OVERLAY ?= deploy/published
 # https://github.com/acme/orders/.github/workflows/ci.yml@refs/heads/main.
 KEYLESS ?=
 CERTIFICATE_IDENTITY ?=
+# What `make verify-rebuild` rebuilds and compares: a published index or image, by its digest.
+REF ?=
 # The pages whose markers get the tables of make compare and make bench: the site's reference, or
 # in a copy, which has no site, its README.
 COMPARE_PAGE := $(if $(wildcard docs/conf.py),docs/reference/images.md,README.md)
@@ -164,7 +166,7 @@ RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
 .PHONY: help lesson-present docs-present engine base free-8080 compose-present variants images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
-	lessons registry registry-stop keys push verify up-published test test-unit test-integration test-emulated test-kubernetes kube-play test-template-copy docs docs-serve test-docs lint lock clean
+	lessons registry registry-stop keys push verify verify-rebuild up-published test test-unit test-integration test-emulated test-kubernetes kube-play test-template-copy docs docs-serve test-docs lint lock clean
 
 help: ## Show this help
 	@echo "Usage: make TARGET [VAR=value ...]"
@@ -352,6 +354,10 @@ push: engine $(VENV)/bin/pytest $(if $(KEYLESS),,keys) ## Push the images $(PUBL
 
 verify: $(VENV)/bin/pytest ## Verify what make push published: each tag, every signature, the SBOM and provenance attestations
 	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/3-ship/publish.py verify --published $(PUBLISHED) $(SIGNER)
+
+verify-rebuild: engine $(VENV)/bin/pytest ## Verify REF=REPOSITORY@sha256:... as make verify does, rebuild it from the commit it names, compare it layer by layer
+	@[ -n "$(REF)" ] || { echo "make: give the image to rebuild by its digest: make verify-rebuild REF=REPOSITORY@sha256:..." >&2; exit 1; }
+	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/3-ship/rebuild.py --ref $(REF) --source $(SOURCE_URL) $(SIGNER)
 
 up-published: verify ## Run the secure image make push published, by its digest, with Docker Compose, once make verify passes
 	$(COMPOSE) --env-file $(OVERLAY)/published.env up --detach --wait

@@ -751,3 +751,85 @@ def test_the_builder_is_the_workflow_run_in_ci_and_the_makefile_at_the_commit_el
         monkeypatch.setenv(name, value)
     run = "https://github.com/acme/app/actions/runs/42"
     assert build_record.builder(labels) == (run, f"{run}/attempts/2")
+
+
+# make verify-rebuild: what make push published is what its commit builds, and an image that is not
+# fails, however well it is signed.
+
+
+def verify_rebuild(snapshot: Snapshot, reference: str, keys: Path) -> subprocess.CompletedProcess:
+    """`make verify-rebuild` run in the snapshot, as a consumer runs it in a clone, with the public key."""
+    public = keys.parent / "public"
+    public.mkdir(exist_ok=True)
+    shutil.copy(keys / "cosign.pub", public / "cosign.pub")
+    return in_snapshot(snapshot, "verify-rebuild", REF=reference, KEYS_DIR=str(public))
+
+
+@pytest.mark.integration
+@pytest.mark.docker
+def test_verify_rebuild_passes_on_what_make_push_published(single, keys, snapshot):
+    reference = f"{single['repository']}@{single['variants']['secure']['index']}"
+    result = verify_rebuild(snapshot, reference, keys)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [(platform, digest)] = single["variants"]["secure"]["platforms"].items()
+    assert f"{platform}: the rebuild is {single['repository']}@{digest} to the byte" in result.stdout
+    assert f"is what commit {single['commit'][:12]} builds" in result.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.docker
+def test_verify_rebuild_fails_on_a_signed_image_its_commit_does_not_build(snapshot, registry, keys, tmp_path):
+    """An image built from a changed src/app.py and labelled as the clean commit: make push
+    publishes it, signed, with a provenance of the commit, and make verify passes it. The rebuild
+    of the commit differs in the layer of /app, and says so."""
+    changed = snapshot.folder / "src" / "app.py"
+    original = changed.read_text()
+    name = f"{snapshot.image}-tampered"
+    clean = git(snapshot.folder, "describe", "--tags", "--always")
+    try:
+        changed.write_text(original + "\nTAMPERED = True\n")
+        built_elsewhere(snapshot, name, VERSION=clean)
+    finally:
+        changed.write_text(original)
+    try:
+        repository = f"{registry}/{tmp_path.name.lower()}"
+        published = push(snapshot, repository, keys, tmp_path / "published.json", "PUBLISH_PLATFORM=", IMAGE=name)
+    finally:
+        docker("image", "rm", "--force", f"{name}:secure", check=False)
+    checked = verify(tmp_path / "published.json", keys)
+    assert checked.returncode == 0, checked.stderr
+    reference = f"{published['repository']}@{published['variants']['secure']['index']}"
+    result = verify_rebuild(snapshot, reference, keys)
+    assert result.returncode != 0
+    [digest] = published["variants"]["secure"]["platforms"].values()
+    assert f"{published['repository']}@{digest} is not what its commit builds" in result.stderr
+    assert "layer 2 of 3, made by `COPY /app/ /app/ # buildkit`" in result.stderr, result.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.docker
+def test_verify_rebuild_says_which_debian_package_version_is_gone(single, keys, snapshot, tmp_path):
+    """A commit whose build stage installs a binutils version Debian's archive does not hold, as a
+    version the archive dropped after the publishing: the image's provenance, signed with the right
+    key, names that commit, and the rebuild fails with a sentence naming the package and version."""
+    gone = "2.44-0+gone"
+    dockerfile = (snapshot.folder / "Dockerfile.multistage").read_text()
+    assert "binutils=2.44-3" in dockerfile
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", "--shared", str(snapshot.folder), str(clone)], check=True)
+    (clone / "Dockerfile.multistage").write_text(dockerfile.replace("binutils=2.44-3", f"binutils={gone}"))
+    git(clone, "commit", "--quiet", "--all", "--message", "A pin the archive no longer holds")
+    commit = git(clone, "rev-parse", "HEAD")
+    git(snapshot.folder, "fetch", "--quiet", str(clone), commit)
+    repository = single["repository"]
+    [digest] = single["variants"]["secure"]["platforms"].values()
+    predicate = attestation(keys, f"{repository}@{digest}", "slsaprovenance1")["predicate"]
+    take_away(single, PROVENANCE)
+    parameters = predicate["buildDefinition"]["externalParameters"]
+    parameters["source"]["digest"]["gitCommit"] = parameters["labels"]["org.opencontainers.image.revision"] = commit
+    predicate["runDetails"]["builder"]["id"] = f"git+{SOURCE}@{commit}#Makefile"
+    attest_provenance(keys, f"{repository}@{digest}", predicate, tmp_path)
+    result = verify_rebuild(snapshot, f"{repository}@{single['variants']['secure']['index']}", keys)
+    assert result.returncode != 0
+    assert f"Debian's archive no longer holds binutils {gone}, which the build of secure" in result.stderr
+    assert "Traceback" not in result.stderr
