@@ -778,6 +778,18 @@ def test_verify_rebuild_passes_on_what_make_push_published(single, keys, snapsho
 
 @pytest.mark.integration
 @pytest.mark.docker
+def test_verify_rebuild_builds_nothing_for_an_image_another_key_signed(single, snapshot, tmp_path):
+    other = tmp_path / "other-keys"
+    must(make("keys", f"KEYS_DIR={other}", "COSIGN_PASSWORD="), "`make keys` of another pair")
+    reference = f"{single['repository']}@{single['variants']['secure']['index']}"
+    result = verify_rebuild(snapshot, reference, other)
+    assert result.returncode != 0
+    assert f"the index {reference} carries no valid signature by the key" in result.stderr
+    assert "rebuilding" not in result.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.docker
 def test_verify_rebuild_fails_on_a_signed_image_its_commit_does_not_build(snapshot, registry, keys, tmp_path):
     """An image built from a changed src/app.py and labelled as the clean commit: make push
     publishes it, signed, with a provenance of the commit, and make verify passes it. The rebuild

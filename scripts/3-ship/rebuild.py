@@ -92,6 +92,10 @@ def published_config(reference: str) -> dict:
 def verified(args: argparse.Namespace, repository: str, digest: str, platforms: dict[str, str]) -> dict:
     """make verify's checks on what REF names; the provenance of each platform, once they pass."""
     signer = argparse.Namespace(key=args.key, identity=args.identity, issuer=args.issuer)
+    # The signature first, so that another signer's image is named as such before its provenance is read.
+    publish.verify_signature(
+        signer, "the image" if digest in platforms.values() else "the index", f"{repository}@{digest}"
+    )
     predicates = {
         platform: publish.verify_attestation(
             signer, f"the {platform} image", f"{repository}@{image}", "slsaprovenance1"
