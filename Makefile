@@ -92,6 +92,8 @@ OVERLAY ?= deploy/published
 # https://github.com/acme/orders/.github/workflows/ci.yml@refs/heads/main.
 KEYLESS ?=
 CERTIFICATE_IDENTITY ?=
+# What `make verify-rebuild` rebuilds and compares: a published index or image, by its digest.
+REF ?=
 # The pages whose markers get the tables of make compare and make bench: the site's reference, or
 # in a copy, which has no site, its README.
 COMPARE_PAGE := $(if $(wildcard docs/conf.py),docs/reference/images.md,README.md)
@@ -164,7 +166,7 @@ RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
 .PHONY: help lesson-present docs-present engine base free-8080 compose-present variants images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
-	lessons registry registry-stop keys push verify up-published test test-unit test-integration test-emulated test-kubernetes kube-play test-template-copy docs docs-serve test-docs lint lock clean
+	lessons registry registry-stop keys push verify verify-rebuild up-published test test-unit test-integration test-emulated test-kubernetes kube-play test-template-copy docs docs-serve test-docs lint lock clean
 
 help: ## Show this help
 	@echo "Usage: make TARGET [VAR=value ...]"
@@ -197,6 +199,8 @@ build-production: ## Build $(IMAGE):production from Dockerfile
 build-slim: ## Build $(IMAGE):slim from Dockerfile.slim
 build-secure: ## Build $(IMAGE):secure from Dockerfile.multistage
 # After the build, its record: what make push attests as the image's provenance (build_record.py).
+# A Dockerfile with a build stage builds that stage again, from the cache the build just filled, so
+# that the record lists what it installed and the image does not ship (secure's binutils).
 $(BUILDS): build-%: engine
 	@base=$$(DOCKER="$(DOCKER)" PLATFORM="$(PLATFORM)" PYTHON="$(PYTHON)" scripts/1-setup/base-image.sh "$(BASE_IMAGE)") || exit 1; \
 	base_digest=$$($(DOCKER) image inspect --format '$(BASE_DIGEST)' $$base) || exit 1; \
@@ -206,9 +210,13 @@ $(BUILDS): build-%: engine
 		--build-arg BASE_IMAGE=$$base --build-arg 'WSGI_APP=$(WSGI_APP)' $(SECRET) $(STAMP) \
 		--label org.opencontainers.image.base.name=$$base --label org.opencontainers.image.base.digest=$${base_digest#*@} . \
 	|| { echo "make: building $(IMAGE):$*$(ARCH_TAG) failed; the step marked ERROR above is the one that failed." >&2; exit 1; }; \
+	stage=; if grep -Eq '^FROM .* AS build$$' $(DOCKERFILE_$*); then \
+		stage=$$($(DOCKER) build --quiet $(PLATFORM_FLAG) $(BUILD_FORMAT) --file $(DOCKERFILE_$*) --target build \
+			--build-arg BASE_IMAGE=$$base --build-arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(SECRET) .) || exit 1; fi; \
 	DOCKER="$(DOCKER)" $(PYTHON) scripts/2-build/build_record.py --records $(BUILD_RECORDS) --image $(IMAGE):$*$(ARCH_TAG) \
-		--dockerfile $(DOCKERFILE_$*) --base $$base --base-digest $$base_digest --started $$started \
-		--arg BASE_IMAGE=$$base --arg 'WSGI_APP=$(WSGI_APP)' --arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH)
+		--dockerfile $(DOCKERFILE_$*) --base $$base --base-digest $$base_digest --started $$started $${stage:+--build-stage $$stage} \
+		--arg BASE_IMAGE=$$base --arg 'WSGI_APP=$(WSGI_APP)' --arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH); recorded=$$?; \
+	[ -z "$$stage" ] || $(DOCKER) image rm $$stage >/dev/null; exit $$recorded
 
 # A variant whose Dockerfile the project does not have: a copy made with copier has no naive or slim.
 $(foreach v,$(MISSING),build-$(v) run-$(v)):
@@ -351,6 +359,10 @@ push: engine $(VENV)/bin/pytest $(if $(KEYLESS),,keys) ## Push the images $(PUBL
 
 verify: $(VENV)/bin/pytest ## Verify what make push published: each tag, every signature, the SBOM and provenance attestations
 	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/3-ship/publish.py verify --published $(PUBLISHED) $(SIGNER)
+
+verify-rebuild: engine $(VENV)/bin/pytest ## Verify REF=REPOSITORY@sha256:... as make verify does, rebuild it from the commit it names, compare it layer by layer
+	@[ -n "$(REF)" ] || { echo "make: give the image to rebuild by its digest: make verify-rebuild REF=REPOSITORY@sha256:..." >&2; exit 1; }
+	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/3-ship/rebuild.py --ref $(REF) --source $(SOURCE_URL) $(SIGNER)
 
 up-published: verify ## Run the secure image make push published, by its digest, with Docker Compose, once make verify passes
 	$(COMPOSE) --env-file $(OVERLAY)/published.env up --detach --wait

@@ -360,6 +360,14 @@ def test_the_provenance_names_the_build_that_happened(published, keys, snapshot)
         # The secure image ships media-types' /etc/mime.types, which its build stage installs.
         media_types = dependencies["media-types"]["uri"]
         assert re.fullmatch(r"pkg:deb/debian/media-types@[^?]+\?arch=all", media_types), media_types
+        # Its build stage installs binutils, which it does not ship: a rebuild needs it, at this version.
+        pinned_binutils = re.search(r"binutils=(\S+)", (snapshot.folder / "Dockerfile.multistage").read_text()).group(1)
+        assert dependencies["binutils"] == {
+            "name": "binutils",
+            "uri": f"pkg:deb/debian/binutils@{pinned_binutils}?arch={platform.rpartition('/')[2]}",
+            "annotations": {"shipped": False},
+        }
+        assert "binutils" not in {d["name"] for d in definition["resolvedDependencies"] if "annotations" not in d}
         started, finished = (run["metadata"][key] for key in ("startedOn", "finishedOn"))
         assert labels["org.opencontainers.image.created"] <= started <= finished
 
@@ -685,6 +693,7 @@ def a_build_record(**changes) -> dict:
         "labels": labels,
         "base": {"name": labels["org.opencontainers.image.base.name"], "digest": "sha256:" + "ab" * 32},
         "debianPackages": [{"name": "media-types", "version": "13.0.0", "architecture": "all"}],
+        "buildStagePackages": [{"name": "binutils", "version": "2.44-3", "architecture": "amd64"}],
         "builder": f"git+{SOURCE}@{commit}#Makefile",
         "invocation": None,
         "engine": {"name": "docker", "version": "26.1.5"},
@@ -697,6 +706,12 @@ def a_build_record(**changes) -> dict:
 def test_the_provenance_is_valid_slsa_provenance_v1():
     predicate = publish.provenance(a_build_record(), "secure", "ef" * 32)
     assert provenance_schema_errors(predicate) == []
+    # A package the build stage installs and the image does not ship is listed, and marked so.
+    assert predicate["buildDefinition"]["resolvedDependencies"][-1] == {
+        "name": "binutils",
+        "uri": "pkg:deb/debian/binutils@2.44-3?arch=amd64",
+        "annotations": {"shipped": False},
+    }
     in_ci = a_build_record(
         builder="https://github.com/acme/app/actions/runs/7",
         invocation="https://github.com/acme/app/actions/runs/7/attempts/1",
@@ -711,7 +726,7 @@ def test_the_provenance_is_valid_slsa_provenance_v1():
         (lambda p: p["runDetails"]["builder"].pop("id"), "runDetails/builder"),
         (lambda p: p["runDetails"]["metadata"].update(startedOn="2026-12-06 10:01"), "runDetails/metadata/startedOn"),
         (lambda p: p["buildDefinition"].update(buildType="provenance.md"), "buildDefinition/buildType"),
-        (lambda p: p["buildDefinition"]["resolvedDependencies"].append({"name": "nothing"}), "resolvedDependencies/4"),
+        (lambda p: p["buildDefinition"]["resolvedDependencies"].append({"name": "nothing"}), "resolvedDependencies/5"),
         (lambda p: p["buildDefinition"].update(resolvedDependency=[]), "buildDefinition"),
     ],
 )
@@ -736,3 +751,99 @@ def test_the_builder_is_the_workflow_run_in_ci_and_the_makefile_at_the_commit_el
         monkeypatch.setenv(name, value)
     run = "https://github.com/acme/app/actions/runs/42"
     assert build_record.builder(labels) == (run, f"{run}/attempts/2")
+
+
+# make verify-rebuild: what make push published is what its commit builds, and an image that is not
+# fails, however well it is signed.
+
+
+def verify_rebuild(snapshot: Snapshot, reference: str, keys: Path) -> subprocess.CompletedProcess:
+    """`make verify-rebuild` run in the snapshot, as a consumer runs it in a clone, with the public key."""
+    public = keys.parent / "public"
+    public.mkdir(exist_ok=True)
+    shutil.copy(keys / "cosign.pub", public / "cosign.pub")
+    return in_snapshot(snapshot, "verify-rebuild", REF=reference, KEYS_DIR=str(public))
+
+
+@pytest.mark.integration
+@pytest.mark.docker
+@pytest.mark.parametrize("named", ["index", "platform's image"])
+def test_verify_rebuild_passes_on_what_make_push_published(single, keys, snapshot, named):
+    """REF may name the index, whose every platform is rebuilt, or one platform's image."""
+    [(platform, digest)] = single["variants"]["secure"]["platforms"].items()
+    reference = f"{single['repository']}@{single['variants']['secure']['index'] if named == 'index' else digest}"
+    result = verify_rebuild(snapshot, reference, keys)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{platform}: the rebuild is {single['repository']}@{digest} to the byte" in result.stdout
+    assert f"is what commit {single['commit'][:12]} builds" in result.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.docker
+def test_verify_rebuild_builds_nothing_for_an_image_another_key_signed(single, snapshot, tmp_path):
+    other = tmp_path / "other-keys"
+    must(make("keys", f"KEYS_DIR={other}", "COSIGN_PASSWORD="), "`make keys` of another pair")
+    reference = f"{single['repository']}@{single['variants']['secure']['index']}"
+    result = verify_rebuild(snapshot, reference, other)
+    assert result.returncode != 0
+    assert f"the index {reference} carries no valid signature by the key" in result.stderr
+    assert "rebuilding" not in result.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.docker
+def test_verify_rebuild_fails_on_a_signed_image_its_commit_does_not_build(snapshot, registry, keys, tmp_path):
+    """An image built from a changed src/app.py and labelled as the clean commit: make push
+    publishes it, signed, with a provenance of the commit, and make verify passes it. The rebuild
+    of the commit differs in the layer of /app, and says so."""
+    changed = snapshot.folder / "src" / "app.py"
+    original = changed.read_text()
+    name = f"{snapshot.image}-tampered"
+    clean = git(snapshot.folder, "describe", "--tags", "--always")
+    try:
+        changed.write_text(original + "\nTAMPERED = True\n")
+        built_elsewhere(snapshot, name, VERSION=clean)
+    finally:
+        changed.write_text(original)
+    try:
+        repository = f"{registry}/{tmp_path.name.lower()}"
+        published = push(snapshot, repository, keys, tmp_path / "published.json", "PUBLISH_PLATFORM=", IMAGE=name)
+    finally:
+        docker("image", "rm", "--force", f"{name}:secure", check=False)
+    checked = verify(tmp_path / "published.json", keys)
+    assert checked.returncode == 0, checked.stderr
+    reference = f"{published['repository']}@{published['variants']['secure']['index']}"
+    result = verify_rebuild(snapshot, reference, keys)
+    assert result.returncode != 0
+    [digest] = published["variants"]["secure"]["platforms"].values()
+    assert f"{published['repository']}@{digest} is not what its commit builds" in result.stderr
+    assert "layer 2 of 3, made by `COPY /app/ /app/ # buildkit`" in result.stderr, result.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.docker
+def test_verify_rebuild_says_which_debian_package_version_is_gone(single, keys, snapshot, tmp_path):
+    """A commit whose build stage installs a binutils version Debian's archive does not hold, as a
+    version the archive dropped after the publishing: the image's provenance, signed with the right
+    key, names that commit, and the rebuild fails with a sentence naming the package and version."""
+    gone = "2.44-0+gone"
+    dockerfile = (snapshot.folder / "Dockerfile.multistage").read_text()
+    assert "binutils=2.44-3" in dockerfile
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", "--shared", str(snapshot.folder), str(clone)], check=True)
+    (clone / "Dockerfile.multistage").write_text(dockerfile.replace("binutils=2.44-3", f"binutils={gone}"))
+    git(clone, "commit", "--quiet", "--all", "--message", "A pin the archive no longer holds")
+    commit = git(clone, "rev-parse", "HEAD")
+    git(snapshot.folder, "fetch", "--quiet", str(clone), commit)
+    repository = single["repository"]
+    [digest] = single["variants"]["secure"]["platforms"].values()
+    predicate = attestation(keys, f"{repository}@{digest}", "slsaprovenance1")["predicate"]
+    take_away(single, PROVENANCE)
+    parameters = predicate["buildDefinition"]["externalParameters"]
+    parameters["source"]["digest"]["gitCommit"] = parameters["labels"]["org.opencontainers.image.revision"] = commit
+    predicate["runDetails"]["builder"]["id"] = f"git+{SOURCE}@{commit}#Makefile"
+    attest_provenance(keys, f"{repository}@{digest}", predicate, tmp_path)
+    result = verify_rebuild(snapshot, f"{repository}@{single['variants']['secure']['index']}", keys)
+    assert result.returncode != 0
+    assert f"Debian's archive no longer holds binutils {gone}, which the build of secure" in result.stderr
+    assert "Traceback" not in result.stderr

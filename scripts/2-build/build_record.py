@@ -2,7 +2,7 @@
 
 Usage:
   build_record.py --records DIR --image TAG --dockerfile FILE --base NAME --base-digest DIGEST
-                  --started TIME [--arg NAME=VALUE ...]
+                  --started TIME [--build-stage IMAGE] [--arg NAME=VALUE ...]
 
 The Makefile runs it after each `docker build`, with the time the build started and the base it
 built on, and it writes DIR/TAG.json (the tag's / and : as -):
@@ -14,6 +14,9 @@ built on, and it writes DIR/TAG.json (the tag's / and : as -):
 - the Debian packages the build put in the image, with their versions, from the image's dpkg
   records (/var/lib/dpkg/status, or status.d in the secure image, which has no dpkg): of an image
   on the base's layers, those the base does not hold at the same version; of one FROM scratch, all;
+- the Debian packages its build stage installed and the image does not ship (secure's binutils),
+  which a rebuild needs too: with --build-stage, the image of the Dockerfile's `build` stage, read
+  the same way;
 - what built it, and the engine's version: in GitHub Actions, the workflow run's URL; elsewhere,
   the Makefile of the source repository at the commit, when the source label is a URL;
 - when the build started and finished.
@@ -120,6 +123,16 @@ def installed_by_build(image: str, base: str) -> list[dict[str, str]]:
     ]
 
 
+def build_stage_only(stage: str | None, base: str, shipped: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The packages the build stage installed that the image does not ship at the same version."""
+    if stage is None:
+        return []
+    in_image = {(package["name"], package["version"]) for package in shipped}
+    return [
+        package for package in installed_by_build(stage, base) if (package["name"], package["version"]) not in in_image
+    ]
+
+
 def record(args: argparse.Namespace) -> dict:
     digest = docker("image", "inspect", "--format", BASE_DIGEST, args.base).strip()
     if digest != args.base_digest:
@@ -130,6 +143,7 @@ def record(args: argparse.Namespace) -> dict:
     image = json.loads(docker("image", "inspect", args.image))[0]
     labels = image["Config"].get("Labels") or {}
     builder_id, invocation = builder(labels)
+    packages = installed_by_build(args.image, args.base)
     return {
         "image": args.image,
         "imageId": image["Id"],
@@ -138,7 +152,8 @@ def record(args: argparse.Namespace) -> dict:
         "buildArgs": dict(argument.split("=", 1) for argument in args.arg),
         "labels": {name: value for name, value in labels.items() if name.startswith("org.opencontainers.image.")},
         "base": {"name": args.base, "digest": digest.rpartition("@")[2]},
-        "debianPackages": installed_by_build(args.image, args.base),
+        "debianPackages": packages,
+        "buildStagePackages": build_stage_only(args.build_stage, args.base, packages),
         "builder": builder_id,
         "invocation": invocation,
         "engine": engine_version(),
@@ -155,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", required=True)
     parser.add_argument("--base-digest", required=True)
     parser.add_argument("--started", required=True)
+    parser.add_argument("--build-stage", help="the image of the Dockerfile's build stage, if it has one")
     parser.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args(argv)
     try:

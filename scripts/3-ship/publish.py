@@ -236,6 +236,11 @@ def build_type(source: str) -> str:
     return f"{source}/blob/HEAD/{BUILD_TYPE_PAGE}"
 
 
+def debian_package_uri(package: dict) -> str:
+    """A Debian package at the version the build installed, as a package URL."""
+    return f"pkg:deb/debian/{package['name']}@{package['version']}?arch={package['architecture']}"
+
+
 def provenance(record: dict, variant: str, requirements_sha256: str) -> dict:
     """SLSA provenance v1 of one image, from the record its build wrote (build_record.py)."""
     labels = record["labels"]
@@ -250,12 +255,11 @@ def provenance(record: dict, variant: str, requirements_sha256: str) -> dict:
             "stand-in": f"built from Debian's packages by scripts/1-setup/base-image.sh in place of {pinned_base()}; "
             "the digest is its image ID, as it was never pushed to a registry"
         }
-    packages = [
-        {
-            "name": package["name"],
-            "uri": f"pkg:deb/debian/{package['name']}@{package['version']}?arch={package['architecture']}",
-        }
-        for package in record["debianPackages"]
+    packages = [{"name": package["name"], "uri": debian_package_uri(package)} for package in record["debianPackages"]]
+    # What the build stage installed and the image does not ship (secure's binutils): a rebuild needs it too.
+    packages += [
+        {"name": package["name"], "uri": debian_package_uri(package), "annotations": {"shipped": False}}
+        for package in record.get("buildStagePackages", [])
     ]
     run_details = {
         "builder": {"id": record["builder"], "version": {record["engine"]["name"]: record["engine"]["version"]}},
