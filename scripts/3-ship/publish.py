@@ -246,8 +246,7 @@ def new_key_pair(prefix: Path) -> None:
     cosign("generate-key-pair", "--output-key-prefix", str(prefix))
     protection = "protected by COSIGN_PASSWORD" if SECRETS["COSIGN_PASSWORD"] else "WITHOUT a password"
     say(
-        f"made the signing key {prefix}.key, {protection}, and its public key {prefix}.pub: "
-        "give that one to consumers."
+        f"made the signing key {prefix}.key, {protection}, and its public key {prefix}.pub: give that one to consumers."
     )
 
 
