@@ -80,12 +80,14 @@ REGISTRY ?= 127.0.0.1:$(REGISTRY_PORT)
 # by default the emulated one.
 PUBLISH ?= production secure
 PUBLISH_PLATFORM ?= $(EMULATED_PLATFORM)
-# The local registry's storage and log; the cosign key pair `make push` signs with (COSIGN_PASSWORD,
-# from the environment, protects the private key); the file of the digests `make push` published.
+# The local registry's storage and log; the cosign key pairs: the newest signs, any verifies until
+# make keys-retire (COSIGN_PASSWORD, from the environment, protects the private keys: read -rs
+# COSIGN_PASSWORD && export COSIGN_PASSWORD, never on make's command line, which make hands on to
+# every program it runs); the file of the digests `make push` published.
 REGISTRY_DIR ?= .registry
 KEYS_DIR ?= .keys
 PUBLISHED ?= published.json
-# Where `make push` writes what the overlay there reads: published.env and signer.yaml.
+# Where `make push` writes what the overlay there reads: published.env, signer.yaml and kyverno/signer.yaml.
 OVERLAY ?= deploy/published
 # Set to sign keyless (in CI, with the job's OIDC identity) instead of with the key; and the identity
 # `make verify` then expects: the workflow that signed, such as
@@ -166,7 +168,7 @@ RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
 .PHONY: help lesson-present docs-present engine base free-8080 compose-present variants images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
-	lessons registry registry-stop keys push verify verify-rebuild up-published test test-unit test-integration test-emulated test-kubernetes kube-play test-template-copy docs docs-serve test-docs lint lock clean
+	lessons registry registry-stop keys keys-rotate keys-retire push verify verify-rebuild up-published test test-unit test-integration test-emulated test-kubernetes kube-play test-template-copy docs docs-serve test-docs lint lock clean
 
 help: ## Show this help
 	@echo "Usage: make TARGET [VAR=value ...]"
@@ -338,26 +340,36 @@ registry-stop: ## Stop the registry make registry started; its storage stays
 keys: ## Make the key pair make push signs with: $(KEYS_DIR)/cosign.key, protected by COSIGN_PASSWORD, and cosign.pub
 	@$(PYTHON) scripts/3-ship/publish.py keys $(KEYS_DIR)
 
+# A rotation: make keys-rotate, make push (signs with the new key; the overlay admits both), then,
+# once every image in use is signed by the new key, make keys-retire and make push again.
+keys-rotate: ## Make a new key pair in $(KEYS_DIR) beside the old: it signs from now on, and both verify
+	@$(PYTHON) scripts/3-ship/publish.py keys-rotate $(KEYS_DIR)
+
+keys-retire: ## Retire every key pair in $(KEYS_DIR) but the newest: images signed only by them no longer verify
+	@$(PYTHON) scripts/3-ship/publish.py keys-retire $(KEYS_DIR)
+
 # The images pushed are those in the engine's store, as `make build` made and the tests tested them;
 # one that is missing is built first. Refused, so that no provenance lies: one built from uncommitted
 # changes (its version ends in -dirty), from another commit than the checkout's, with labels the
 # commit does not give, without its build record, or from a checkout whose source is no URL.
-# Who signed, as make verify and the admission policy check it: the key pair's public key, or the
+# Who signed, as make verify and the admission policies check it: any public key in KEYS_DIR, or the
 # keyless signer's identity.
-SIGNER = $(if $(CERTIFICATE_IDENTITY),--identity $(CERTIFICATE_IDENTITY),--key $(KEYS_DIR)/cosign.pub)
+SIGNER = $(if $(CERTIFICATE_IDENTITY),--identity $(CERTIFICATE_IDENTITY),--keys $(KEYS_DIR))
+# The commands make push runs besides publish.py never get the key's password.
+WITHOUT_PASSWORD = env -u COSIGN_PASSWORD
 push: engine $(VENV)/bin/pytest $(if $(KEYLESS),,keys) ## Push the images $(PUBLISH) to $(REGISTRY), each one tag for this platform and $(PUBLISH_PLATFORM), signed, with SBOMs and provenance; write $(OVERLAY)'s inputs
 	@$(if $(KEYLESS),$(if $(CERTIFICATE_IDENTITY),,echo "make: with KEYLESS, give CERTIFICATE_IDENTITY too: the identity that signs, which $(OVERLAY)'s admission policy admits." >&2; exit 1))
-	@$(foreach v,$(PUBLISH),$(DOCKER) image inspect $(IMAGE):$(v) >/dev/null 2>&1 \
-		|| $(MAKE) --no-print-directory build-$(v) || exit 1;)
-	@$(foreach v,$(if $(PUBLISH_PLATFORM),$(PUBLISH)),$(DOCKER) image inspect $(IMAGE):$(v)$(call arch_tag,$(PUBLISH_PLATFORM)) \
-		>/dev/null 2>&1 || $(MAKE) --no-print-directory build-$(v) PLATFORM=$(PUBLISH_PLATFORM) || exit 1;)
+	@$(foreach v,$(PUBLISH),$(WITHOUT_PASSWORD) $(DOCKER) image inspect $(IMAGE):$(v) >/dev/null 2>&1 \
+		|| $(WITHOUT_PASSWORD) $(MAKE) --no-print-directory build-$(v) || exit 1;)
+	@$(foreach v,$(if $(PUBLISH_PLATFORM),$(PUBLISH)),$(WITHOUT_PASSWORD) $(DOCKER) image inspect $(IMAGE):$(v)$(call arch_tag,$(PUBLISH_PLATFORM)) \
+		>/dev/null 2>&1 || $(WITHOUT_PASSWORD) $(MAKE) --no-print-directory build-$(v) PLATFORM=$(PUBLISH_PLATFORM) || exit 1;)
 	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/3-ship/publish.py push --repository $(REGISTRY)/$(IMAGE) \
-		--version $(VERSION) --published $(PUBLISHED) $(if $(KEYLESS),,--key $(KEYS_DIR)/cosign.key) \
+		--version $(VERSION) --published $(PUBLISHED) $(if $(KEYLESS),,--keys $(KEYS_DIR)) \
 		--records $(BUILD_RECORDS) --source $(SOURCE_URL) \
 		$(foreach v,$(PUBLISH),$(v)=$(IMAGE):$(v)$(if $(PUBLISH_PLATFORM),$(comma)$(IMAGE):$(v)$(call arch_tag,$(PUBLISH_PLATFORM))))
 	@$(VENV)/bin/python scripts/3-ship/publish.py deploy-files --published $(PUBLISHED) --overlay $(OVERLAY) $(SIGNER)
 
-verify: $(VENV)/bin/pytest ## Verify what make push published: each tag, every signature, the SBOM and provenance attestations
+verify: $(VENV)/bin/pytest ## Verify what make push published: each tag, every signature, the SBOM, and the provenance by deploy/published/provenance.cue
 	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/3-ship/publish.py verify --published $(PUBLISHED) $(SIGNER)
 
 verify-rebuild: engine $(VENV)/bin/pytest ## Verify REF=REPOSITORY@sha256:... as make verify does, rebuild it from the commit it names, compare it layer by layer

@@ -6,6 +6,8 @@ render them with kubectl's kustomize and check them with checkov (make test-kube
 compose test runs `docker compose up --wait` for real and tears everything down.
 """
 
+import gzip
+import hashlib
 import json
 import os
 import re
@@ -54,6 +56,17 @@ POLICY_CRD = ROOT / "tests" / "schemas" / "policy-controller-clusterimagepolicy.
 POLICY_CRD_RELEASE = "v0.15.1"
 POLICY_CRD_SHA256 = "e23467593124763d9937b1180d48cefe89dc72cf04e9bcf84cbf29822d51b20c"
 POLICY_VERSION = "v1beta1"
+# Kyverno's CustomResourceDefinition of ClusterPolicy, the file
+# config/crds/kyverno/kyverno.io_clusterpolicies.yaml of its release below, compressed with
+# `gzip -n -9` (it is 1.4 MB) and otherwise unchanged: the schema the Kyverno policy is checked
+# against. Bump it by downloading that file of a newer release
+# (https://raw.githubusercontent.com/kyverno/kyverno/RELEASE/config/crds/kyverno/kyverno.io_clusterpolicies.yaml),
+# compressing it over this one, and putting its release and the sha256 of the file as downloaded here.
+KYVERNO_CRD = ROOT / "tests" / "schemas" / "kyverno-clusterpolicy.yaml.gz"
+KYVERNO_CRD_RELEASE = "v1.19.0"
+KYVERNO_CRD_SHA256 = "fb041ee35f8e89b5bca566bb6e00cd67fccc30be8859998757333f2a40d79655"
+KYVERNO_VERSION = "v1"
+KYVERNO_POLICY = PUBLISHED_OVERLAY / "kyverno" / "clusterpolicy.yaml"
 # What the manifests hold in the place of the project's name, which kustomization.yaml puts there.
 PLACEHOLDER = "PROJECT_NAME"
 
@@ -215,16 +228,15 @@ def strict(schema: dict) -> dict:
     return result
 
 
-def policy_schema() -> dict:
-    """ClusterImagePolicy's schema, with what every cluster-wide object has: apiVersion, kind and
-    a metadata of a name and labels, without a namespace."""
-    crd = yaml.safe_load(POLICY_CRD.read_text())
-    (version,) = [version for version in crd["spec"]["versions"] if version["name"] == POLICY_VERSION]
+def crd_schema(crd: dict, version_name: str) -> dict:
+    """A cluster-wide resource's schema from its CRD, with what every cluster-wide object has:
+    apiVersion, kind and a metadata of a name and labels, without a namespace."""
+    (version,) = [version for version in crd["spec"]["versions"] if version["name"] == version_name]
     schema = strict(version["schema"]["openAPIV3Schema"])
     labels = {"type": "object", "additionalProperties": {"type": "string"}}
     metadata = {"name": {"type": "string"}, "labels": labels, "annotations": labels}
     schema["properties"] |= {
-        "apiVersion": {"const": f"{crd['spec']['group']}/{POLICY_VERSION}"},
+        "apiVersion": {"const": f"{crd['spec']['group']}/{version_name}"},
         "kind": {"const": crd["spec"]["names"]["kind"]},
         "metadata": {"type": "object", "properties": metadata, "additionalProperties": False, "required": ["name"]},
     }
@@ -232,8 +244,22 @@ def policy_schema() -> dict:
     return schema
 
 
+def policy_schema() -> dict:
+    """ClusterImagePolicy's schema."""
+    return crd_schema(yaml.safe_load(POLICY_CRD.read_text()), POLICY_VERSION)
+
+
 def validate_policy(policy: dict) -> None:
     jsonschema.Draft7Validator(policy_schema()).validate(policy)
+
+
+def kyverno_crd() -> bytes:
+    return gzip.decompress(KYVERNO_CRD.read_bytes())
+
+
+def validate_kyverno_policy(policy: dict) -> None:
+    schema = crd_schema(yaml.safe_load(kyverno_crd()), KYVERNO_VERSION)
+    jsonschema.Draft7Validator(schema).validate(policy)
 
 
 def glob_matches(glob: str, reference: str) -> bool:
@@ -253,6 +279,35 @@ def test_the_policy_schema_is_the_pinned_release_of_policy_controllers():
 @pytest.mark.unit
 def test_the_admission_policy_is_valid_against_its_schema():
     validate_policy(yaml.safe_load((PUBLISHED_OVERLAY / "clusterimagepolicy.yaml").read_text()))
+
+
+@pytest.mark.unit
+def test_the_kyverno_schema_is_the_pinned_release_of_kyvernos():
+    found = hashlib.sha256(kyverno_crd()).hexdigest()
+    assert found == KYVERNO_CRD_SHA256, f"not the file of Kyverno {KYVERNO_CRD_RELEASE}"
+
+
+@pytest.mark.unit
+def test_the_kyverno_policy_is_valid_against_its_schema():
+    validate_kyverno_policy(yaml.safe_load(KYVERNO_POLICY.read_text()))
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "mistake",
+    [
+        lambda policy: policy["spec"]["rules"][0]["verifyImages"][0].update(imageReference=["x"]),
+        lambda policy: policy["spec"]["rules"][0]["verifyImages"][0]["attestations"][0].update(conditions={}),
+        lambda policy: policy["spec"]["rules"][0]["verifyImages"][0].update(failureAction="Refuse"),
+    ],
+    ids=["unknown-field", "conditions-not-a-list", "unknown-failure-action"],
+)
+def test_the_kyverno_validation_rejects_what_kubernetes_would(mistake):
+    """The control for the test above."""
+    policy = yaml.safe_load(KYVERNO_POLICY.read_text())
+    mistake(policy)
+    with pytest.raises(jsonschema.ValidationError):
+        validate_kyverno_policy(policy)
 
 
 @pytest.mark.unit
@@ -347,14 +402,26 @@ INDEX = "sha256:" + "ab" * 32
 PUBLIC_KEY = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----\n"
 
 
-def published_overlay(folder: Path, *signer: str) -> list[dict]:
+PUBLISHED = {
+    "repository": REPOSITORY,
+    "source": "https://git.example.org/my-service",
+    "commit": "5c993dad4f5099ba152024092f4b52d1794f268f",
+    "bases": [{"uri": "docker-image://localhost/python-stand-in:debian13", "sha256": "cd" * 32}],
+    "variants": {"secure": {"index": INDEX}},
+}
+
+
+def published_overlay(folder: Path, *signer: str, kyverno: bool = False) -> list[dict]:
     """deploy/published/ rendered in a copy, after `make push` published the secure index INDEX to
-    REPOSITORY and wrote the overlay's inputs with this signer."""
+    REPOSITORY and wrote the overlay's inputs with this signer; with kyverno, for a cluster that
+    runs Kyverno, as the overlay's comment says to change it."""
     copy = renamed_copy(folder, PROJECT_NAME)
-    (folder / "published.json").write_text(
-        json.dumps({"repository": REPOSITORY, "variants": {"secure": {"index": INDEX}}})
-    )
+    (folder / "published.json").write_text(json.dumps(PUBLISHED))
     overlay = copy / "deploy" / "published"
+    if kyverno:
+        kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+        kustomization["components"].insert(0, "kyverno")
+        (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
     command = ["deploy-files", "--published", str(folder / "published.json"), "--overlay", str(overlay), *signer]
     environment = {**os.environ, "PYTHONPATH": str(ROOT / "scripts" / "3-ship")}
     written = subprocess.run(
@@ -402,6 +469,56 @@ def test_the_admission_policy_admits_the_published_repository_signed_by_the_key_
     (authority,) = policy["spec"]["authorities"]
     assert {"key", "keyless", "static"} & authority.keys() == {"key"}
     assert authority["key"] == {"data": PUBLIC_KEY}
+    assert_requires_the_provenance_policy(authority)
+
+
+def assert_requires_the_provenance_policy(authority: dict) -> None:
+    """The authority admits only with a provenance that meets provenance.cue, the text make verify checks."""
+    (attestation,) = authority["attestations"]
+    assert attestation["predicateType"] == "https://slsa.dev/provenance/v1"
+    assert attestation["policy"] == {"type": "cue", "data": publish.policy_text(PUBLISHED)}
+
+
+@pytest.mark.kubernetes
+def test_both_admission_policies_admit_either_key_during_a_rotation(tmp_path):
+    """Two public keys: policy-controller's authorities and Kyverno's attestors each admit one
+    signed by either (an authority each, an entry each of a count of one)."""
+    keys = [tmp_path / "cosign.pub", tmp_path / "cosign-2.pub"]
+    for key, data in zip(keys, (PUBLIC_KEY, PUBLIC_KEY.replace("MFkw", "MFkx")), strict=True):
+        key.write_text(data)
+    signers = [argument for key in keys for argument in ("--key", str(key))]
+    policy = by_kind(published_overlay(tmp_path / "policy-controller", *signers))["ClusterImagePolicy"]
+    validate_policy(policy)
+    assert [authority["key"]["data"] for authority in policy["spec"]["authorities"]] == [k.read_text() for k in keys]
+    for authority in policy["spec"]["authorities"]:
+        assert_requires_the_provenance_policy(authority)
+    kyverno = by_kind(published_overlay(tmp_path / "kyverno", *signers, kyverno=True))["ClusterPolicy"]
+    validate_kyverno_policy(kyverno)
+    (rule,) = kyverno["spec"]["rules"][0]["verifyImages"]
+    for attestors in (rule["attestors"], rule["attestations"][0]["attestors"]):
+        (attestor,) = attestors
+        assert attestor["count"] == 1
+        assert [entry["keys"]["publicKeys"] for entry in attestor["entries"]] == [k.read_text() for k in keys]
+
+
+@pytest.mark.kubernetes
+def test_the_kyverno_overlay_admits_the_published_repository_with_the_provenance_policy(tmp_path):
+    public_key = tmp_path / "cosign.pub"
+    public_key.write_text(PUBLIC_KEY)
+    resources = by_kind(published_overlay(tmp_path, "--key", str(public_key), kyverno=True))
+    assert "ClusterImagePolicy" not in resources, "a cluster that runs Kyverno has no policy-controller's resource"
+    policy = resources["ClusterPolicy"]
+    validate_kyverno_policy(policy)
+    assert policy["metadata"] == {"name": PROJECT_NAME, "labels": {"app.kubernetes.io/name": PROJECT_NAME}}
+    (rule,) = policy["spec"]["rules"][0]["verifyImages"]
+    assert rule["imageReferences"] == [f"{REPOSITORY}@*", f"{REPOSITORY}:*"]
+    assert rule["failureAction"] == "Enforce"
+    (entry,) = rule["attestors"][0]["entries"]
+    # Signed with a key, with no transparency log entry and no certificate: both checks off.
+    assert entry["keys"] == {"publicKeys": PUBLIC_KEY, "rekor": {"ignoreTlog": True}, "ctlog": {"ignoreSCT": True}}
+    (attestation,) = rule["attestations"]
+    assert attestation["type"] == "https://slsa.dev/provenance/v1"
+    assert attestation["conditions"] == publish.kyverno_conditions(PUBLISHED)
 
 
 @pytest.mark.kubernetes

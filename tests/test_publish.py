@@ -24,6 +24,7 @@ import build_record
 import jsonschema
 import publish
 import pytest
+import scan
 import yaml
 from containers import LOCKDOWN, PROJECT_NAME, ROOT, docker, inspect, make, must, platform_tag, request
 from docker_tools import WSGI_APP, Response, engine_platform, free_port, podman_run_flags, tool
@@ -221,6 +222,27 @@ def test_make_verify_passes_on_what_make_push_published(published, keys):
     assert result.stdout.count("signed, with its SBOM and provenance") == 2
 
 
+@pytest.mark.integration
+@pytest.mark.docker
+def test_cosign_verify_attestation_on_the_tag_finds_each_platforms_provenance_meeting_the_policy(
+    published, keys, tmp_path
+):
+    """What a consumer runs on the tag, which names the index: the provenance of both platforms,
+    signed, about the index, meeting the policy with the publication's values."""
+    policy = tmp_path / "provenance.cue"
+    policy.write_text(publish.policy_text(json.loads(published["file"].read_text())))
+    tag = published["variants"]["secure"]["tags"][0]
+    result = cosign("verify-attestation", "--key", str(keys / "cosign.pub"), "--insecure-ignore-tlog",
+                    "--type", "slsaprovenance1", "--policy", str(policy), tag)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    statements = [json.loads(base64.b64decode(json.loads(line)["payload"])) for line in result.stdout.splitlines()]
+    index = published["variants"]["secure"]["index"].removeprefix("sha256:")
+    assert {s["predicate"]["buildDefinition"]["externalParameters"]["platform"] for s in statements} == set(
+        published["variants"]["secure"]["platforms"]
+    )
+    assert all(s["subject"][0]["digest"]["sha256"] == index for s in statements)
+
+
 def overlay_inputs(published: dict) -> tuple[dict[str, str], list[dict]]:
     """What `make push` wrote for deploy/published/: published.env's values and signer.yaml's patch."""
     overlay = Path(published["file"]).parent / "overlay"
@@ -240,10 +262,11 @@ def test_push_writes_for_the_overlay_the_index_by_digest_and_a_signer_that_verif
         "PUBLISHED_IMAGE": f"{repository}@{index}",
     }
     (patch,) = signer
-    assert patch["path"] == "/spec/authorities/0/key"
-    assert patch["value"]["data"] == (keys / "cosign.pub").read_text()
+    assert patch["path"] == "/spec/authorities"
+    (authority,) = patch["value"]
+    assert authority["key"]["data"] == (keys / "cosign.pub").read_text()
     public_key = tmp_path / "admitted.pub"
-    public_key.write_text(patch["value"]["data"])
+    public_key.write_text(authority["key"]["data"])
     result = cosign("verify", "--key", str(public_key), "--insecure-ignore-tlog", values["PUBLISHED_IMAGE"])
     assert result.returncode == 0, result.stderr
 
@@ -610,15 +633,16 @@ def attest_provenance(keys: Path, reference: str, predicate: dict, folder: Path)
 
 @pytest.mark.integration
 @pytest.mark.docker
-def test_verify_fails_when_the_provenance_attestation_is_about_another_digest(single, keys, tmp_path):
-    """A provenance signed with the right key, about the index, put in the image's place: cosign
-    takes only attestations whose subject is the digest it verifies."""
+def test_verify_fails_when_the_provenance_attestation_is_about_another_digest(single, keys):
+    """The image's own provenance, as make push attached it to the index too, signed with the right
+    key and about the index, put in the image's place: cosign takes only attestations whose subject
+    is the digest it verifies."""
     repository, index = single["repository"], single["variants"]["secure"]["index"]
     [digest] = single["variants"]["secure"]["platforms"].values()
     real = attestation(keys, f"{repository}@{digest}", "slsaprovenance1")["predicate"]
-    attest_provenance(keys, f"{repository}@{index}", real, tmp_path)
     assert attestation(keys, f"{repository}@{index}", "slsaprovenance1")["predicate"] == real
-    [about_index] = attestation_layers(repository, index)[1]["layers"]
+    layers = attestation_layers(repository, index)[1]["layers"]
+    [about_index] = [layer for layer in layers if predicate_type(layer) == PROVENANCE]
     tag, manifest = attestation_layers(repository, digest)
     layers = [about_index if predicate_type(layer) == PROVENANCE else layer for layer in manifest["layers"]]
     put_attestations(repository, tag, manifest, layers)
@@ -627,17 +651,125 @@ def test_verify_fails_when_the_provenance_attestation_is_about_another_digest(si
     )
 
 
+def provenance_replaced(single: dict, keys: Path, folder: Path, change) -> str:
+    """Put in place of the image's provenance one changed by change(predicate), signed with the
+    publisher's own key; the start of the message make verify must give."""
+    repository = single["repository"]
+    [(platform, digest)] = single["variants"]["secure"]["platforms"].items()
+    predicate = attestation(keys, f"{repository}@{digest}", "slsaprovenance1")["predicate"]
+    take_away(single, PROVENANCE)
+    change(predicate)
+    attest_provenance(keys, f"{repository}@{digest}", predicate, folder)
+    return (
+        f"the provenance of the {platform} image {repository}@{digest}, signed by the key {keys / 'cosign.pub'}, "
+        "does not meet the policy deploy/published/provenance.cue: "
+    )
+
+
 @pytest.mark.integration
 @pytest.mark.docker
 def test_verify_fails_when_a_provenance_signed_with_the_right_key_names_another_commit(single, keys, tmp_path):
-    repository = single["repository"]
-    [digest] = single["variants"]["secure"]["platforms"].values()
-    real = attestation(keys, f"{repository}@{digest}", "slsaprovenance1")["predicate"]
-    take_away(single, PROVENANCE)
     another = "0123456789abcdef0123456789abcdef01234567"
-    real["buildDefinition"]["externalParameters"]["source"]["digest"]["gitCommit"] = another
-    attest_provenance(keys, f"{repository}@{digest}", real, tmp_path)
-    verify_fails(single, keys, f"names the commit {another}, not {single['commit']}, which was published")
+
+    def change(predicate):
+        predicate["buildDefinition"]["externalParameters"]["source"]["digest"]["gitCommit"] = another
+
+    said = provenance_replaced(single, keys, tmp_path, change)
+    where = "predicate.buildDefinition.externalParameters.source.digest.gitCommit"
+    verify_fails(single, keys, f"{said}{where}: conflicting")
+
+
+@pytest.mark.integration
+@pytest.mark.docker
+def test_verify_fails_when_a_provenance_signed_with_the_right_key_names_another_builder(single, keys, tmp_path):
+    def change(predicate):
+        predicate["runDetails"]["builder"]["id"] = "https://ci.example.org/acme/runs/7"
+
+    said = provenance_replaced(single, keys, tmp_path, change)
+    verify_fails(single, keys, said + "predicate.runDetails.builder.id: ")
+
+
+@pytest.mark.integration
+@pytest.mark.docker
+def test_verify_fails_when_a_provenance_signed_with_the_right_key_names_another_source(single, keys, tmp_path):
+    other = "git+https://git.example.org/someone-else/app"
+
+    def change(predicate):
+        predicate["buildDefinition"]["externalParameters"]["source"]["uri"] = other
+
+    said = provenance_replaced(single, keys, tmp_path, change)
+    verify_fails(single, keys, said + "predicate.buildDefinition.externalParameters.source.uri: conflicting")
+
+
+def rotate_keys(folder: Path, action: str) -> None:
+    must(make(action, f"KEYS_DIR={folder}", env={**os.environ, "COSIGN_PASSWORD": PASSWORD}), f"`make {action}`")
+
+
+@pytest.mark.integration
+@pytest.mark.docker
+def test_a_rotated_key_verifies_through_the_overlap_and_fails_once_retired(snapshot, registry, tmp_path):
+    """make keys-rotate: the old key's image still verifies, and the new key signs the next push;
+    make keys-retire: the old key's image fails, the new key's passes."""
+    keys = tmp_path / "keys"
+    rotate_keys(keys, "keys")
+    old = tmp_path / "old" / "published.json"
+    old.parent.mkdir()
+    push(snapshot, f"{registry}/{tmp_path.name.lower()}-old", keys, old, "PUBLISH_PLATFORM=")
+    rotate_keys(keys, "keys-rotate")
+    assert sorted(path.name for path in keys.iterdir()) == ["cosign-2.key", "cosign-2.pub", "cosign.key", "cosign.pub"]
+    during = verify(old, keys)
+    assert during.returncode == 0, during.stderr
+    new = tmp_path / "new" / "published.json"
+    new.parent.mkdir()
+    push(snapshot, f"{registry}/{tmp_path.name.lower()}-new", keys, new, "PUBLISH_PLATFORM=")
+    [digest] = json.loads(new.read_text())["variants"]["secure"]["platforms"].values()
+    reference = f"{json.loads(new.read_text())['repository']}@{digest}"
+    by_old = cosign("verify", "--key", str(keys / "cosign.pub"), "--insecure-ignore-tlog", reference)
+    assert by_old.returncode != 0, "the new push was signed with the old key"
+    _, signer = overlay_inputs({"file": new})
+    assert [authority["name"] for authority in signer[0]["value"]] == ["cosign-2", "cosign"]
+    rotate_keys(keys, "keys-retire")
+    assert sorted(path.name for path in keys.iterdir()) == ["cosign-2.key", "cosign-2.pub", "retired"]
+    after = verify(old, keys)
+    assert after.returncode != 0
+    assert f"carries no valid signature by the key {keys / 'cosign-2.pub'}" in after.stderr, after.stderr
+    still = verify(new, keys)
+    assert still.returncode == 0, still.stderr
+
+
+def logging_shims(folder: Path, log: Path, names: list[str]) -> dict[str, str]:
+    """Commands named like these tools that note whether COSIGN_PASSWORD is in their environment,
+    then run the tool itself; the folder to put first on PATH, and DOCKER."""
+    folder.mkdir()
+    found = {"trivy": scan.trivy_command()}
+    for name in names:
+        real = found.get(name) or shutil.which(name)
+        assert real, f"{name} is not installed"
+        shim = folder / name
+        shim.write_text(f'#!/bin/sh\necho "{name} ${{COSIGN_PASSWORD+with-password}}" >>{log}\nexec {real} "$@"\n')
+        shim.chmod(0o755)
+    return {"PATH": f"{folder}:{os.environ['PATH']}", "DOCKER": str(folder / "docker")}
+
+
+@pytest.mark.integration
+@pytest.mark.docker
+def test_push_gives_the_password_to_cosign_alone(single, snapshot, registry, keys, tmp_path):
+    """publish.py push runs docker, skopeo, trivy, git and cosign; each notes its environment."""
+    log = tmp_path / "environments.log"
+    tools = ["docker", "skopeo", "trivy", "git", "cosign"]
+    shims = logging_shims(tmp_path / "shims", log, tools)
+    version = git(snapshot.folder, "describe", "--tags", "--always")
+    repository = f"{registry}/{tmp_path.name.lower()}"
+    command = [sys.executable, "scripts/3-ship/publish.py", "push", "--repository", repository, "--version", version,
+               "--published", str(tmp_path / "published.json"), "--keys", str(keys), "--records", ".builds",
+               "--source", SOURCE, f"secure={snapshot.image}:secure"]  # fmt: skip
+    environment = {**os.environ, **shims, "COSIGN_PASSWORD": PASSWORD}
+    result = subprocess.run(command, cwd=snapshot.folder, capture_output=True, text=True, env=environment, timeout=900)
+    assert result.returncode == 0, result.stderr
+    seen = set(log.read_text().splitlines())
+    assert {line.split()[0] for line in seen} == set(tools), seen
+    assert "cosign with-password" in seen, "the control: cosign, which needs it, got it"
+    assert {line for line in seen if line.endswith("with-password")} == {"cosign with-password"}, seen
 
 
 @pytest.mark.unit

@@ -483,6 +483,7 @@ def test_what_publishing_keeps_in_the_project_never_goes_into_a_copy_of_the_temp
         published,
         f"{overlay}/published.env",
         f"{overlay}/signer.yaml",
+        f"{overlay}/kyverno/signer.yaml",
     ]
     folder = copy_context(tmp_path / "template")
     for name in kept:

@@ -5,17 +5,23 @@ Usage:
                                       registry, as a plain process), its storage in DIR
   publish.py registry stop DIR
   publish.py keys DIR                 a cosign key pair, DIR/cosign.key and DIR/cosign.pub
-  publish.py push --repository REGISTRY/NAME --version VERSION --published FILE [--key KEY]
+  publish.py keys-rotate DIR          a new key pair beside the others (DIR/cosign-2.key, -3, ...),
+                                      which signs from now on
+  publish.py keys-retire DIR          retire every key pair but the newest: its public key moves to
+                                      DIR/retired/, its private key is deleted
+  publish.py push --repository REGISTRY/NAME --version VERSION --published FILE [--keys DIR]
                   --records DIR --source URL VARIANT=IMAGE[,IMAGE...] ...
-  publish.py verify --published FILE (--key PUBLIC_KEY | --identity ID --issuer URL)
-  publish.py deploy-files --published FILE --overlay DIR (--key PUBLIC_KEY | --identity ID --issuer URL)
+  publish.py verify --published FILE (--keys DIR | --key PUBLIC_KEY ... | --identity ID --issuer URL)
+  publish.py deploy-files --published FILE --overlay DIR
+                          (--keys DIR | --key PUBLIC_KEY ... | --identity ID --issuer URL)
 
 push publishes each variant's local images, one a platform (the images `make build` made, never
 built again), as one multi-platform tag REGISTRY/NAME:VARIANT, an OCI image index, and as
 REGISTRY/NAME:VARIANT-VERSION. It signs the index and each platform's image with cosign, attaches
-to each platform's image its CycloneDX SBOM (Trivy, as `make scan` writes it) and its SLSA
-provenance (v1), both as signed attestations, and writes the digests to FILE, with the commit and
-the source. Without --key it signs keyless, with the identity of the CI job it runs in.
+to each platform's image, and to the index, the image's CycloneDX SBOM (Trivy, as `make scan` writes
+it) and its SLSA provenance (v1), both as signed attestations, and writes the digests to FILE, with
+the commit, the source and the bases the builds recorded. It signs with the newest key of --keys;
+without it, keyless, with the identity of the CI job it runs in.
 
 The provenance is made from the record each build wrote in DIR (scripts/2-build/build_record.py);
 docs/reference/provenance.md defines its fields. So that it never describes a build that did not
@@ -25,13 +31,21 @@ no URL.
 
 verify checks, for the digests in FILE, in this order: that each tag still names the index that was
 published; the index's signature; each platform image's signature; its SBOM attestation and its
-provenance attestation, each signed and about that image's digest (cosign checks the subject); and
-that the provenance names the commit and source that were published, this project's build type,
-and its builder. It names the first check that fails.
+provenance attestation, each signed and about that image's digest (cosign checks the subject), the
+provenance held by cosign to the policy deploy/published/provenance.cue with the publication's
+values (the commit and source that were published, this project's build type and builder, no
+uncommitted changes, a recorded base); then the index's own attestations, the same way. It names
+the first check that fails. Any public key of --keys (or any --key) may have signed: during a
+rotation, the old key's images verify until it is retired.
 
 deploy-files writes what the overlay deploy/published/ reads beside its kustomization.yaml:
-published.env, the secure image's index by its digest (Compose reads it too), and signer.yaml, who
-signed it (the public key, or the keyless identity), for the admission policy.
+published.env, the secure image's index by its digest (Compose reads it too); signer.yaml, the
+ClusterImagePolicy's authorities: one for each signer it admits (each public key, or the keyless
+identity), each requiring a provenance that meets provenance.cue with the publication's values; and
+kyverno/signer.yaml, the same for Kyverno's ClusterPolicy, in Kyverno's terms.
+
+COSIGN_PASSWORD is taken out of the environment when the script starts and given to cosign alone:
+docker, skopeo, trivy and git, which it runs too, never see it.
 
 A signature made with a key never goes to the public transparency log (Rekor): the log is public
 and permanent, and a trial run of this project has no business in it. Keyless signatures do go to
@@ -58,7 +72,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "2-build"))
 import scan
 from build_record import record_path as build_record_path
-from docker_tools import DOCKER, PROJECT_NAME, ROOT, docker, exit_on_failure, request, run, run_command, tool
+from docker_tools import (
+    DOCKER,
+    PROJECT_NAME,
+    ROOT,
+    CommandFailed,
+    docker,
+    exit_on_failure,
+    request,
+    run,
+    run_command,
+    tool,
+)
 
 # The two attestations, by cosign's --type (which gives the predicate types https://cyclonedx.org/bom
 # and https://slsa.dev/provenance/v1): what verify calls each.
@@ -68,6 +93,11 @@ ATTESTATIONS = {"cyclonedx": "SBOM", "slsaprovenance1": "provenance"}
 BUILD_TYPE_PAGE = "docs/reference/provenance.md#v1"
 # Where the CI job's keyless certificates come from.
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
+# The policy every provenance must meet, in CUE, which cosign's --policy and policy-controller read.
+POLICY = ROOT / "deploy" / "published" / "provenance.cue"
+PROVENANCE_TYPE = "https://slsa.dev/provenance/v1"
+# What this process holds for cosign alone: COSIGN_PASSWORD, taken out of the environment by main().
+SECRETS: dict[str, str] = {}
 # The registry's configuration: 127.0.0.1 only, no authentication, deleting allowed (so a test
 # can take an attestation away), and its log kept short.
 REGISTRY_CONFIG = """\
@@ -157,24 +187,107 @@ def registry_stop(folder: Path) -> None:
     say(f"the registry is stopped; its storage stays in {folder}/storage.")
 
 
-# --- keys ---
+# --- cosign and its keys ---
+
+
+def take_password() -> None:
+    """Move COSIGN_PASSWORD from the environment, which every program this script runs inherits,
+    to SECRETS, which only cosign's commands get."""
+    if "COSIGN_PASSWORD" in os.environ:
+        SECRETS["COSIGN_PASSWORD"] = os.environ.pop("COSIGN_PASSWORD")
+
+
+def cosign(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    """cosign, the one program given the key's password; with check, a failure raises CommandFailed."""
+    command = [tool("cosign"), *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env={**os.environ, **SECRETS})
+    if check and result.returncode != 0:
+        raise CommandFailed(f"`{' '.join(command)}` failed:\n{(result.stderr or result.stdout).strip()[-3000:]}")
+    return result
+
+
+def ask_password(doing: str) -> None:
+    if "COSIGN_PASSWORD" not in SECRETS:
+        raise Failed(
+            f"set COSIGN_PASSWORD to the password that protects the signing key, {doing} "
+            "(read -rs COSIGN_PASSWORD && export COSIGN_PASSWORD keeps it out of the shell's history), "
+            "or, for a local trial only, COSIGN_PASSWORD= for a key without one."
+        )
+
+
+def generation(private_key: Path) -> int:
+    """cosign.key is the first key pair; each rotation adds the next: cosign-2.key, cosign-3.key."""
+    return int(private_key.stem.removeprefix("cosign-")) if private_key.stem != "cosign" else 1
+
+
+def key_pairs(folder: Path) -> list[Path]:
+    """The private keys in folder that still sign or verify, oldest first."""
+    return sorted(folder.glob("cosign*.key"), key=generation)
+
+
+def signing_key(folder: Path) -> Path:
+    pairs = key_pairs(folder)
+    if not pairs:
+        raise Failed(f"{folder} holds no key pair: make one with make keys.")
+    return pairs[-1]
+
+
+def public_keys(folder: Path) -> list[Path]:
+    """The public keys that verify, newest first: those in folder, not retired. A consumer's folder
+    holds the public keys alone."""
+    found = sorted(folder.glob("cosign*.pub"), key=generation, reverse=True)
+    if not found:
+        raise Failed(f"{folder} holds no public key (cosign*.pub) to verify with: make keys makes the pair.")
+    return found
+
+
+def new_key_pair(prefix: Path) -> None:
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    prefix.parent.chmod(0o700)
+    cosign("generate-key-pair", "--output-key-prefix", str(prefix))
+    protection = "protected by COSIGN_PASSWORD" if SECRETS["COSIGN_PASSWORD"] else "WITHOUT a password"
+    say(
+        f"made the signing key {prefix}.key, {protection}, and its public key {prefix}.pub: give that one to consumers."
+    )
 
 
 def keys(folder: Path) -> None:
-    private, public = folder / "cosign.key", folder / "cosign.pub"
-    if private.exists() and public.exists():
-        say(f"the signing key is {private}, its public key {public}.")
+    if key_pairs(folder):
+        key = signing_key(folder)
+        say(f"the signing key is {key}, its public key {key.with_suffix('.pub')}.")
         return
-    if "COSIGN_PASSWORD" not in os.environ:
-        raise Failed(
-            "set COSIGN_PASSWORD to the password that protects the signing key (export COSIGN_PASSWORD=...), "
-            "or, for a local trial only, make keys COSIGN_PASSWORD= for a key without one."
-        )
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o700)
-    run(tool("cosign"), "generate-key-pair", "--output-key-prefix", str(folder / "cosign"))
-    protection = "protected by COSIGN_PASSWORD" if os.environ["COSIGN_PASSWORD"] else "WITHOUT a password"
-    say(f"made the signing key {private}, {protection}, and its public key {public}: give that one to consumers.")
+    ask_password("to make the key")
+    new_key_pair(folder / "cosign")
+
+
+def keys_rotate(folder: Path) -> None:
+    """A new key pair beside the others, which signs from now on; the others still verify."""
+    old = signing_key(folder)
+    ask_password("to make the new key")
+    new = folder / f"cosign-{generation(old) + 1}"
+    new_key_pair(new)
+    say(
+        f"{new}.key signs from now on; {', '.join(str(key) for key in public_keys(folder)[1:])} still verify, "
+        "until make keys-retire. Publish again with make push, then retire the old keys."
+    )
+
+
+def keys_retire(folder: Path) -> None:
+    """Retire every key pair but the newest: an image signed by none but them no longer verifies."""
+    *old, newest = key_pairs(folder) or [None]
+    if not old:
+        say(f"nothing to retire: {newest or folder} is the only key.")
+        return
+    retired = folder / "retired"
+    retired.mkdir(exist_ok=True)
+    for private in old:
+        private.with_suffix(".pub").rename(retired / private.with_suffix(".pub").name)
+        private.unlink()
+    say(
+        f"retired {', '.join(private.stem for private in old)}: their private keys are deleted, their public keys "
+        f"kept in {retired}; {newest.with_suffix('.pub')} alone verifies now. Run make push again to update "
+        "the admission policies."
+    )
 
 
 # --- push ---
@@ -361,14 +474,26 @@ def cosign_sign_args(key: Path | None) -> list[str]:
 
 def attest(key: Path | None, reference: str, predicate_type: str, predicate: Path) -> None:
     signing = cosign_sign_args(key)
-    run(tool("cosign"), "attest", "--yes", *signing, "--type", predicate_type, "--predicate", str(predicate), reference)
+    cosign("attest", "--yes", *signing, "--type", predicate_type, "--predicate", str(predicate), reference)
+
+
+def attest_image(key: Path | None, references: list[str], sbom: Path, provenance: Path) -> None:
+    """Attach one image's SBOM and provenance to each reference: the image, and the index that holds
+    it, so that `cosign verify-attestation REPOSITORY:TAG`, which reads the index, finds them too."""
+    for reference in references:
+        attest(key, reference, "cyclonedx", sbom)
+        attest(key, reference, "slsaprovenance1", provenance)
+
+
+def recorded_bases(records: dict[str, dict]) -> list[dict]:
+    """The bases the builds recorded, by name and digest, as the policy's #bases admits them."""
+    bases = {(record["base"]["name"], record["base"]["digest"].removeprefix("sha256:")) for record in records.values()}
+    return [{"uri": f"docker-image://{name}", "sha256": digest} for name, digest in sorted(bases)]
 
 
 def push(args: argparse.Namespace) -> None:
-    if args.key and "COSIGN_PASSWORD" not in os.environ:
-        raise Failed(
-            "set COSIGN_PASSWORD to the signing key's password (empty for a key made without one); nothing was pushed."
-        )
+    if args.key:
+        ask_password("to sign with it; nothing was pushed")
     plan = [(variant, images.split(",")) for variant, images in (entry.split("=", 1) for entry in args.images)]
     records = {
         image: build_record(args.records, variant, image, args.source) for variant, images in plan for image in images
@@ -376,7 +501,13 @@ def push(args: argparse.Namespace) -> None:
     commit = git("rev-parse", "HEAD")
     requirements = committed_sha256(commit, "requirements.txt")
     repository = args.repository
-    published = {"repository": repository, "source": args.source, "commit": commit, "variants": {}}
+    published = {
+        "repository": repository,
+        "source": args.source,
+        "commit": commit,
+        "bases": recorded_bases(records),
+        "variants": {},
+    }
     trivy = scan.trivy_command()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="publish-") as folder:
@@ -395,18 +526,20 @@ def push(args: argparse.Namespace) -> None:
             imagetools_create(version_tag, *sources)
             index = manifest_digest(version_tag)
             say(f"{version_tag}: index {repository}@{index} of {', '.join(platforms)}")
-            run(tool("cosign"), "sign", "--yes", "--recursive", *cosign_sign_args(args.key), f"{repository}@{index}")
+            cosign("sign", "--yes", "--recursive", *cosign_sign_args(args.key), f"{repository}@{index}")
             for entry in platforms.values():
-                reference = f"{repository}@{entry['digest']}"
                 report = scan.trivy_report(trivy, entry["image"], work, vulnerabilities=False)
                 (work / "report.json").write_text(json.dumps(report))
                 scan.convert(trivy, work / "report.json", "cyclonedx", work / "sbom.cdx.json")
-                attest(args.key, reference, "cyclonedx", work / "sbom.cdx.json")
                 (work / "provenance.json").write_text(
                     json.dumps(provenance(records[entry["image"]], variant, requirements))
                 )
-                attest(args.key, reference, "slsaprovenance1", work / "provenance.json")
-            say(f"signed {repository}@{index} and the image of each platform; attached their SBOMs and provenance.")
+                references = [f"{repository}@{entry['digest']}", f"{repository}@{index}"]
+                attest_image(args.key, references, work / "sbom.cdx.json", work / "provenance.json")
+            say(
+                f"signed {repository}@{index} and the image of each platform; attached their SBOMs and provenance "
+                "to each image and to the index."
+            )
             imagetools_create(variant_tag, f"{repository}@{index}")
             if manifest_digest(variant_tag) != index:
                 raise Failed(f"{variant_tag} names another index than {index}, which was signed.")
@@ -446,53 +579,74 @@ def supply_chain_bytes(repository: str, digests: list[str]) -> int:
 # --- verify ---
 
 
-def cosign_verify_args(args: argparse.Namespace) -> list[str]:
+def signers(args: argparse.Namespace, published: dict) -> list[tuple[str, list[str]]]:
+    """Who may have signed, each with cosign's arguments that check it: each public key, newest
+    first; or the keyless identity, whose certificate must name the published commit as the one its
+    workflow ran at."""
     if args.key:
-        return ["--key", str(args.key), "--insecure-ignore-tlog=true"]
-    return ["--certificate-identity", args.identity, "--certificate-oidc-issuer", args.issuer]
+        return [(f"the key {key}", ["--key", str(key), "--insecure-ignore-tlog=true"]) for key in args.key]
+    identity = ["--certificate-identity", args.identity, "--certificate-oidc-issuer", args.issuer]
+    return [(f"{args.identity} ({args.issuer})", [*identity, "--certificate-github-workflow-sha", published["commit"]])]
 
 
-def verify_signature(args: argparse.Namespace, what: str, reference: str) -> None:
-    result = run_command(tool("cosign"), "verify", *cosign_verify_args(args), reference, check=False)
-    if result.returncode != 0:
-        signer = f"the key {args.key}" if args.key else f"{args.identity} ({args.issuer})"
-        raise Failed(f"{what} {reference} carries no valid signature by {signer}: {scan.last_line(result.stderr)}")
+def names(accepted: list[tuple[str, list[str]]]) -> str:
+    return " or ".join(name for name, _ in accepted)
 
 
-def verify_attestation(args: argparse.Namespace, what: str, reference: str, kind: str) -> dict:
-    """Check one attestation and return its predicate. cosign keeps only the attestations of that type
-    signed by the signer whose subject is this image's digest: one about another digest, even signed
-    with the right key, does not count."""
-    command = [tool("cosign"), "verify-attestation", *cosign_verify_args(args), "--type", kind, reference]
-    result = run_command(*command, check=False)
-    if result.returncode != 0:
-        raise Failed(
-            f"{what} {reference} has no valid {ATTESTATIONS[kind]} attestation, signed and about this digest: "
-            f"{scan.last_line(result.stderr)}"
-        )
-    statement = json.loads(base64.b64decode(json.loads(result.stdout.splitlines()[0])["payload"]))
-    return statement["predicate"]
+def verify_signature(accepted: list[tuple[str, list[str]]], what: str, reference: str) -> None:
+    for _, arguments in accepted:
+        result = cosign("verify", *arguments, reference, check=False)
+        if result.returncode == 0:
+            return
+    raise Failed(f"{what} {reference} carries no valid signature by {names(accepted)}: {scan.last_line(result.stderr)}")
 
 
-def verify_provenance(predicate: dict, published: dict, what: str) -> None:
-    """The provenance names the commit and the source that were published, and this project's
-    builder and build type: a provenance signed with the right key that claims another build fails."""
-    source, commit = published["source"], published["commit"]
-    definition, builder = predicate["buildDefinition"], predicate["runDetails"]["builder"]["id"]
-    claims = {
-        "the commit": (definition["externalParameters"]["source"]["digest"].get("gitCommit"), commit),
-        "the source": (definition["externalParameters"]["source"]["uri"], f"git+{source}"),
-        "the build type": (definition["buildType"], build_type(source)),
-    }
-    for claim, (found, expected) in claims.items():
-        if found != expected:
-            raise Failed(f"the provenance of {what} names {claim} {found}, not {expected}, which was published.")
-    builders = (f"git+{source}@{commit}#Makefile", f"{source}/actions/runs/")
-    if not (builder == builders[0] or builder.startswith(builders[1])):
-        raise Failed(
-            f"the provenance of {what} names the builder {builder}, neither this repository's Makefile at {commit} "
-            f"nor a workflow run of {source}."
-        )
+def policy_values(published: dict) -> str:
+    """The publication's values for provenance.cue, in CUE: JSON strings and lists are CUE too."""
+    return (
+        "\n// The publication's values, written by make push.\n"
+        f"#source: {json.dumps(published['source'])}\n"
+        f"#commit: {json.dumps(published['commit'])}\n"
+        f"#bases: {json.dumps(published['bases'])}\n"
+    )
+
+
+def policy_text(published: dict) -> str:
+    """The provenance policy with the publication's values: what make verify and the admission
+    policies check, the same text everywhere."""
+    return POLICY.read_text() + policy_values(published)
+
+
+def verify_attestation(
+    accepted: list[tuple[str, list[str]]], what: str, reference: str, kind: str, policy: Path | None = None
+) -> list[dict]:
+    """Check the attestations of one kind and return their predicates. cosign keeps only those signed
+    by the signer whose subject is this image's digest (one about another digest, even signed with
+    the right key, does not count), and with a policy, fails unless each meets it."""
+    rules = ["--policy", str(policy)] if policy else []
+    for _, arguments in accepted:
+        result = cosign("verify-attestation", *arguments, *rules, "--type", kind, reference, check=False)
+        if result.returncode == 0:
+            payloads = [json.loads(line)["payload"] for line in result.stdout.splitlines()]
+            return [json.loads(base64.b64decode(payload))["predicate"] for payload in payloads]
+        if "validation errors occurred" in result.stderr:
+            broken = [line[2:] for line in result.stderr.splitlines() if line.startswith("- ")]
+            raise Failed(
+                f"the {ATTESTATIONS[kind]} of {what} {reference}, signed by {names(accepted)}, does not meet the "
+                f"policy {POLICY.relative_to(ROOT)}: " + "; ".join(broken)
+            )
+    raise Failed(
+        f"{what} {reference} has no valid {ATTESTATIONS[kind]} attestation, signed and about this digest: "
+        f"{scan.last_line(result.stderr)}"
+    )
+
+
+def verify_attestations(accepted: list[tuple[str, list[str]]], what: str, reference: str, policy: Path) -> None:
+    """The SBOMs list components; the provenance meets the policy."""
+    for sbom in verify_attestation(accepted, what, reference, "cyclonedx"):
+        if not sbom.get("components"):
+            raise Failed(f"the SBOM attestation of {what} {reference} lists no components.")
+    verify_attestation(accepted, what, reference, "slsaprovenance1", policy)
 
 
 def verify(args: argparse.Namespace) -> None:
@@ -500,27 +654,29 @@ def verify(args: argparse.Namespace) -> None:
     if not args.published.exists():
         raise Failed(f"{args.published} does not exist: run make push first, which writes it.")
     published = json.loads(args.published.read_text())
-    repository = published["repository"]
-    for variant, entry in published["variants"].items():
-        index = entry["index"]
-        for tag in entry["tags"]:
-            now = manifest_digest(tag)
-            if now != index:
-                raise Failed(
-                    f"{tag} now names {now}, not {index}, which was published and signed: "
-                    "something was pushed over the tag."
-                )
-        verify_signature(args, "the index", f"{repository}@{index}")
-        for platform, digest in entry["platforms"].items():
-            what, reference = f"the {platform} image", f"{repository}@{digest}"
-            verify_signature(args, what, reference)
-            sbom = verify_attestation(args, what, reference, "cyclonedx")
-            if not sbom.get("components"):
-                raise Failed(f"the SBOM attestation of {what} {reference} lists no components.")
-            provenance = verify_attestation(args, what, reference, "slsaprovenance1")
-            verify_provenance(provenance, published, f"{what} {reference}")
-            say(f"{variant} {platform}: {reference} signed, with its SBOM and provenance of {published['commit'][:12]}")
-        say(f"{', '.join(entry['tags'])}: {repository}@{index} signed")
+    repository, accepted = published["repository"], signers(args, published)
+    with tempfile.TemporaryDirectory(prefix="verify-") as folder:
+        policy = Path(folder) / "provenance.cue"
+        policy.write_text(policy_text(published))
+        for variant, entry in published["variants"].items():
+            index = entry["index"]
+            for tag in entry["tags"]:
+                now = manifest_digest(tag)
+                if now != index:
+                    raise Failed(
+                        f"{tag} now names {now}, not {index}, which was published and signed: "
+                        "something was pushed over the tag."
+                    )
+            verify_signature(accepted, "the index", f"{repository}@{index}")
+            for platform, digest in entry["platforms"].items():
+                what, reference = f"the {platform} image", f"{repository}@{digest}"
+                verify_signature(accepted, what, reference)
+                verify_attestations(accepted, what, reference, policy)
+                commit = published["commit"][:12]
+                say(f"{variant} {platform}: {reference} signed, with its SBOM and provenance of {commit}")
+            verify_attestations(accepted, "the index", f"{repository}@{index}", policy)
+            tags = ", ".join(entry["tags"])
+            say(f"{tags}: {repository}@{index} signed, with the SBOM and provenance of each platform")
 
 
 # --- deploy ---
@@ -538,19 +694,91 @@ def deploy_files(args: argparse.Namespace) -> None:
             f"the manifests run the {DEPLOYED} image, and {args.published} holds no {DEPLOYED}: publish it too."
         )
     repository, index = published["repository"], published["variants"][DEPLOYED]["index"]
-    if args.key:
-        if not args.key.exists():
-            raise Failed(f"{args.key} does not exist: sign with make push, or give the keyless signer's identity.")
-        signer = {"key": {"data": args.key.read_text()}}
-    else:
-        signer = {"keyless": {"identities": [{"issuer": args.issuer, "subject": args.identity}]}}
+    for key in args.key or []:
+        if not key.exists():
+            raise Failed(f"{key} does not exist: sign with make push, or give the keyless signer's identity.")
     args.overlay.mkdir(parents=True, exist_ok=True)
     (args.overlay / "published.env").write_text(
         f"PROJECT_NAME={PROJECT_NAME}\nREPOSITORY={repository}\nPUBLISHED_IMAGE={repository}@{index}\n"
     )
-    patch = [{"op": "add", "path": f"/spec/authorities/0/{kind}", "value": value} for kind, value in signer.items()]
-    (args.overlay / "signer.yaml").write_text(json.dumps(patch, indent=2) + "\n")
-    say(f"{args.overlay} deploys {repository}@{index}, admitted when signed by the same {next(iter(signer))}.")
+    (args.overlay / "signer.yaml").write_text(json.dumps(policy_controller_patch(args, published), indent=2) + "\n")
+    (args.overlay / "kyverno").mkdir(exist_ok=True)
+    (args.overlay / "kyverno" / "signer.yaml").write_text(json.dumps(kyverno_patch(args, published), indent=2) + "\n")
+    signer = f"{len(args.key)} key(s)" if args.key else "the same identity"
+    say(f"{args.overlay} deploys {repository}@{index}, admitted signed by {signer}, its provenance as the policy says.")
+
+
+def policy_controller_patch(args: argparse.Namespace, published: dict) -> list[dict]:
+    """The ClusterImagePolicy's authorities: one a signer, any of which admits, each with the provenance
+    policy, the very text make verify gives cosign."""
+    attestations = [
+        {
+            "name": "provenance",
+            "predicateType": PROVENANCE_TYPE,
+            "policy": {"type": "cue", "data": policy_text(published)},
+        }
+    ]
+    if args.key:
+        authorities = [
+            {"name": key.stem, "key": {"data": key.read_text()}, "attestations": attestations} for key in args.key
+        ]
+    else:
+        identities = [{"issuer": args.issuer, "subject": args.identity}]
+        authorities = [{"name": "keyless", "keyless": {"identities": identities}, "attestations": attestations}]
+    return [{"op": "replace", "path": "/spec/authorities", "value": authorities}]
+
+
+def kyverno_conditions(published: dict) -> list[dict]:
+    """provenance.cue's checks in Kyverno's terms: JMESPath about the predicate, each of its lines."""
+    source, commit = published["source"], published["commit"]
+    labels = "buildDefinition.externalParameters.labels"
+    checks = [
+        ("buildDefinition.buildType", "Equals", build_type(source)),
+        ("buildDefinition.externalParameters.source.uri", "Equals", f"git+{source}"),
+        ("buildDefinition.externalParameters.source.digest.gitCommit", "Equals", commit),
+        (f'{labels}."org.opencontainers.image.source"', "Equals", source),
+        (f'{labels}."org.opencontainers.image.revision"', "Equals", commit),
+        (f"ends_with({labels}.\"org.opencontainers.image.version\", '-dirty')", "Equals", False),
+        ("buildDefinition.resolvedDependencies[0].uri", "Equals", f"git+{source}@{commit}"),
+        ("buildDefinition.resolvedDependencies[0].digest.gitCommit", "Equals", commit),
+        (
+            "join('@', [buildDefinition.resolvedDependencies[1].name, buildDefinition.resolvedDependencies[1].uri, "
+            "buildDefinition.resolvedDependencies[1].digest.sha256])",
+            "AnyIn",
+            [f"base@{base['uri']}@{base['sha256']}" for base in published["bases"]],
+        ),
+        ("runDetails.builder.id", "AnyIn", [f"git+{source}@{commit}#Makefile", f"{source}/actions/runs/*"]),
+    ]
+    conditions = [{"key": f"{{{{ {key} }}}}", "operator": operator, "value": value} for key, operator, value in checks]
+    return [{"all": conditions}]
+
+
+def kyverno_patch(args: argparse.Namespace, published: dict) -> list[dict]:
+    """Kyverno's ClusterPolicy: the signers, any one of which admits (count 1), for the image's
+    signature and for its provenance, and the provenance's conditions."""
+    if args.key:
+        # make push signs with a key without the public log, and a key has no certificate: Kyverno's
+        # defaults would look for a log entry and for a certificate's timestamp (SCT), find neither,
+        # and refuse every image. The signature itself is checked all the same.
+        entries = [
+            {"keys": {"publicKeys": key.read_text(), "rekor": {"ignoreTlog": True}, "ctlog": {"ignoreSCT": True}}}
+            for key in args.key
+        ]
+    else:
+        # Keyless, the certificate names the commit the signing workflow ran at: the published one.
+        keyless = {
+            "subject": args.identity,
+            "issuer": args.issuer,
+            "additionalExtensions": {"githubWorkflowSha": published["commit"]},
+        }
+        entries = [{"keyless": keyless}]
+    attestors = [{"count": 1, "entries": entries}]
+    rule = "/spec/rules/0/verifyImages/0"
+    return [
+        {"op": "replace", "path": f"{rule}/attestors", "value": attestors},
+        {"op": "replace", "path": f"{rule}/attestations/0/attestors", "value": attestors},
+        {"op": "replace", "path": f"{rule}/attestations/0/conditions", "value": kyverno_conditions(published)},
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -560,13 +788,17 @@ def main(argv: list[str] | None = None) -> int:
     registry.add_argument("action", choices=["start", "stop"])
     registry.add_argument("folder", type=Path)
     registry.add_argument("port", type=int, nargs="?", default=5000)
-    keys_command = commands.add_parser("keys", help="make a cosign key pair")
-    keys_command.add_argument("folder", type=Path)
+    for name, summary in (
+        ("keys", "make a cosign key pair"),
+        ("keys-rotate", "make a new key pair beside the others, which signs from now on"),
+        ("keys-retire", "retire every key pair but the newest"),
+    ):
+        commands.add_parser(name, help=summary).add_argument("folder", type=Path)
     push_command = commands.add_parser("push", help="push, sign and attest")
     push_command.add_argument("--repository", required=True)
     push_command.add_argument("--version", required=True)
     push_command.add_argument("--published", type=Path, required=True)
-    push_command.add_argument("--key", type=Path, help="cosign's private key; keyless without")
+    push_command.add_argument("--keys", type=Path, help="the key pairs' folder: its newest signs; keyless without")
     push_command.add_argument("--records", type=Path, required=True, help="the folder of the build records")
     push_command.add_argument("--source", required=True, help="the source repository's URL the labels must name")
     push_command.add_argument("images", nargs="+", metavar="VARIANT=IMAGE[,IMAGE...]")
@@ -575,23 +807,25 @@ def main(argv: list[str] | None = None) -> int:
     deploy_command.add_argument("--overlay", type=Path, required=True)
     for command in (verify_command, deploy_command):
         command.add_argument("--published", type=Path, required=True)
-        command.add_argument("--key", type=Path, help="cosign's public key")
+        command.add_argument("--keys", type=Path, help="the key pairs' folder: any of its public keys verifies")
+        command.add_argument("--key", type=Path, action="append", help="a public key that verifies; repeatable")
         command.add_argument("--identity", help="the keyless signer's certificate identity")
         command.add_argument("--issuer", default=GITHUB_ISSUER, help="the keyless signer's OIDC issuer")
     args = parser.parse_args(argv)
+    take_password()
     try:
         if args.command == "registry":
             registry_start(args.folder, args.port) if args.action == "start" else registry_stop(args.folder)
-        elif args.command == "keys":
-            keys(args.folder)
+        elif args.command in ("keys", "keys-rotate", "keys-retire"):
+            {"keys": keys, "keys-rotate": keys_rotate, "keys-retire": keys_retire}[args.command](args.folder)
         elif args.command == "push":
+            args.key = signing_key(args.keys) if args.keys else None
             push(args)
-        elif not args.key and not (args.identity and args.issuer):
-            raise Failed("give the public key (--key), or the signer's certificate identity and issuer.")
-        elif args.command == "verify":
-            verify(args)
         else:
-            deploy_files(args)
+            args.key = (args.key or []) + (public_keys(args.keys) if args.keys else [])
+            if not args.key and not (args.identity and args.issuer):
+                raise Failed("give the public keys (--keys or --key), or the signer's certificate identity and issuer.")
+            verify(args) if args.command == "verify" else deploy_files(args)
     except Failed as error:
         print(f"publish: {error}", file=sys.stderr)
         return 1

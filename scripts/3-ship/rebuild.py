@@ -92,14 +92,19 @@ def published_config(reference: str) -> dict:
 def verified(args: argparse.Namespace, repository: str, digest: str, platforms: dict[str, str]) -> dict:
     """make verify's checks on what REF names; the provenance of each platform, once they pass."""
     signer = argparse.Namespace(key=args.key, identity=args.identity, issuer=args.issuer)
+    # The signer alone, the commit not known yet: make verify's check below holds a keyless
+    # signature to the commit the provenance names as well.
+    accepted = publish.signers(signer, {"commit": None})
+    if not args.key:
+        accepted = [(name, arguments[:-2]) for name, arguments in accepted]
     # The signature first, so that another signer's image is named as such before its provenance is read.
     publish.verify_signature(
-        signer, "the image" if digest in platforms.values() else "the index", f"{repository}@{digest}"
+        accepted, "the image" if digest in platforms.values() else "the index", f"{repository}@{digest}"
     )
     predicates = {
         platform: publish.verify_attestation(
-            signer, f"the {platform} image", f"{repository}@{image}", "slsaprovenance1"
-        )
+            accepted, f"the {platform} image", f"{repository}@{image}", "slsaprovenance1"
+        )[0]
         for platform, image in platforms.items()
     }
     parameters = [predicate["buildDefinition"]["externalParameters"] for predicate in predicates.values()]
@@ -109,11 +114,17 @@ def verified(args: argparse.Namespace, repository: str, digest: str, platforms: 
         raise Failed(
             f"the provenances of {repository}@{digest} name more than one commit or variant: {commits} {variants}."
         )
+    bases = {
+        (base["uri"], base["digest"]["sha256"])
+        for base in (p["buildDefinition"]["resolvedDependencies"][1] for p in predicates.values())
+    }
     published = {
         "repository": repository,
         "source": args.source,
         "commit": commits.pop(),
         "variants": {variants.pop(): {"tags": [f"{repository}@{digest}"], "index": digest, "platforms": platforms}},
+        # The policy's bases are those the provenances name: the rebuild below checks each by its digest.
+        "bases": [{"uri": uri, "sha256": sha} for uri, sha in sorted(bases)],
     }
     with tempfile.TemporaryDirectory(prefix="rebuild-") as folder:
         path = Path(folder) / "published.json"
@@ -330,13 +341,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ref", required=True, help="the published index or image, REPOSITORY@sha256:...")
     parser.add_argument("--source", required=True, help="the source repository's URL the provenance must name")
-    parser.add_argument("--key", type=Path, help="the publisher's public key")
+    parser.add_argument("--keys", type=Path, help="a folder of the publisher's public keys (cosign*.pub)")
+    parser.add_argument("--key", type=Path, action="append", help="a public key of the publisher's; repeatable")
     parser.add_argument("--identity", help="the keyless signer's certificate identity")
     parser.add_argument("--issuer", default=publish.GITHUB_ISSUER, help="the keyless signer's OIDC issuer")
     args = parser.parse_args(argv)
     try:
+        args.key = (args.key or []) + (publish.public_keys(args.keys) if args.keys else [])
         if not args.key and not args.identity:
-            raise Failed("give the publisher's public key (--key), or the signer's certificate identity.")
+            raise Failed("give the publisher's public keys (--keys or --key), or the signer's certificate identity.")
         verify_rebuild(args)
     except Failed as error:
         print(f"rebuild: {error}", file=sys.stderr)
