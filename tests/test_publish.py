@@ -571,10 +571,11 @@ def put_attestations(repository: str, tag: str, manifest: dict, layers: list[dic
     assert put.status == 201, f"{repository}:{tag}: {put.status} {put.body!r}"
 
 
-def keep_layers(single: dict, keep) -> tuple[str, str]:
-    """Keep in the image's attestations only the layers keep(layer) accepts; the repository and digest."""
+def keep_layers(single: dict, keep, digest: str | None = None) -> tuple[str, str]:
+    """Keep in the attestations of the image (or of digest, the index's) only the layers keep(layer)
+    accepts; the repository and digest."""
     repository = single["repository"]
-    [digest] = single["variants"]["secure"]["platforms"].values()
+    [digest] = [digest] if digest else single["variants"]["secure"]["platforms"].values()
     tag, manifest = attestation_layers(repository, digest)
     kept = [layer for layer in manifest["layers"] if keep(layer)]
     assert 0 < len(kept) < len(manifest["layers"]), "nothing or everything would go"
@@ -586,9 +587,10 @@ def predicate_type(layer: dict) -> str:
     return layer["annotations"]["predicateType"]
 
 
-def take_away(single: dict, kind: str) -> tuple[str, str]:
-    """Take the attestation of one predicate type out of the image's; the repository and digest."""
-    return keep_layers(single, lambda layer: predicate_type(layer) != kind)
+def take_away(single: dict, kind: str, digest: str | None = None) -> tuple[str, str]:
+    """Take the attestation of one predicate type out of the image's (or digest's); the repository
+    and digest."""
+    return keep_layers(single, lambda layer: predicate_type(layer) != kind, digest)
 
 
 @pytest.mark.integration
@@ -973,9 +975,14 @@ def test_verify_rebuild_says_which_debian_package_version_is_gone(single, keys, 
     take_away(single, PROVENANCE)
     parameters = predicate["buildDefinition"]["externalParameters"]
     parameters["source"]["digest"]["gitCommit"] = parameters["labels"]["org.opencontainers.image.revision"] = commit
+    source = predicate["buildDefinition"]["resolvedDependencies"][0]
+    source["uri"], source["digest"]["gitCommit"] = f"git+{SOURCE}@{commit}", commit
     predicate["runDetails"]["builder"]["id"] = f"git+{SOURCE}@{commit}#Makefile"
-    attest_provenance(keys, f"{repository}@{digest}", predicate, tmp_path)
-    result = verify_rebuild(snapshot, f"{repository}@{single['variants']['secure']['index']}", keys)
+    index = single["variants"]["secure"]["index"]
+    take_away(single, PROVENANCE, index)
+    for image in (digest, index):
+        attest_provenance(keys, f"{repository}@{image}", predicate, tmp_path)
+    result = verify_rebuild(snapshot, f"{repository}@{index}", keys)
     assert result.returncode != 0
     assert f"Debian's archive no longer holds binutils {gone}, which the build of secure" in result.stderr
     assert "Traceback" not in result.stderr
