@@ -6,7 +6,8 @@ Usage:
   publish.py registry stop DIR
   publish.py keys DIR                 a cosign key pair, DIR/cosign.key and DIR/cosign.pub
   publish.py push --repository REGISTRY/NAME --version VERSION --published FILE [--key KEY]
-                  --records DIR --source URL VARIANT=IMAGE[,IMAGE...] ...
+                  [--unsigned DIR] --records DIR --source URL VARIANT=IMAGE[,IMAGE...] ...
+  publish.py promote --published FILE (--key PUBLIC_KEY | --identity ID --issuer URL)
   publish.py verify --published FILE (--key PUBLIC_KEY | --identity ID --issuer URL)
   publish.py deploy-files --published FILE --overlay DIR (--key PUBLIC_KEY | --identity ID --issuer URL)
 
@@ -16,6 +17,12 @@ REGISTRY/NAME:VARIANT-VERSION. It signs the index and each platform's image with
 to each platform's image its CycloneDX SBOM (Trivy, as `make scan` writes it) and its SLSA
 provenance (v1), both as signed attestations, and writes the digests to FILE, with the commit and
 the source. Without --key it signs keyless, with the identity of the CI job it runs in.
+
+With --unsigned DIR, push signs and attests nothing: it writes each predicate it would have attested
+into DIR, named after the digest it is about and its type (HEX.cyclonedx.json, HEX.slsaprovenance1.json),
+and leaves each variant's tag where it was. A job of its own, which holds the signing identity and
+runs nothing but cosign, then attests and signs (CI's sign job), and promote moves each variant's tag
+to its index once the index's signature verifies.
 
 The provenance is made from the record each build wrote in DIR (scripts/2-build/build_record.py);
 docs/reference/provenance.md defines its fields. So that it never describes a build that did not
@@ -44,6 +51,7 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -355,9 +363,28 @@ def cosign_sign_args(key: Path | None) -> list[str]:
     return ["--key", str(key), "--tlog-upload=false"] if key else []
 
 
-def attest(key: Path | None, reference: str, predicate_type: str, predicate: Path) -> None:
-    signing = cosign_sign_args(key)
+def attest(args: argparse.Namespace, reference: str, predicate_type: str, predicate: Path) -> None:
+    """Attest the predicate about the image; with --unsigned, leave it in that folder for the job that signs."""
+    if args.unsigned:
+        digest = reference.rsplit("@sha256:", 1)[1]
+        shutil.copyfile(predicate, args.unsigned / f"{digest}.{predicate_type}.json")
+        return
+    signing = cosign_sign_args(args.key)
     run(tool("cosign"), "attest", "--yes", *signing, "--type", predicate_type, "--predicate", str(predicate), reference)
+
+
+def sign(args: argparse.Namespace, index: str) -> None:
+    """Sign the index and each platform's image it lists; with --unsigned, that is the job that signs."""
+    if not args.unsigned:
+        run(tool("cosign"), "sign", "--yes", "--recursive", *cosign_sign_args(args.key), index)
+
+
+def move_tag(tag: str, index: str) -> None:
+    """Point the tag at the index, which is signed, and check the registry holds it so."""
+    imagetools_create(tag, index)
+    if manifest_digest(tag) != index.rsplit("@", 1)[1]:
+        raise Failed(f"{tag} names another index than {index}, which was signed.")
+    say(f"{tag} names it now.")
 
 
 def push(args: argparse.Namespace) -> None:
@@ -372,6 +399,8 @@ def push(args: argparse.Namespace) -> None:
     commit = git("rev-parse", "HEAD")
     requirements = committed_sha256(commit, "requirements.txt")
     repository = args.repository
+    if args.unsigned:
+        args.unsigned.mkdir(parents=True, exist_ok=True)
     published = {"repository": repository, "source": args.source, "commit": commit, "variants": {}}
     trivy = scan.trivy_command()
     started = time.monotonic()
@@ -391,22 +420,24 @@ def push(args: argparse.Namespace) -> None:
             imagetools_create(version_tag, *sources)
             index = manifest_digest(version_tag)
             say(f"{version_tag}: index {repository}@{index} of {', '.join(platforms)}")
-            run(tool("cosign"), "sign", "--yes", "--recursive", *cosign_sign_args(args.key), f"{repository}@{index}")
             for entry in platforms.values():
                 reference = f"{repository}@{entry['digest']}"
                 report = scan.trivy_report(trivy, entry["image"], work, vulnerabilities=False)
                 (work / "report.json").write_text(json.dumps(report))
                 scan.convert(trivy, work / "report.json", "cyclonedx", work / "sbom.cdx.json")
-                attest(args.key, reference, "cyclonedx", work / "sbom.cdx.json")
+                attest(args, reference, "cyclonedx", work / "sbom.cdx.json")
                 (work / "provenance.json").write_text(
                     json.dumps(provenance(records[entry["image"]], variant, requirements))
                 )
-                attest(args.key, reference, "slsaprovenance1", work / "provenance.json")
-            say(f"signed {repository}@{index} and the image of each platform; attached their SBOMs and provenance.")
-            imagetools_create(variant_tag, f"{repository}@{index}")
-            if manifest_digest(variant_tag) != index:
-                raise Failed(f"{variant_tag} names another index than {index}, which was signed.")
-            say(f"{variant_tag} names it now.")
+                attest(args, reference, "slsaprovenance1", work / "provenance.json")
+            # Signed last, after every attestation: an index whose signing was stopped half-way has
+            # no signature, and nothing that checks one takes it.
+            sign(args, f"{repository}@{index}")
+            if args.unsigned:
+                say(f"wrote the predicates of {repository}@{index} into {args.unsigned}; {variant_tag} stays.")
+            else:
+                say(f"signed {repository}@{index} and the image of each platform; attached their SBOMs and provenance.")
+                move_tag(variant_tag, f"{repository}@{index}")
             published["variants"][variant] = {
                 "tags": [variant_tag, version_tag],
                 "index": index,
@@ -414,6 +445,8 @@ def push(args: argparse.Namespace) -> None:
             }
     args.published.write_text(json.dumps(published, indent=2) + "\n")
     say(f"published in {time.monotonic() - started:.0f} s; the digests are in {args.published}.")
+    if args.unsigned:
+        return
     digests = [d for entry in published["variants"].values() for d in (entry["index"], *entry["platforms"].values())]
     say(f"the signatures and attestations take {supply_chain_bytes(repository, digests):,} bytes in the registry.")
 
@@ -519,6 +552,19 @@ def verify(args: argparse.Namespace) -> None:
         say(f"{', '.join(entry['tags'])}: {repository}@{index} signed")
 
 
+def promote(args: argparse.Namespace) -> None:
+    """After a push with --unsigned and the signing: each variant's tag moved to its index, once the
+    index's signature verifies; make verify then checks the rest."""
+    if not args.published.exists():
+        raise Failed(f"{args.published} does not exist: run make push first, which writes it.")
+    published = json.loads(args.published.read_text())
+    repository = published["repository"]
+    for variant, entry in published["variants"].items():
+        index = f"{repository}@{entry['index']}"
+        verify_signature(args, "the index", index)
+        move_tag(f"{repository}:{variant}", index)
+
+
 # --- deploy ---
 
 # The variant the Kubernetes manifests and deploy/published/ run.
@@ -565,11 +611,15 @@ def main(argv: list[str] | None = None) -> int:
     push_command.add_argument("--key", type=Path, help="cosign's private key; keyless without")
     push_command.add_argument("--records", type=Path, required=True, help="the folder of the build records")
     push_command.add_argument("--source", required=True, help="the source repository's URL the labels must name")
+    push_command.add_argument(
+        "--unsigned", type=Path, help="sign nothing: write the predicates into this folder for the job that signs"
+    )
     push_command.add_argument("images", nargs="+", metavar="VARIANT=IMAGE[,IMAGE...]")
     verify_command = commands.add_parser("verify", help="verify what push published")
+    promote_command = commands.add_parser("promote", help="move each variant's tag to its index, once signed")
     deploy_command = commands.add_parser("deploy-files", help="write what deploy/published/ reads")
     deploy_command.add_argument("--overlay", type=Path, required=True)
-    for command in (verify_command, deploy_command):
+    for command in (verify_command, promote_command, deploy_command):
         command.add_argument("--published", type=Path, required=True)
         command.add_argument("--key", type=Path, help="cosign's public key")
         command.add_argument("--identity", help="the keyless signer's certificate identity")
@@ -586,6 +636,8 @@ def main(argv: list[str] | None = None) -> int:
             raise Failed("give the public key (--key), or the signer's certificate identity and issuer.")
         elif args.command == "verify":
             verify(args)
+        elif args.command == "promote":
+            promote(args)
         else:
             deploy_files(args)
     except Failed as error:
