@@ -18,11 +18,11 @@ to each platform's image its CycloneDX SBOM (Trivy, as `make scan` writes it) an
 provenance (v1), both as signed attestations, and writes the digests to FILE, with the commit and
 the source. Without --key it signs keyless, with the identity of the CI job it runs in.
 
-With --unsigned DIR, push signs and attests nothing: it writes each predicate it would have attested
-into DIR, named after the digest it is about and its type (HEX.cyclonedx.json, HEX.slsaprovenance1.json),
-and leaves each variant's tag where it was. A job of its own, which holds the signing identity and
-runs nothing but cosign, then attests and signs (CI's sign job), and promote moves each variant's tag
-to its index once the index's signature verifies.
+With --unsigned DIR, push signs and attests nothing: it writes each predicate it would have
+attested into DIR, named after the digest it is about and its type (HEX.cyclonedx.json,
+HEX.slsaprovenance1.json), and leaves each variant's tag where it was. A job of its own, which holds
+the signing identity and runs nothing but cosign, then attests and signs (CI's sign job), and
+promote moves each variant's tag to its index once the index's signature verifies.
 
 The provenance is made from the record each build wrote in DIR (scripts/2-build/build_record.py);
 docs/reference/provenance.md defines its fields. So that it never describes a build that did not
