@@ -29,6 +29,8 @@ TOOLS = {
     "make push": {"skopeo"},
     "make promote": {"cosign"},
     "make verify": {"cosign"},
+    "make test-kubernetes": {"catatonit"},
+    "make kube-play": {"catatonit"},
 }
 
 
@@ -206,13 +208,14 @@ def installed(job: dict) -> set[str]:
 def needed(job: dict) -> set[str]:
     """The tools the make targets a job runs call: the publishing tests among the integration tests
     (left out under Podman), make push (cosign too unless it leaves the signing to another job),
-    make promote and make verify."""
+    make promote and make verify, and the pods of make kube-play."""
     tools = set()
     for script in scripts_of(job):
         for line in script.replace("\\\n", " ").splitlines():
             for command, needs in TOOLS.items():
-                if command in line and "DOCKER=podman" not in line:
-                    tools |= needs | ({"cosign"} if command == "make push" and "UNSIGNED=" not in line else set())
+                if command not in line or (command == "make test-integration" and "DOCKER=podman" in line):
+                    continue
+                tools |= needs | ({"cosign"} if command == "make push" and "UNSIGNED=" not in line else set())
     return tools
 
 
@@ -222,6 +225,7 @@ def test_every_job_installs_the_tools_its_make_targets_call(jobs):
     assert {name: tools for name, tools in missing.items() if tools} == {}
     assert needed(jobs["integration"]) == TOOLS["make test-integration"]
     assert needed(jobs["release"]) == {"cosign"}
+    assert needed(jobs["podman"]) == {"catatonit"}
 
 
 def test_a_run_step_is_read_as_the_shell_reads_it():
