@@ -96,6 +96,9 @@ KEYLESS ?=
 CERTIFICATE_IDENTITY ?=
 # What `make verify-rebuild` rebuilds and compares: a published index or image, by its digest.
 REF ?=
+# Set to a folder, `make push` signs nothing and writes there the predicates for a job that only
+# signs (CI's sign job); `make promote` then moves the tags. Empty: make push signs itself.
+UNSIGNED ?=
 # The pages whose markers get the tables of make compare and make bench: the site's reference, or
 # in a copy, which has no site, its README.
 COMPARE_PAGE := $(if $(wildcard docs/conf.py),docs/reference/images.md,README.md)
@@ -168,7 +171,7 @@ RUNS := $(addprefix run-,$(VARIANTS))
 
 .DEFAULT_GOAL := help
 .PHONY: help lesson-present docs-present engine base free-8080 compose-present variants images build $(BUILDS) run $(RUNS) up down stop logs history inspect scan compare bench \
-	lessons registry registry-stop keys keys-rotate keys-retire push verify verify-rebuild up-published test test-unit test-integration test-emulated test-kubernetes kube-play test-template-copy docs docs-serve test-docs lint lock clean
+	lessons registry registry-stop keys keys-rotate keys-retire push promote verify verify-rebuild up-published test test-unit test-integration test-emulated test-kubernetes kube-play test-template-copy docs docs-serve test-docs lint lock clean
 
 help: ## Show this help
 	@echo "Usage: make TARGET [VAR=value ...]"
@@ -186,7 +189,7 @@ help: ## Show this help
 		"SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) PYTHON=$(PYTHON) VENV=$(VENV)"
 	@echo "  REGISTRY=$(REGISTRY) REGISTRY_PORT=$(REGISTRY_PORT) PUBLISH=$(PUBLISH) PUBLISH_PLATFORM=$(PUBLISH_PLATFORM)" \
 		"REGISTRY_DIR=$(REGISTRY_DIR) KEYS_DIR=$(KEYS_DIR) PUBLISHED=$(PUBLISHED) KEYLESS=$(KEYLESS)" \
-		"CERTIFICATE_IDENTITY=$(CERTIFICATE_IDENTITY) OVERLAY=$(OVERLAY) (make push, make verify)"
+		"CERTIFICATE_IDENTITY=$(CERTIFICATE_IDENTITY) UNSIGNED=$(UNSIGNED) OVERLAY=$(OVERLAY) (make push, make verify)"
 
 engine: ## Make sure Docker Engine with buildx and Compose runs, or Podman with DOCKER=podman, and can emulate PLATFORM (installs on Debian)
 	@DOCKER="$(DOCKER)" PYTHON="$(PYTHON)" PLATFORM="$(PLATFORM)" scripts/1-setup/ensure-$(ENGINE).sh
@@ -365,9 +368,13 @@ push: engine $(VENV)/bin/pytest $(if $(KEYLESS),,keys) ## Push the images $(PUBL
 		>/dev/null 2>&1 || $(WITHOUT_PASSWORD) $(MAKE) --no-print-directory build-$(v) PLATFORM=$(PUBLISH_PLATFORM) || exit 1;)
 	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/3-ship/publish.py push --repository $(REGISTRY)/$(IMAGE) \
 		--version $(VERSION) --published $(PUBLISHED) $(if $(KEYLESS),,--keys $(KEYS_DIR)) \
+		$(if $(UNSIGNED),--unsigned $(UNSIGNED)) \
 		--records $(BUILD_RECORDS) --source $(SOURCE_URL) \
 		$(foreach v,$(PUBLISH),$(v)=$(IMAGE):$(v)$(if $(PUBLISH_PLATFORM),$(comma)$(IMAGE):$(v)$(call arch_tag,$(PUBLISH_PLATFORM))))
 	@$(VENV)/bin/python scripts/3-ship/publish.py deploy-files --published $(PUBLISHED) --overlay $(OVERLAY) $(SIGNER)
+
+promote: $(VENV)/bin/pytest ## After make push UNSIGNED=... and the signing: move each variant's tag to its index, once its signature verifies
+	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/3-ship/publish.py promote --published $(PUBLISHED) $(SIGNER)
 
 verify: $(VENV)/bin/pytest ## Verify what make push published: each tag, every signature, the SBOM, and the provenance by deploy/published/provenance.cue
 	@DOCKER="$(DOCKER)" $(VENV)/bin/python scripts/3-ship/publish.py verify --published $(PUBLISHED) $(SIGNER)

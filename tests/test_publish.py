@@ -899,6 +899,13 @@ def verify_rebuild(snapshot: Snapshot, reference: str, keys: Path) -> subprocess
     return in_snapshot(snapshot, "verify-rebuild", REF=reference, KEYS_DIR=str(public))
 
 
+def ci_sign_script() -> str:
+    """The script of CI's sign job, as the workflow holds it."""
+    jobs = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())["jobs"]
+    [script] = [step["run"] for step in jobs["sign"]["steps"] if step.get("env", {}).get("PREDICATES")]
+    return script
+
+
 @pytest.mark.integration
 @pytest.mark.docker
 @pytest.mark.parametrize("named", ["index", "platform's image"])
@@ -986,3 +993,44 @@ def test_verify_rebuild_says_which_debian_package_version_is_gone(single, keys, 
     assert result.returncode != 0
     assert f"Debian's archive no longer holds binutils {gone}, which the build of secure" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.docker
+def test_cis_three_publishing_jobs_publish_what_make_verify_passes(snapshot, registry, keys, tmp_path):
+    """CI's publish, sign and release jobs, run here in turn: make push UNSIGNED=..., which must sign
+    nothing and leave the tag; the sign job's own script, its cosign given the module's key in place
+    of the workflow's OIDC identity, which this machine has not; then make promote and make verify."""
+    predicates = tmp_path / "predicates"
+    file = predicates / "published.json"
+    published = push(
+        snapshot, f"{registry}/{tmp_path.name.lower()}", keys, file, "PUBLISH_PLATFORM=", UNSIGNED=predicates
+    )
+    repository, entry = published["repository"], published["variants"]["secure"]
+    images = [f"{repository}@{digest}" for digest in entry["platforms"].values()]
+    index = f"{repository}@{entry['index']}"
+    assert publish.raw_manifest(entry["tags"][0], check=False) is None, "make push UNSIGNED moved the tag"
+    public_key = ["--key", str(keys / "cosign.pub"), "--insecure-ignore-tlog"]
+    assert [
+        reference for reference in (index, *images) if cosign("verify", *public_key, reference).returncode == 0
+    ] == []
+
+    shim = tmp_path / "bin" / "cosign"
+    shim.parent.mkdir()
+    signing_key = f"--key {keys}/cosign.key --tlog-upload=false"
+    shim.write_text(f'#!/bin/sh\ncommand=$1; shift\nexec {tool("cosign")} "$command" {signing_key} "$@"\n')
+    shim.chmod(0o755)
+    # The sign job's environment: publish's outputs, and where the predicates artifact was put.
+    environment = os.environ | {
+        "PATH": f"{shim.parent}:{os.environ['PATH']}",
+        "COSIGN_PASSWORD": PASSWORD,
+        "IMAGES": " ".join(images),
+        "INDEXES": index,
+        "PREDICATES": str(predicates),
+    }
+    signing = subprocess.run(["bash", "-e", "-c", ci_sign_script()], capture_output=True, text=True, env=environment)
+    assert signing.returncode == 0, signing.stderr
+
+    must(make("promote", f"PUBLISHED={file}", f"KEYS_DIR={keys}"), "`make promote`")
+    assert publish.manifest_digest(entry["tags"][0]) == entry["index"]
+    must(verify(file, keys), "`make verify`")

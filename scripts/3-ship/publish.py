@@ -10,7 +10,8 @@ Usage:
   publish.py keys-retire DIR          retire every key pair but the newest: its public key moves to
                                       DIR/retired/, its private key is deleted
   publish.py push --repository REGISTRY/NAME --version VERSION --published FILE [--keys DIR]
-                  --records DIR --source URL VARIANT=IMAGE[,IMAGE...] ...
+                  [--unsigned DIR] --records DIR --source URL VARIANT=IMAGE[,IMAGE...] ...
+  publish.py promote --published FILE (--keys DIR | --key PUBLIC_KEY ... | --identity ID --issuer URL)
   publish.py verify --published FILE (--keys DIR | --key PUBLIC_KEY ... | --identity ID --issuer URL)
   publish.py deploy-files --published FILE --overlay DIR
                           (--keys DIR | --key PUBLIC_KEY ... | --identity ID --issuer URL)
@@ -22,6 +23,12 @@ to each platform's image, and to the index, the image's CycloneDX SBOM (Trivy, a
 it) and its SLSA provenance (v1), both as signed attestations, and writes the digests to FILE, with
 the commit, the source and the bases the builds recorded. It signs with the newest key of --keys;
 without it, keyless, with the identity of the CI job it runs in.
+
+With --unsigned DIR, push signs and attests nothing: it writes each predicate it would have
+attested into DIR, named after the digest it is about and its type (HEX.cyclonedx.json,
+HEX.slsaprovenance1.json), and leaves each variant's tag where it was. A job of its own, which holds
+the signing identity and runs nothing but cosign, then attests and signs (CI's sign job), and
+promote moves each variant's tag to its index once the index's signature verifies.
 
 The provenance is made from the record each build wrote in DIR (scripts/2-build/build_record.py);
 docs/reference/provenance.md defines its fields. So that it never describes a build that did not
@@ -58,6 +65,7 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -472,23 +480,45 @@ def cosign_sign_args(key: Path | None) -> list[str]:
     return ["--key", str(key), "--tlog-upload=false"] if key else []
 
 
-def attest(key: Path | None, reference: str, predicate_type: str, predicate: Path) -> None:
-    signing = cosign_sign_args(key)
+def attest(args: argparse.Namespace, reference: str, predicate_type: str, predicate: Path, image: str) -> None:
+    """Attest the predicate about image at reference, the image or its index; with --unsigned, leave
+    it in that folder for the job that signs, named after the digest it is attached to (and, on an
+    index, the image's digest too: the index carries one a platform)."""
+    if args.unsigned:
+        digest, image = reference.rsplit("@sha256:", 1)[1], image.rsplit("@sha256:", 1)[1]
+        name = f"{digest}.{predicate_type}.json" if digest == image else f"{digest}.{image}.{predicate_type}.json"
+        shutil.copyfile(predicate, args.unsigned / name)
+        return
+    signing = cosign_sign_args(args.key)
     cosign("attest", "--yes", *signing, "--type", predicate_type, "--predicate", str(predicate), reference)
 
 
-def attest_image(key: Path | None, references: list[str], sbom: Path, provenance: Path) -> None:
-    """Attach one image's SBOM and provenance to each reference: the image, and the index that holds
-    it, so that `cosign verify-attestation REPOSITORY:TAG`, which reads the index, finds them too."""
-    for reference in references:
-        attest(key, reference, "cyclonedx", sbom)
-        attest(key, reference, "slsaprovenance1", provenance)
+def attest_image(args: argparse.Namespace, image: str, index: str, sbom: Path, provenance: Path) -> None:
+    """Attach one image's SBOM and provenance to the image, and to the index that holds it, so that
+    `cosign verify-attestation REPOSITORY:TAG`, which reads the index, finds them too."""
+    for reference in (image, index):
+        attest(args, reference, "cyclonedx", sbom, image)
+        attest(args, reference, "slsaprovenance1", provenance, image)
 
 
 def recorded_bases(records: dict[str, dict]) -> list[dict]:
     """The bases the builds recorded, by name and digest, as the policy's #bases admits them."""
     bases = {(record["base"]["name"], record["base"]["digest"].removeprefix("sha256:")) for record in records.values()}
     return [{"uri": f"docker-image://{name}", "sha256": digest} for name, digest in sorted(bases)]
+
+
+def sign(args: argparse.Namespace, index: str) -> None:
+    """Sign the index and each platform's image it lists; with --unsigned, that is the job that signs."""
+    if not args.unsigned:
+        cosign("sign", "--yes", "--recursive", *cosign_sign_args(args.key), index)
+
+
+def move_tag(tag: str, index: str) -> None:
+    """Point the tag at the index, which is signed, and check the registry holds it so."""
+    imagetools_create(tag, index)
+    if manifest_digest(tag) != index.rsplit("@", 1)[1]:
+        raise Failed(f"{tag} names another index than {index}, which was signed.")
+    say(f"{tag} names it now.")
 
 
 def push(args: argparse.Namespace) -> None:
@@ -501,6 +531,8 @@ def push(args: argparse.Namespace) -> None:
     commit = git("rev-parse", "HEAD")
     requirements = committed_sha256(commit, "requirements.txt")
     repository = args.repository
+    if args.unsigned:
+        args.unsigned.mkdir(parents=True, exist_ok=True)
     published = {
         "repository": repository,
         "source": args.source,
@@ -526,7 +558,6 @@ def push(args: argparse.Namespace) -> None:
             imagetools_create(version_tag, *sources)
             index = manifest_digest(version_tag)
             say(f"{version_tag}: index {repository}@{index} of {', '.join(platforms)}")
-            cosign("sign", "--yes", "--recursive", *cosign_sign_args(args.key), f"{repository}@{index}")
             for entry in platforms.values():
                 report = scan.trivy_report(trivy, entry["image"], work, vulnerabilities=False)
                 (work / "report.json").write_text(json.dumps(report))
@@ -534,16 +565,19 @@ def push(args: argparse.Namespace) -> None:
                 (work / "provenance.json").write_text(
                     json.dumps(provenance(records[entry["image"]], variant, requirements))
                 )
-                references = [f"{repository}@{entry['digest']}", f"{repository}@{index}"]
-                attest_image(args.key, references, work / "sbom.cdx.json", work / "provenance.json")
-            say(
-                f"signed {repository}@{index} and the image of each platform; attached their SBOMs and provenance "
-                "to each image and to the index."
-            )
-            imagetools_create(variant_tag, f"{repository}@{index}")
-            if manifest_digest(variant_tag) != index:
-                raise Failed(f"{variant_tag} names another index than {index}, which was signed.")
-            say(f"{variant_tag} names it now.")
+                image = f"{repository}@{entry['digest']}"
+                attest_image(args, image, f"{repository}@{index}", work / "sbom.cdx.json", work / "provenance.json")
+            # Signed last, after every attestation: an index whose signing was stopped half-way has
+            # no signature, and nothing that checks one takes it.
+            sign(args, f"{repository}@{index}")
+            if args.unsigned:
+                say(f"wrote the predicates of {repository}@{index} into {args.unsigned}; {variant_tag} stays.")
+            else:
+                say(
+                    f"signed {repository}@{index} and the image of each platform; attached their SBOMs and "
+                    "provenance to each image and to the index."
+                )
+                move_tag(variant_tag, f"{repository}@{index}")
             published["variants"][variant] = {
                 "tags": [variant_tag, version_tag],
                 "index": index,
@@ -551,6 +585,8 @@ def push(args: argparse.Namespace) -> None:
             }
     args.published.write_text(json.dumps(published, indent=2) + "\n")
     say(f"published in {time.monotonic() - started:.0f} s; the digests are in {args.published}.")
+    if args.unsigned:
+        return
     digests = [d for entry in published["variants"].values() for d in (entry["index"], *entry["platforms"].values())]
     say(f"the signatures and attestations take {supply_chain_bytes(repository, digests):,} bytes in the registry.")
 
@@ -679,6 +715,19 @@ def verify(args: argparse.Namespace) -> None:
             say(f"{tags}: {repository}@{index} signed, with the SBOM and provenance of each platform")
 
 
+def promote(args: argparse.Namespace) -> None:
+    """After a push with --unsigned and the signing: each variant's tag moved to its index, once the
+    index's signature verifies; make verify then checks the rest."""
+    if not args.published.exists():
+        raise Failed(f"{args.published} does not exist: run make push first, which writes it.")
+    published = json.loads(args.published.read_text())
+    repository, accepted = published["repository"], signers(args, published)
+    for variant, entry in published["variants"].items():
+        index = f"{repository}@{entry['index']}"
+        verify_signature(accepted, "the index", index)
+        move_tag(f"{repository}:{variant}", index)
+
+
 # --- deploy ---
 
 # The variant the Kubernetes manifests and deploy/published/ run.
@@ -801,11 +850,15 @@ def main(argv: list[str] | None = None) -> int:
     push_command.add_argument("--keys", type=Path, help="the key pairs' folder: its newest signs; keyless without")
     push_command.add_argument("--records", type=Path, required=True, help="the folder of the build records")
     push_command.add_argument("--source", required=True, help="the source repository's URL the labels must name")
+    push_command.add_argument(
+        "--unsigned", type=Path, help="sign nothing: write the predicates into this folder for the job that signs"
+    )
     push_command.add_argument("images", nargs="+", metavar="VARIANT=IMAGE[,IMAGE...]")
     verify_command = commands.add_parser("verify", help="verify what push published")
+    promote_command = commands.add_parser("promote", help="move each variant's tag to its index, once signed")
     deploy_command = commands.add_parser("deploy-files", help="write what deploy/published/ reads")
     deploy_command.add_argument("--overlay", type=Path, required=True)
-    for command in (verify_command, deploy_command):
+    for command in (verify_command, promote_command, deploy_command):
         command.add_argument("--published", type=Path, required=True)
         command.add_argument("--keys", type=Path, help="the key pairs' folder: any of its public keys verifies")
         command.add_argument("--key", type=Path, action="append", help="a public key that verifies; repeatable")
@@ -825,7 +878,7 @@ def main(argv: list[str] | None = None) -> int:
             args.key = (args.key or []) + (public_keys(args.keys) if args.keys else [])
             if not args.key and not (args.identity and args.issuer):
                 raise Failed("give the public keys (--keys or --key), or the signer's certificate identity and issuer.")
-            verify(args) if args.command == "verify" else deploy_files(args)
+            {"verify": verify, "promote": promote, "deploy-files": deploy_files}[args.command](args)
     except Failed as error:
         print(f"publish: {error}", file=sys.stderr)
         return 1
