@@ -38,7 +38,7 @@ ELISION = "# ..."
 SHIPPED = ("IMAGE=flask-app", "CONTAINER=flask-app", "WSGI_APP=app:app", "DOCKER=docker")
 # What make adds to every build and run for its own bookkeeping, which the lesson leaves out and
 # names: the base it resolved, the commit's time, OCI labels, a proxy's CA, make run's own label.
-BOOKKEEPING = re.compile(r"(--label|--secret) \S+|--build-arg (BASE_IMAGE|SOURCE_DATE_EPOCH)=\S*")
+BOOKKEEPING = re.compile(r"(--label|--secret|--build-context) \S+|--build-arg SOURCE_DATE_EPOCH=\S*")
 
 
 def fenced_blocks(text: str) -> list[tuple[str, list[str]]]:

@@ -39,7 +39,7 @@ from docker_tools import (
     MB,
     PROJECT_NAME,
     ROOT,
-    WSGI_APP,
+    build_inputs,
     docker,
     docker_result,
     exit_on_failure,
@@ -70,10 +70,8 @@ def progress(message: str) -> None:
 
 def timed_build(context: Path, dockerfile: str, tag: str, base: str, ca_bundle: str | None, cold: bool) -> float:
     """Seconds `docker build` takes, with or without the build cache."""
-    command = ["build", "--file", str(context / dockerfile), *measured_build(tag), "--build-arg", f"BASE_IMAGE={base}"]
-    command += ["--build-arg", f"WSGI_APP={WSGI_APP}"]
-    if ca_bundle:
-        command += ["--secret", f"id=ca-bundle,src={ca_bundle}"]
+    command = ["build", "--file", str(context / dockerfile), *measured_build(tag)]
+    command += build_inputs(context / dockerfile, base, ca_bundle)
     if cold:
         command.append("--no-cache")
     started = time.monotonic()

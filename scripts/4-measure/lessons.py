@@ -29,7 +29,7 @@ from compare import compressed_size, hadolint_findings
 from docker_tools import (
     MB,
     PROJECT_NAME,
-    WSGI_APP,
+    build_inputs,
     docker,
     docker_result,
     exit_on_failure,
@@ -71,8 +71,8 @@ PRACTICES = [
         (
             ("WORKDIR /app\nCOPY src/ ./\n", ""),
             (
-                "COPY requirements.txt /tmp/requirements.txt\n",
-                "WORKDIR /app\nCOPY src/ ./\nCOPY requirements.txt /tmp/requirements.txt\n",
+                "RUN --mount=type=bind,source=requirements.txt,",
+                "WORKDIR /app\nCOPY src/ ./\nRUN --mount=type=bind,source=requirements.txt,",
             ),
         ),
     ),
@@ -170,10 +170,7 @@ def undo(practice: Practice, dockerfile: str) -> str:
 
 def build(context: Path, dockerfile: Path, tag: str, base: str, ca_bundle: str | None) -> float:
     """Seconds a cached `docker build` takes."""
-    command = ["build", "--file", str(dockerfile), *measured_build(tag)]
-    command += ["--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"WSGI_APP={WSGI_APP}"]
-    if ca_bundle:
-        command += ["--secret", f"id=ca-bundle,src={ca_bundle}"]
+    command = ["build", "--file", str(dockerfile), *measured_build(tag), *build_inputs(dockerfile, base, ca_bundle)]
     started = time.monotonic()
     docker(*command, str(context))
     return time.monotonic() - started
