@@ -300,7 +300,7 @@ FIGURE = re.compile(
 NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?")
 # Where each figure comes from: on a page, the words just before it; then the measured page, its
 # row (the first cell, or the image for compare.md), its column (empty for the row's own label),
-# and which number of that cell it is. requirements.txt's own size is the one figure of no table.
+# and which number of that cell it is.
 QUOTES = (
     (
         "lesson/0-basics.md",
@@ -426,7 +426,6 @@ QUOTES = (
     ("lesson/3-slim.md", "`make compare` measured", "compare", "flask-app:slim", "layers", 0),
     ("lesson/3-slim.md", "to production's", "compare", "flask-app:production", "layers", 0),
     ("lesson/3-slim.md", "the same size,", "compare", "flask-app:slim", "size", 0),
-    ("lesson/3-slim.md", "behind but the", "requirements.txt", "", "", 0),
     ("lesson/4-secure.md", "`make compare` measured", "compare", "flask-app:secure", "size", 0),
     ("lesson/4-secure.md", "44.9 MB,", "compare", "flask-app:secure", "compressed", 0),
     ("lesson/4-secure.md", "compressed,", "compare", "flask-app:secure", "layers", 0),
@@ -437,8 +436,6 @@ QUOTES = (
     ("lesson/4-secure.md", "a code change takes", "bench", "warm rebuild after a code change", "secure", 0),
     ("lesson/4-secure.md", "the first build,", "bench", "cold build", "secure", 0),
     ("lesson/4-secure.md", "s against production's", "bench", "cold build", "production", 0),
-    ("lesson/6-inside.md", "layer keeps its", "requirements.txt", "", "", 0),
-    ("reference/images.md", "less one layer and the", "requirements.txt", "", "", 0),
     ("reference/measured.md", "clients, and with", "bench", "1,000 keep-alive connections: answers / failures", "", 0),
     ("reference/measured.md", "it, and", "bench", "requests/s at 64 (wrk)", "production", 3),
     ("reference/measured.md", "at a fixed", "bench", "p50 at 100/s, open loop", "", 1),
@@ -474,8 +471,6 @@ def measured_tables(name: str) -> dict[str, dict[str, str]]:
 
 def measured_value(source: str, row: str, column: str, index: int) -> str:
     """The figure a quote names: the index-th number of that cell of that page's tables."""
-    if source == "requirements.txt":
-        return f"{(ROOT / 'requirements.txt').stat().st_size / 1000:.1f}"
     rows = measured_tables(source)
     assert row in rows, f"docs/reference/{source}.md has no row {row!r}"
     assert column in rows[row], f"docs/reference/{source}.md has no column {column!r}"
