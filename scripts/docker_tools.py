@@ -160,7 +160,9 @@ def build_inputs(dockerfile: Path, base: str, ca_bundle: str | None = None) -> l
     """The `docker build` options make gives a build of dockerfile: base in place of the image its FROM
     names, project.env's entry point if it asks for one (ARG WSGI_APP), and a proxy's CA as a secret."""
     text = dockerfile.read_text()
-    named = next(line.split()[1] for line in text.splitlines() if line.startswith("FROM ") and line.split()[1] != "scratch")
+    named = next(
+        line.split()[1] for line in text.splitlines() if line.startswith("FROM ") and line.split()[1] != "scratch"
+    )
     options = ["--build-context", f"{named}=docker-image://{base}"]
     if re.search(r"^ARG WSGI_APP$", text, re.MULTILINE):
         options += ["--build-arg", f"WSGI_APP={WSGI_APP}"]

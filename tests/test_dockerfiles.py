@@ -38,7 +38,10 @@ def test_hadolint_flags_a_control_without_healthcheck_whose_pip_keeps_its_cache(
 def test_every_dockerfile_pins_the_same_patch_release_of_python():
     """The Dockerfiles to copy name one base, pinned to a patch release, in every FROM that is not
     scratch or a stage; naive names the same minor release's moving tag, one of its mistakes."""
-    pins = {name: set(re.findall(r"^FROM docker\.io/library/(python:\S+)(?: AS \w+)?$", (ROOT / name).read_text(), re.M)) for name in TO_COPY}
+    pins = {
+        name: set(re.findall(r"^FROM docker\.io/library/(python:\S+)(?: AS \w+)?$", (ROOT / name).read_text(), re.M))
+        for name in TO_COPY
+    }
     assert all(len(found) == 1 for found in pins.values()), pins
     tags = set().union(*pins.values())
     assert len(tags) == 1, pins

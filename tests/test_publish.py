@@ -683,7 +683,8 @@ def a_build_record(**changes) -> dict:
         "dockerfile": "Dockerfile.multistage",
         "platform": "linux/amd64",
         "buildContexts": {
-            "docker.io/library/python:3.13.17-slim-trixie": "docker-image://" + labels["org.opencontainers.image.base.name"]
+            "docker.io/library/python:3.13.17-slim-trixie": "docker-image://"
+            + labels["org.opencontainers.image.base.name"]
         },
         "buildArgs": {"WSGI_APP": "app:app"},
         "labels": labels,
