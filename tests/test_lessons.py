@@ -28,7 +28,7 @@ def test_the_undone_dockerfiles_lose_what_each_practice_names():
     assert "PIP_NO_CACHE_DIR" not in undone["pip-no-cache"]
     assert "PYTHONDONTWRITEBYTECODE" not in undone["no-bytecode"]
     order = undone["layer-order"]
-    assert order.index("COPY src/ ./") < order.index("COPY requirements.txt") < order.index("pip --python")
+    assert order.index("COPY src/ ./") < order.index("source=requirements.txt") < order.index("pip --python")
     assert order.count("COPY src/ ./") == 1
 
 
