@@ -13,6 +13,9 @@ myst_heading_anchors = 3
 # and lesson/5-practices.md includes lessons.md: the site shows each once, there.
 exclude_patterns = ["_build", "**/*.json", "reference/compare.md", "reference/bench.md", "reference/lessons.md"]
 html_theme = "furo"
+# The site's own style sheet, served from docs/_static/ like the theme's: step 5's table at a phone's width.
+html_static_path = ["_static"]
+html_css_files = ["practices.css"]
 # No "view source" links and no copy of the Markdown in the site: the repository holds it.
 html_show_sourcelink = False
 html_copy_source = False
