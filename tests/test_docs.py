@@ -51,9 +51,11 @@ def fenced_blocks(text: str) -> list[tuple[str, list[str]]]:
         # A block may be indented, inside a list item; its lines are read without the indent.
         indent = lines[index][: len(lines[index]) - len(lines[index].lstrip())]
         line = lines[index].strip()
-        if line.startswith("```") and line != "```":
-            end = lines.index(f"{indent}```", index + 1)
-            blocks.append((line[3:].strip(), [inner.removeprefix(indent) for inner in lines[index + 1 : end]]))
+        # A fence of more backticks holds fenced blocks of fewer, and ends at its own length.
+        fence = line[: len(line) - len(line.lstrip("`"))]
+        if len(fence) >= 3 and line != fence:
+            end = lines.index(f"{indent}{fence}", index + 1)
+            blocks.append((line[len(fence) :].strip(), [inner.removeprefix(indent) for inner in lines[index + 1 : end]]))
             index = end
         index += 1
     return blocks
