@@ -417,7 +417,7 @@ QUOTES = (
     ),
     (
         "lesson/2-production.md",
-        "`.dockerignore` instead of",
+        "kB instead of",
         "lessons",
         "A .dockerignore: send the engine only what the build needs",
         "What undoing it changes",
