@@ -55,7 +55,9 @@ def fenced_blocks(text: str) -> list[tuple[str, list[str]]]:
         fence = line[: len(line) - len(line.lstrip("`"))]
         if len(fence) >= 3 and line != fence:
             end = lines.index(f"{indent}{fence}", index + 1)
-            blocks.append((line[len(fence) :].strip(), [inner.removeprefix(indent) for inner in lines[index + 1 : end]]))
+            blocks.append(
+                (line[len(fence) :].strip(), [inner.removeprefix(indent) for inner in lines[index + 1 : end]])
+            )
             index = end
         index += 1
     return blocks

@@ -185,10 +185,8 @@ def context_size(ignore: str, base: str) -> int:
     ignore file beside that step's Dockerfile, which BuildKit reads instead of the checkout's own."""
     with tempfile.TemporaryDirectory(prefix="context-") as folder:
         dockerfile = Path(folder) / "Dockerfile"
-        dockerfile.write_text(
-            f"FROM {base}\n"
-            "RUN --mount=type=bind,target=/context find /context -type f -printf '%s\\n' | awk '{s += $1} END {print \"bytes\", s}'\n"
-        )
+        count = "find /context -type f -printf '%s\\n' | awk '{s += $1} END {print \"bytes\", s}'"
+        dockerfile.write_text(f"FROM {base}\nRUN --mount=type=bind,target=/context {count}\n")
         (Path(folder) / "Dockerfile.dockerignore").write_text(ignore)
         log = docker_result(
             "build", "--no-cache", "--progress=plain", "--output=type=cacheonly", "--file", str(dockerfile), str(ROOT)
