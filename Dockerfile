@@ -4,17 +4,10 @@
 
 # The base image, pinned to a patch release so a rebuild cannot change Python underneath you, and
 # named with its registry: Podman, which has no default registry, finds the image Docker does.
-# `--build-arg BASE_IMAGE=...` replaces it (the Makefile does so for a mirror or a stand-in); the
-# default names the stage below, so Dependabot, which cannot read build arguments, still sees and
-# bumps the tag. Bump it in all four Dockerfiles at once, then run `make test`. The stage only
-# names the image and never runs, hence no HEALTHCHECK. checkov, which cannot read build arguments
-# either, takes FROM ${BASE_IMAGE} for an image without a tag (CKV_DOCKER_7); its skip holds for the
-# whole file, so tests/test_dockerfiles.py checks the pin instead.
-# checkov:skip=CKV_DOCKER_7: FROM ${BASE_IMAGE} is the pinned python-base stage unless overridden
-ARG BASE_IMAGE=python-base
-# hadolint ignore=DL3057
-FROM docker.io/library/python:3.13.17-slim-trixie AS python-base
-FROM ${BASE_IMAGE}
+# Dependabot reads this line and bumps the tag; bump it in all four Dockerfiles at once, then run
+# `make test`. make builds on it, or on what it names in its place: a stand-in where it cannot be
+# pulled, or the image BASE_IMAGE names (a mirror).
+FROM docker.io/library/python:3.13.17-slim-trixie
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -32,13 +25,13 @@ RUN groupadd --gid 10001 app \
     && find / -xdev -type f -perm /6000 -delete
 
 # Requirements first, so a code change does not reinstall dependencies. Every package is pinned
-# with its hashes. A proxy's CA, if the Makefile passes one, is mounted for pip and never stored.
-COPY requirements.txt /tmp/requirements.txt
-RUN --mount=type=secret,id=ca-bundle \
-    if [ -f /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi; \
+# with its hashes. requirements.txt is mounted for this one command, not copied: a file one layer
+# copies stays in the image even when a later layer deletes it. A proxy's CA, if make passes one, is
+# mounted over the image's CA bundle for pip, and never stored.
+RUN --mount=type=bind,source=requirements.txt,target=/tmp/requirements.txt \
+    --mount=type=secret,id=ca-bundle,target=/etc/ssl/certs/ca-certificates.crt \
     python3 -m venv --without-pip /opt/venv \
-    && pip --python /opt/venv/bin/python install --require-hashes -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+    && pip --python /opt/venv/bin/python install --require-hashes -r /tmp/requirements.txt
 
 # The code: src/ is copied whole into /app, so a module or package added there is in the image
 # without a change here. It comes last, after the dependencies, so a code change rebuilds this layer only.

@@ -28,8 +28,9 @@ DOCKER ?= docker
 PODMAN ?= $(if $(filter podman,$(ENGINE)),$(DOCKER),podman)
 # Image name; the variants are its tags: $(IMAGE):production, $(IMAGE):secure and the others the table below lists.
 IMAGE ?= $(PROJECT_NAME)
-# The base image of every Dockerfile; by default the one they pin, read from Dockerfile.
-BASE_IMAGE ?= $(shell awk '/^FROM .* AS python-base$$/ {print $$2}' Dockerfile)
+# The base image of every Dockerfile; by default the one they pin, read from Dockerfile. Where it
+# cannot be pulled, scripts/1-setup/base-image.sh builds a stand-in, which takes its place.
+BASE_IMAGE ?= $(shell awk '/^FROM / {print $$2; exit}' Dockerfile)
 # The platform to build and run for, such as linux/arm64; empty is the engine's own. Another
 # architecture's runs under QEMU emulation, which `make engine` sets up. Its images are tagged with
 # the architecture ($(IMAGE):secure-arm64), and its stand-in base named after it, so they never
@@ -132,6 +133,13 @@ PLATFORM_FLAG := $(if $(PLATFORM),--platform $(PLATFORM))
 # and the tests remove only those.
 RUN_LABEL = make-run.project=$(CURDIR)
 SECRET := $(if $(CA_BUNDLE),--secret id=ca-bundle$(comma)src=$(CA_BUNDLE))
+# The image a Dockerfile's FROM names (scratch aside). Each build gives BuildKit the resolved base
+# under that name (--build-context NAME=docker-image://BASE), so the Dockerfile names the real
+# image and builds on a stand-in or a mirror all the same.
+from_image = $(shell awk '/^FROM / && $$2 != "scratch" {print $$2; exit}' $(1))
+# project.env's entry point, for a Dockerfile that asks for it (ARG WSGI_APP): $(1) is the flag,
+# --build-arg for docker build or --arg for the build record. Naive names its app in its CMD.
+wsgi_app_arg = $(if $(shell grep -s '^ARG WSGI_APP' $(2)),$(1) 'WSGI_APP=$(WSGI_APP)')
 # The last commit's time as the created label writes it. Python, because date spells "this epoch"
 # differently on Linux (-d @N) and macOS (-r N).
 CREATED = $(shell $(PYTHON) -c 'import sys, time; print(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(sys.argv[1]))))' $(SOURCE_DATE_EPOCH))
@@ -212,15 +220,16 @@ $(BUILDS): build-%: engine
 	started=$$(date -u +%Y-%m-%dT%H:%M:%SZ); \
 	echo "Building $(IMAGE):$*$(ARCH_TAG) from $(DOCKERFILE_$*) on $$base$(if $(PLATFORM), for $(PLATFORM))"; \
 	$(DOCKER) build $(PLATFORM_FLAG) $(BUILD_FORMAT) $(BUILD_FLAGS) --file $(DOCKERFILE_$*) --tag $(IMAGE):$*$(ARCH_TAG) \
-		--build-arg BASE_IMAGE=$$base --build-arg 'WSGI_APP=$(WSGI_APP)' $(SECRET) $(STAMP) \
+		--build-context $(call from_image,$(DOCKERFILE_$*))=docker-image://$$base $(call wsgi_app_arg,--build-arg,$(DOCKERFILE_$*)) $(SECRET) $(STAMP) \
 		--label org.opencontainers.image.base.name=$$base --label org.opencontainers.image.base.digest=$${base_digest#*@} . \
 	|| { echo "make: building $(IMAGE):$*$(ARCH_TAG) failed; the step marked ERROR above is the one that failed." >&2; exit 1; }; \
 	stage=; if grep -Eq '^FROM .* AS build$$' $(DOCKERFILE_$*); then \
 		stage=$$($(DOCKER) build --quiet $(PLATFORM_FLAG) $(BUILD_FORMAT) --file $(DOCKERFILE_$*) --target build \
-			--build-arg BASE_IMAGE=$$base --build-arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(SECRET) .) || exit 1; fi; \
+			--build-context $(call from_image,$(DOCKERFILE_$*))=docker-image://$$base --build-arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) \
+			$(SECRET) .) || exit 1; fi; \
 	DOCKER="$(DOCKER)" $(PYTHON) scripts/2-build/build_record.py --records $(BUILD_RECORDS) --image $(IMAGE):$*$(ARCH_TAG) \
 		--dockerfile $(DOCKERFILE_$*) --base $$base --base-digest $$base_digest --started $$started $${stage:+--build-stage $$stage} \
-		--arg BASE_IMAGE=$$base --arg 'WSGI_APP=$(WSGI_APP)' --arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH); recorded=$$?; \
+		--context $(call from_image,$(DOCKERFILE_$*))=docker-image://$$base $(call wsgi_app_arg,--arg,$(DOCKERFILE_$*)) --arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH); recorded=$$?; \
 	[ -z "$$stage" ] || $(DOCKER) image rm $$stage >/dev/null; exit $$recorded
 
 # A variant whose Dockerfile the project does not have: a copy made with copier has no naive or slim.

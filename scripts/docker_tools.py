@@ -156,6 +156,25 @@ def measured_build(tag: str) -> list[str]:
     return ["--tag", tag, "--label", f"{PROJECT_NAME}.measured-as={tag.rpartition(':')[0]}"]
 
 
+def build_inputs(dockerfile: Path, base: str, ca_bundle: str | None = None) -> list[str]:
+    """The `docker build` options make gives a build of dockerfile: base in place of the image its FROM
+    names, project.env's entry point if it asks for one (ARG WSGI_APP), and a proxy's CA as a secret."""
+    text = dockerfile.read_text()
+    # FROM's name as BuildKit reads it: the ARGs declared before the first FROM expanded.
+    header = text.split("\nFROM ", 1)[0]
+    defaults = dict(re.findall(r"^ARG (\w+)=(\S+)$", header, re.MULTILINE))
+    named = next(
+        line.split()[1] for line in text.splitlines() if line.startswith("FROM ") and line.split()[1] != "scratch"
+    )
+    named = re.sub(r"\$\{(\w+)\}", lambda match: defaults.get(match[1], match[0]), named)
+    options = ["--build-context", f"{named}=docker-image://{base}"]
+    if re.search(r"^ARG WSGI_APP$", text, re.MULTILINE):
+        options += ["--build-arg", f"WSGI_APP={WSGI_APP}"]
+    if ca_bundle:
+        options += ["--secret", f"id=ca-bundle,src={ca_bundle}"]
+    return options
+
+
 def remove_measured(tags: list[str]) -> None:
     """Remove the tags and every image built under their repositories with measured_build(), named or not."""
     docker_result("image", "rm", "--force", *tags, check=False)

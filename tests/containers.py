@@ -129,32 +129,34 @@ def images_under_test(
 # no USER, so it runs as root, and no HEALTHCHECK; it keeps the base's setuid programs; and it runs
 # Flask's development server, which warns that it is not for production, names its versions in the
 # Server header and, as PID 1, ignores SIGTERM.
-CONTROL_DOCKERFILE = """ARG BASE_IMAGE=python-base
-FROM {base} AS python-base
-FROM ${{BASE_IMAGE}}
+CONTROL_DOCKERFILE = """FROM {base}
 WORKDIR /app
 COPY . .
-RUN --mount=type=secret,id=ca-bundle \\
-    if [ -f /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi; \\
+RUN --mount=type=secret,id=ca-bundle,target=/etc/ssl/certs/ca-certificates.crt \\
     pip install -r requirements.txt
-ARG WSGI_APP
-ENV FLASK_APP=${{WSGI_APP}} \\
-    PYTHONPATH=/app/src
-CMD ["flask", "run", "--host", "0.0.0.0", "--port", "8080", "--no-debug"]
+EXPOSE 8080
+CMD ["flask", "--app", "{app}", "run", "--host", "0.0.0.0", "--port", "8080", "--no-debug"]
 """
+
+
+def flask_app(entry_point: str) -> str:
+    """flask --app's name for a WSGI entry point whose module is in src/: app:app is src/app:app,
+    myservice.web:create_app() is src/myservice/web:create_app()."""
+    module, _, name = entry_point.partition(":")
+    return f"src/{module.replace('.', '/')}:{name}"
 
 
 def write_control_dockerfile(folder: Path) -> Path:
     """The control's Dockerfile: where the project has the lesson's Dockerfile.naive (the sample),
     that one, whose mistakes are these, so that what the lesson says of naive is what the tests
     prove; elsewhere (a copy) CONTROL_DOCKERFILE, written in folder on the base the project's
-    Dockerfile pins."""
+    Dockerfile pins, serving project.env's entry point."""
     naive = ROOT / "Dockerfile.naive"
     if naive.exists():
         return naive
-    base = re.search(r"^FROM (\S+) AS python-base$", (ROOT / "Dockerfile").read_text(), re.MULTILINE).group(1)
+    base = re.search(r"^FROM (\S+)$", (ROOT / "Dockerfile").read_text(), re.MULTILINE).group(1)
     dockerfile = folder / "Dockerfile.control"
-    dockerfile.write_text(CONTROL_DOCKERFILE.format(base=base))
+    dockerfile.write_text(CONTROL_DOCKERFILE.format(base=base, app=flask_app(docker_tools.WSGI_APP)))
     return dockerfile
 
 

@@ -38,7 +38,7 @@ ELISION = "# ..."
 SHIPPED = ("IMAGE=flask-app", "CONTAINER=flask-app", "WSGI_APP=app:app", "DOCKER=docker")
 # What make adds to every build and run for its own bookkeeping, which the lesson leaves out and
 # names: the base it resolved, the commit's time, OCI labels, a proxy's CA, make run's own label.
-BOOKKEEPING = re.compile(r"(--label|--secret) \S+|--build-arg (BASE_IMAGE|SOURCE_DATE_EPOCH)=\S*")
+BOOKKEEPING = re.compile(r"(--label|--secret|--build-context) \S+|--build-arg SOURCE_DATE_EPOCH=\S*")
 
 
 def fenced_blocks(text: str) -> list[tuple[str, list[str]]]:
@@ -51,9 +51,13 @@ def fenced_blocks(text: str) -> list[tuple[str, list[str]]]:
         # A block may be indented, inside a list item; its lines are read without the indent.
         indent = lines[index][: len(lines[index]) - len(lines[index].lstrip())]
         line = lines[index].strip()
-        if line.startswith("```") and line != "```":
-            end = lines.index(f"{indent}```", index + 1)
-            blocks.append((line[3:].strip(), [inner.removeprefix(indent) for inner in lines[index + 1 : end]]))
+        # A fence of more backticks holds fenced blocks of fewer, and ends at its own length.
+        fence = line[: len(line) - len(line.lstrip("`"))]
+        if len(fence) >= 3 and line != fence:
+            end = lines.index(f"{indent}{fence}", index + 1)
+            blocks.append(
+                (line[len(fence) :].strip(), [inner.removeprefix(indent) for inner in lines[index + 1 : end]])
+            )
             index = end
         index += 1
     return blocks
@@ -300,7 +304,7 @@ FIGURE = re.compile(
 NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?")
 # Where each figure comes from: on a page, the words just before it; then the measured page, its
 # row (the first cell, or the image for compare.md), its column (empty for the row's own label),
-# and which number of that cell it is. requirements.txt's own size is the one figure of no table.
+# and which number of that cell it is.
 QUOTES = (
     (
         "lesson/0-basics.md",
@@ -415,7 +419,7 @@ QUOTES = (
     ),
     (
         "lesson/2-production.md",
-        "`.dockerignore` instead of",
+        "kB instead of",
         "lessons",
         "A .dockerignore: send the engine only what the build needs",
         "What undoing it changes",
@@ -426,7 +430,6 @@ QUOTES = (
     ("lesson/3-slim.md", "`make compare` measured", "compare", "flask-app:slim", "layers", 0),
     ("lesson/3-slim.md", "to production's", "compare", "flask-app:production", "layers", 0),
     ("lesson/3-slim.md", "the same size,", "compare", "flask-app:slim", "size", 0),
-    ("lesson/3-slim.md", "behind but the", "requirements.txt", "", "", 0),
     ("lesson/4-secure.md", "`make compare` measured", "compare", "flask-app:secure", "size", 0),
     ("lesson/4-secure.md", "44.9 MB,", "compare", "flask-app:secure", "compressed", 0),
     ("lesson/4-secure.md", "compressed,", "compare", "flask-app:secure", "layers", 0),
@@ -437,8 +440,6 @@ QUOTES = (
     ("lesson/4-secure.md", "a code change takes", "bench", "warm rebuild after a code change", "secure", 0),
     ("lesson/4-secure.md", "the first build,", "bench", "cold build", "secure", 0),
     ("lesson/4-secure.md", "s against production's", "bench", "cold build", "production", 0),
-    ("lesson/6-inside.md", "layer keeps its", "requirements.txt", "", "", 0),
-    ("reference/images.md", "less one layer and the", "requirements.txt", "", "", 0),
     ("reference/measured.md", "clients, and with", "bench", "1,000 keep-alive connections: answers / failures", "", 0),
     ("reference/measured.md", "it, and", "bench", "requests/s at 64 (wrk)", "production", 3),
     ("reference/measured.md", "at a fixed", "bench", "p50 at 100/s, open loop", "", 1),
@@ -474,8 +475,6 @@ def measured_tables(name: str) -> dict[str, dict[str, str]]:
 
 def measured_value(source: str, row: str, column: str, index: int) -> str:
     """The figure a quote names: the index-th number of that cell of that page's tables."""
-    if source == "requirements.txt":
-        return f"{(ROOT / 'requirements.txt').stat().st_size / 1000:.1f}"
     rows = measured_tables(source)
     assert row in rows, f"docs/reference/{source}.md has no row {row!r}"
     assert column in rows[row], f"docs/reference/{source}.md has no column {column!r}"

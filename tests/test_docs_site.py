@@ -48,6 +48,7 @@ CONTROLS = {
     "failed_requests": ("missing-script", '<script src="no-such-script.js"></script>', "no-such-script.js (HTTP 404)"),
     "broken_images": ("missing-image", '<img src="no-such-image.svg" alt="a control">', "no-such-image.svg"),
     "too_wide": ("too-wide", '<div style="width: 1000px">A line as wide as a desktop.</div>', "px wide"),
+    "wide_tables": ("wide-table", "| A | B |\n|---|---|\n| " + "unbreakable" * 20 + " | b |", "a table needs"),
 }
 
 # What scrolls the text sideways, or cuts it off: the page itself, or a box around the page's title
@@ -62,6 +63,12 @@ SIDEWAYS = """() => {
   }
   return boxes;
 }"""
+# A table wider than the box it is in, which then scrolls it sideways (Furo's table wrapper) or lets
+# it stick out: a reader of a phone sees part of each row at a time.
+WIDE_TABLES = """() => [...document.querySelectorAll("article table")]
+  .map(table => table.parentElement)
+  .filter(box => box.scrollWidth > box.clientWidth)
+  .map(box => `a table needs ${box.scrollWidth} px of ${box.clientWidth} px`)"""
 
 
 @dataclass
@@ -74,6 +81,7 @@ class Visit:
     outside_requests: list[str] = field(default_factory=list)
     broken_images: list[str] = field(default_factory=list)
     too_wide: list[str] = field(default_factory=list)
+    wide_tables: list[str] = field(default_factory=list)
     broken_links: list[str] = field(default_factory=list)
     ids: set[str] = field(default_factory=set)
     links: list[str] = field(default_factory=list)
@@ -134,6 +142,7 @@ def visit(page: Page, url: str) -> Visit:
     found.links = page.eval_on_selector_all("a[href], form[action]", "links => links.map(a => a.href || a.action)")
     page.set_viewport_size(PHONE)
     found.too_wide = [f"{box} at a phone's {PHONE['width']} px" for box in page.evaluate(SIDEWAYS)]
+    found.wide_tables = [f"{table} at a phone's {PHONE['width']} px" for table in page.evaluate(WIDE_TABLES)]
     return found
 
 
@@ -293,6 +302,12 @@ def test_every_internal_link_and_anchor_resolves(site):
 @pytest.mark.docs
 def test_no_page_scrolls_sideways_at_a_phones_width(site):
     assert site.findings("too_wide") == []
+
+
+@pytest.mark.docs
+def test_no_table_of_the_lesson_scrolls_sideways_at_a_phones_width(site):
+    """The reference pages' tables may scroll within themselves; the lesson's, read on a phone, fit."""
+    assert [finding for finding in site.findings("wide_tables") if finding.startswith(LESSON)] == []
 
 
 @pytest.mark.docs

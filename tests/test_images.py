@@ -30,6 +30,7 @@ from containers import (
     build,
     copy_from_image,
     docker,
+    flask_app,
     image_files,
     inspect,
     process_uids,
@@ -54,12 +55,16 @@ def test_image_serves_on_localhost_8080(images, variant):
 
 
 def test_images_shrink_in_the_order_of_the_makefiles_table(images):
-    """naive, production, slim, secure in the sample; production, secure in a copy. Slim only by what
-    production's layers keep of its install (requirements.txt, deleted in a later layer): on the same
-    base, with dependencies that come as wheels, a second stage saves little."""
+    """naive, production, slim, secure in the sample; production, secure in a copy. Each is no larger
+    than the one before, and naive and secure are strictly so. Slim can save nothing on production:
+    on the same base, with dependencies that come as wheels and requirements.txt mounted rather than
+    copied, production's install leaves nothing behind for a second stage to drop."""
     sizes = {variant: inspect(images[variant])["Size"] for variant in VARIANTS}
     assert list(sizes.values()) == sorted(sizes.values(), reverse=True), sizes
-    assert len(set(sizes.values())) == len(sizes), sizes
+    ordered = list(sizes.values())
+    if "naive" in sizes:
+        assert sizes["naive"] > ordered[1], sizes
+    assert sizes["secure"] < ordered[-2], sizes
 
 
 def test_secure_image_is_under_half_the_size_of_production(images):
@@ -548,17 +553,20 @@ def test_image_starts_gunicorn_in_exec_form(images, variant):
     assert "app.py" not in command
 
 
-# The variable each image reads its entry point from: gunicorn.conf.py's, and flask run's.
-ENTRY_POINT_VARIABLE = {"naive": "FLASK_APP", "production": "WSGI_APP", "slim": "WSGI_APP", "secure": "WSGI_APP"}
+def served_entry_point(image: str, variant: str) -> str:
+    """The entry point an image serves: naive names it on flask's command line (--app src/app:app);
+    gunicorn.conf.py reads WSGI_APP, and nothing on gunicorn's command line takes its place."""
+    config = inspect(image)["Config"]
+    if variant == "naive":
+        return config["Cmd"][config["Cmd"].index("--app") + 1]
+    assert not [argument for argument in config["Cmd"] or [] if ":" in argument], config["Cmd"]
+    return dict(variable.split("=", 1) for variable in config["Env"])["WSGI_APP"]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_image_serves_the_entry_point_project_env_names_and_no_other(images, variant):
-    config = inspect(images[variant])["Config"]
-    environment = dict(variable.split("=", 1) for variable in config["Env"])
-    assert environment[ENTRY_POINT_VARIABLE[variant]] == WSGI_APP
-    # Nothing on the command line would take its place.
-    assert not [argument for argument in config["Cmd"] or [] if ":" in argument], config["Cmd"]
+    expected = flask_app(WSGI_APP) if variant == "naive" else WSGI_APP
+    assert served_entry_point(images[variant], variant) == expected
 
 
 @pytest.mark.parametrize("variant", HARDENED)

@@ -424,12 +424,16 @@ def test_make_refuses_a_project_env_that_docker_compose_or_kustomize_would_misre
 
 @pytest.mark.unit
 @pytest.mark.parametrize("entry_point", ["app:app", "myservice.web:create_app()", "acme:create_app()"])
-def test_project_env_names_the_entry_point_every_build_is_given(tmp_path, entry_point):
+def test_project_env_names_the_entry_point_every_build_that_asks_for_one_is_given(tmp_path, entry_point):
+    """Every Dockerfile that declares ARG WSGI_APP is given project.env's; naive, which names its app
+    on flask's command line, is given none, which BuildKit would warn of as unused."""
     makefile_alone(tmp_path, f"PROJECT_NAME=my-service\nWSGI_APP={entry_point}\n")
     for variant in VARIANTS:
         build = make("-n", f"build-{variant}", project=tmp_path)
         assert build.returncode == 0, build.stderr
-        assert f"--build-arg 'WSGI_APP={entry_point}'" in build.stdout
+        asks = "\nARG WSGI_APP\n" in (ROOT / TABLE[variant]["dockerfile"]).read_text()
+        assert (f"--build-arg 'WSGI_APP={entry_point}'" in build.stdout) == asks, build.stdout
+    assert sum("ARG WSGI_APP" in (ROOT / row["dockerfile"]).read_text() for row in TABLE.values()) >= 2
 
 
 @pytest.mark.unit

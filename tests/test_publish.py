@@ -364,8 +364,9 @@ def test_the_provenance_names_the_build_that_happened(published, keys, snapshot)
         image = inspect(f"{snapshot.image}:secure" + ("" if built_here else platform_tag(platform)))
         labels = image["Config"]["Labels"]
         assert parameters["labels"] == {k: v for k, v in labels.items() if k.startswith("org.opencontainers.image.")}
+        pinned = re.search(r"^FROM (\S+)$", (ROOT / "Dockerfile").read_text(), re.MULTILINE).group(1)
+        assert parameters["buildContexts"] == {pinned: f"docker-image://{labels['org.opencontainers.image.base.name']}"}
         assert parameters["buildArgs"] == {
-            "BASE_IMAGE": labels["org.opencontainers.image.base.name"],
             "WSGI_APP": WSGI_APP,
             "SOURCE_DATE_EPOCH": git(snapshot.folder, "log", "-1", "--format=%ct"),
         }
@@ -823,7 +824,11 @@ def a_build_record(**changes) -> dict:
         "imageId": "sha256:" + "cd" * 32,
         "dockerfile": "Dockerfile.multistage",
         "platform": "linux/amd64",
-        "buildArgs": {"BASE_IMAGE": labels["org.opencontainers.image.base.name"], "WSGI_APP": "app:app"},
+        "buildContexts": {
+            "docker.io/library/python:3.13.17-slim-trixie": "docker-image://"
+            + labels["org.opencontainers.image.base.name"]
+        },
+        "buildArgs": {"WSGI_APP": "app:app"},
         "labels": labels,
         "base": {"name": labels["org.opencontainers.image.base.name"], "digest": "sha256:" + "ab" * 32},
         "debianPackages": [{"name": "media-types", "version": "13.0.0", "architecture": "all"}],

@@ -2,13 +2,14 @@
 
 Usage:
   build_record.py --records DIR --image TAG --dockerfile FILE --base NAME --base-digest DIGEST
-                  --started TIME [--build-stage IMAGE] [--arg NAME=VALUE ...]
+                  --started TIME [--build-stage IMAGE] [--context NAME=VALUE ...] [--arg NAME=VALUE ...]
 
 The Makefile runs it after each `docker build`, with the time the build started and the base it
 built on, and it writes DIR/TAG.json (the tag's / and : as -):
 
-- the image's ID and platform, the Dockerfile, the build arguments and the OCI labels, all that a
-  rebuild of the same image needs;
+- the image's ID and platform, the Dockerfile, the build contexts (the base given in place of the
+  image a FROM names), the build arguments and the OCI labels, all that a rebuild of the same image
+  needs;
 - the base, by name and by the digest it had during the build: the script looks again, and a base
   that changed while the image was building fails it;
 - the Debian packages the build put in the image, with their versions, from the image's dpkg
@@ -149,6 +150,7 @@ def record(args: argparse.Namespace) -> dict:
         "imageId": image["Id"],
         "dockerfile": args.dockerfile,
         "platform": f"{image['Os']}/{image['Architecture']}",
+        "buildContexts": dict(context.split("=", 1) for context in args.context),
         "buildArgs": dict(argument.split("=", 1) for argument in args.arg),
         "labels": {name: value for name, value in labels.items() if name.startswith("org.opencontainers.image.")},
         "base": {"name": args.base, "digest": digest.rpartition("@")[2]},
@@ -171,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-digest", required=True)
     parser.add_argument("--started", required=True)
     parser.add_argument("--build-stage", help="the image of the Dockerfile's build stage, if it has one")
+    parser.add_argument("--context", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args(argv)
     try:

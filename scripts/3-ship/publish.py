@@ -396,6 +396,7 @@ def provenance(record: dict, variant: str, requirements_sha256: str) -> dict:
                 "variant": variant,
                 "dockerfile": record["dockerfile"],
                 "platform": record["platform"],
+                "buildContexts": record["buildContexts"],
                 "buildArgs": record["buildArgs"],
                 "labels": labels,
             },
@@ -416,9 +417,9 @@ def provenance(record: dict, variant: str, requirements_sha256: str) -> dict:
 
 def pinned_base() -> str:
     for line in (ROOT / "Dockerfile").read_text().splitlines():
-        if line.startswith("FROM ") and line.endswith(" AS python-base"):
+        if line.startswith("FROM "):
             return line.split()[1]
-    raise Failed("Dockerfile has no `FROM ... AS python-base` line naming the base.")
+    raise Failed("Dockerfile has no `FROM` line naming the base.")
 
 
 def git(*args: str) -> str:

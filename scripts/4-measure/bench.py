@@ -51,7 +51,7 @@ from docker_tools import (
     MB,
     PROJECT_NAME,
     ROOT,
-    WSGI_APP,
+    build_inputs,
     docker,
     docker_result,
     exit_on_failure,
@@ -126,11 +126,7 @@ def timed_build(context: Path, dockerfile: str, tag: str, base: str, ca_bundle: 
     file = context / dockerfile
     if dockerfile == VARIANTS.get(PEER):
         context = peer_context(context, context.parent / PEER)
-    command = ["build", "--file", str(file), *measured_build(tag), "--build-arg", f"BASE_IMAGE={base}"]
-    if dockerfile != VARIANTS.get(PEER):
-        command += ["--build-arg", f"WSGI_APP={WSGI_APP}"]
-    if ca_bundle:
-        command += ["--secret", f"id=ca-bundle,src={ca_bundle}"]
+    command = ["build", "--file", str(file), *measured_build(tag), *build_inputs(file, base, ca_bundle)]
     if cold:
         command.append("--no-cache")
     started = time.monotonic()

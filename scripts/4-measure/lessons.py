@@ -15,6 +15,7 @@ a row too, with the reason.
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import time
@@ -29,7 +30,8 @@ from compare import compressed_size, hadolint_findings
 from docker_tools import (
     MB,
     PROJECT_NAME,
-    WSGI_APP,
+    ROOT,
+    build_inputs,
     docker,
     docker_result,
     exit_on_failure,
@@ -71,8 +73,8 @@ PRACTICES = [
         (
             ("WORKDIR /app\nCOPY src/ ./\n", ""),
             (
-                "COPY requirements.txt /tmp/requirements.txt\n",
-                "WORKDIR /app\nCOPY src/ ./\nCOPY requirements.txt /tmp/requirements.txt\n",
+                "RUN --mount=type=bind,source=requirements.txt,",
+                "WORKDIR /app\nCOPY src/ ./\nRUN --mount=type=bind,source=requirements.txt,",
             ),
         ),
     ),
@@ -170,24 +172,26 @@ def undo(practice: Practice, dockerfile: str) -> str:
 
 def build(context: Path, dockerfile: Path, tag: str, base: str, ca_bundle: str | None) -> float:
     """Seconds a cached `docker build` takes."""
-    command = ["build", "--file", str(dockerfile), *measured_build(tag)]
-    command += ["--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"WSGI_APP={WSGI_APP}"]
-    if ca_bundle:
-        command += ["--secret", f"id=ca-bundle,src={ca_bundle}"]
+    command = ["build", "--file", str(dockerfile), *measured_build(tag), *build_inputs(dockerfile, base, ca_bundle)]
     started = time.monotonic()
     docker(*command, str(context))
     return time.monotonic() - started
 
 
-def context_size(context: Path, tag: str) -> int:
-    """Bytes of the build context the engine receives from a folder: the size of an image of it alone."""
-    dockerfile = context.parent / f"{context.name}.Dockerfile"
-    dockerfile.write_text("FROM scratch\nCOPY . /context/\n")
-    docker("build", "--quiet", "--file", str(dockerfile), "--tag", tag, str(context))
-    try:
-        return int(docker("image", "inspect", "--format", "{{.Size}}", tag))
-    finally:
-        docker_result("image", "rm", "--force", tag, check=False)
+def context_size(ignore: str, base: str) -> int:
+    """Bytes of the files `docker build .` sends the engine from this checkout as it is, with its .git,
+    the .venv make made and whatever else it holds, under the ignore rules given: counted inside the
+    build, by a step that mounts the context it received. The rules go in a Dockerfile-specific
+    ignore file beside that step's Dockerfile, which BuildKit reads instead of the checkout's own."""
+    with tempfile.TemporaryDirectory(prefix="context-") as folder:
+        dockerfile = Path(folder) / "Dockerfile"
+        count = "find /context -type f -printf '%s\\n' | awk '{s += $1} END {print \"bytes\", s}'"
+        dockerfile.write_text(f"FROM {base}\nRUN --mount=type=bind,target=/context {count}\n")
+        (Path(folder) / "Dockerfile.dockerignore").write_text(ignore)
+        log = docker_result(
+            "build", "--no-cache", "--progress=plain", "--output=type=cacheonly", "--file", str(dockerfile), str(ROOT)
+        ).stderr
+    return int(re.search(r" bytes (\d+)$", log, re.MULTILINE).group(1))
 
 
 def setuid_programs(image: str) -> int:
@@ -233,9 +237,10 @@ def measure(images: dict, contexts: dict, args: argparse.Namespace, run_id: str)
     """Every image's facts, the timed ones over rounds taken in turn."""
     facts = {}
     sizes = {}
-    for name, context in contexts.items():
+    for context in contexts.values():
         if context not in sizes:
-            sizes[context] = context_size(context, f"{images[name][0]}-context")
+            ignore = context / ".dockerignore"
+            sizes[context] = context_size(ignore.read_text() if ignore.exists() else "", args.base)
     for name, (tag, dockerfile) in images.items():
         info = json.loads(docker("image", "inspect", tag))[0]
         facts[name] = {
