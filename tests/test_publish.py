@@ -205,6 +205,21 @@ def test_push_publishes_one_two_platform_oci_index_under_the_variant_and_the_ver
 
 @pytest.mark.integration
 @pytest.mark.docker
+def test_each_platforms_published_image_keeps_the_health_check_it_was_built_with(published, snapshot):
+    """skopeo copies the OCI layout `docker save` writes as it is: the config keeps Docker's own
+    fields, which OCI does not define and a conversion drops, the HEALTHCHECK among them."""
+    built = docker("image", "inspect", "--format", "{{json .Config.Healthcheck}}", f"{snapshot.image}:secure").stdout
+    assert json.loads(built)["Test"][0] == "CMD", built
+    repository, entry = published["repository"], published["variants"]["secure"]
+    for platform, digest in entry["platforms"].items():
+        command = [tool("skopeo"), "inspect", "--config", "--raw", "--tls-verify=false"]
+        config = json.loads(subprocess.run([*command, f"docker://{repository}@{digest}"], capture_output=True,
+                                           text=True, check=True, timeout=60).stdout)  # fmt: skip
+        assert config["config"].get("Healthcheck") == json.loads(built), f"{platform}: {config['config']}"
+
+
+@pytest.mark.integration
+@pytest.mark.docker
 def test_the_index_and_each_platforms_image_verify_on_their_own_with_the_public_key(published, keys):
     """The plain cosign commands the docs give consumers, outside the Makefile."""
     repository, entry = published["repository"], published["variants"]["secure"]

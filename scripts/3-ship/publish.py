@@ -70,6 +70,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -338,14 +339,27 @@ def push_image(image: str, target: str, work: Path) -> str:
     """
     archive, digest_file = work / "image.tar", work / "digest"
     docker("save", "--output", str(archive), image)
-    command = [tool("skopeo"), "copy", "--quiet", "--format", "oci", "--digestfile", str(digest_file)]
+    command = [tool("skopeo"), "copy", "--quiet", "--digestfile", str(digest_file)]
     if is_local(target):
         command.append("--dest-tls-verify=false")
     try:
-        run(*command, f"docker-archive:{archive}", f"docker://{target}", timeout=900)
+        run(*command, *skopeo_source(archive), f"docker://{target}", timeout=900)
     finally:
         archive.unlink(missing_ok=True)
     return digest_file.read_text().strip()
+
+
+def is_oci_archive(archive: Path) -> bool:
+    """Docker Engine 25 and later save an OCI layout; Podman, and older engines, Docker's own format."""
+    with tarfile.open(archive) as tar:
+        return "oci-layout" in tar.getnames()
+
+
+def skopeo_source(archive: Path) -> list[str]:
+    """skopeo's source for a saved image, published as OCI. An OCI layout is copied as it is, its
+    config byte for byte, so that Docker's fields OCI does not define stay: the HEALTHCHECK. Docker's
+    own format is converted, and skopeo's conversion drops them."""
+    return [f"oci-archive:{archive}"] if is_oci_archive(archive) else ["--format", "oci", f"docker-archive:{archive}"]
 
 
 def sha256_file(path: Path) -> str:

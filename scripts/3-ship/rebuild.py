@@ -14,7 +14,7 @@ step ending the run with a sentence when it fails:
    URL when this clone lacks it): the checkout you run it from is only read;
 3. for each platform, the base the build resolved, by its digest;
 4. `make build-VARIANT` of that commit's Makefile, with every parameter the provenance records (the
-   platform, BASE_IMAGE, WSGI_APP, SOURCE_DATE_EPOCH and the labels) and --no-cache, so that
+   platform, the base given under FROM's name, WSGI_APP where the Dockerfile takes it, SOURCE_DATE_EPOCH and the labels) and --no-cache, so that
    nothing comes from an earlier build on this machine;
 5. what it built against what was published: the image's config by its digest, which holds the
    digest of every layer's content (its diff ID), and the first layer that differs, by the
@@ -206,8 +206,8 @@ def rebuild(clone: Path, predicate: dict, image: str, folder: Path) -> str:
     settings = {
         "IMAGE": image,
         "PLATFORM": "" if native else platform,
-        "BASE_IMAGE": arguments["BASE_IMAGE"],
-        "WSGI_APP": arguments["WSGI_APP"],
+        # The base the build was given under FROM's name: make gives it the same way.
+        "BASE_IMAGE": next(iter(parameters["buildContexts"].values())).removeprefix("docker-image://"),
         "SOURCE_DATE_EPOCH": arguments["SOURCE_DATE_EPOCH"],
         "SOURCE_URL": labels["org.opencontainers.image.source"],
         "VERSION": labels["org.opencontainers.image.version"],
@@ -215,6 +215,8 @@ def rebuild(clone: Path, predicate: dict, image: str, folder: Path) -> str:
         "BUILD_FLAGS": "--no-cache",
         "BUILD_RECORDS": str(folder / "records"),
     }
+    if "WSGI_APP" in arguments:
+        settings["WSGI_APP"] = arguments["WSGI_APP"]
     # This make's own variables (REF, KEYS_DIR) are not the rebuild's.
     environment = {
         name: value for name, value in os.environ.items() if name not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")
@@ -250,14 +252,13 @@ def build_failure(output: str, variant: str, platform: str) -> str:
 
 
 def converted(tag: str, folder: Path) -> tuple[str, dict]:
-    """The rebuilt image as make push publishes it, saved by the engine and made an OCI image by
-    skopeo (which writes the config anew, without Docker's own fields): its config's digest, and
-    the config."""
+    """The rebuilt image as make push publishes it, saved by the engine and copied by skopeo as
+    make push copies it (publish.skopeo_source): its config's digest, and the config."""
     archive, layout = folder / "rebuilt.tar", folder / "rebuilt"
     docker("save", "--output", str(archive), tag)
     try:
-        run_command(tool("skopeo"), "copy", "--quiet", "--format", "oci", f"docker-archive:{archive}",
-                    f"oci:{layout}:rebuilt", timeout=900)  # fmt: skip
+        source = publish.skopeo_source(archive)
+        run_command(tool("skopeo"), "copy", "--quiet", *source, f"oci:{layout}:rebuilt", timeout=900)
 
         def blob(digest: str) -> dict:
             return json.loads((layout / "blobs" / digest.replace(":", "/")).read_text())
