@@ -14,8 +14,9 @@ step ending the run with a sentence when it fails:
    URL when this clone lacks it): the checkout you run it from is only read;
 3. for each platform, the base the build resolved, by its digest;
 4. `make build-VARIANT` of that commit's Makefile, with every parameter the provenance records (the
-   platform, the base given under FROM's name, WSGI_APP where the Dockerfile takes it, SOURCE_DATE_EPOCH and the labels) and --no-cache, so that
-   nothing comes from an earlier build on this machine;
+   platform, the base given under FROM's name, WSGI_APP where the Dockerfile takes it,
+   SOURCE_DATE_EPOCH and the labels) and --no-cache, so that nothing comes from an earlier build on
+   this machine;
 5. what it built against what was published: the image's config by its digest, which holds the
    digest of every layer's content (its diff ID), and the first layer that differs, by the
    Dockerfile instruction that made it.
