@@ -9,6 +9,7 @@ way a published image can be tampered with is then made real in a repository of 
 """
 
 import base64
+import fnmatch
 import hashlib
 import json
 import os
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import build_record
+import jmespath
 import jsonschema
 import publish
 import pytest
@@ -854,6 +856,55 @@ def a_build_record(**changes) -> dict:
         "startedOn": "2026-12-06T10:01:00Z",
         "finishedOn": "2026-12-06T10:02:30Z",
     } | changes
+
+
+def kyverno_refuses(predicate: dict, published: dict) -> list[str]:
+    """The conditions of Kyverno's policy a predicate fails, by their expression: each JMESPath
+    expression evaluated on the predicate, as Kyverno evaluates an attestation's conditions, and its
+    operator applied (AnyIn's values may hold wildcards)."""
+    refused = []
+    for condition in publish.kyverno_conditions(published)[0]["all"]:
+        expression = condition["key"].removeprefix("{{").removesuffix("}}").strip()
+        found = jmespath.search(expression, predicate)
+        if condition["operator"] == "Equals":
+            met = found == condition["value"]
+        else:
+            assert condition["operator"] == "AnyIn", condition
+            met = any(fnmatch.fnmatchcase(str(found), pattern) for pattern in condition["value"])
+        if not met:
+            refused.append(expression)
+    return refused
+
+
+@pytest.mark.unit
+def test_kyvernos_conditions_admit_the_provenance_and_refuse_another_commit_builder_or_source():
+    """What Kyverno's policy checks, as provenance.cue does: the provenance make push made passes,
+    and one that names another commit, builder or source, or a dirty tree, fails."""
+    record = a_build_record()
+    predicate = publish.provenance(record, "secure", "ef" * 32)
+    published = {
+        "source": SOURCE,
+        "commit": record["labels"]["org.opencontainers.image.revision"],
+        "bases": publish.recorded_bases({"app:secure": record}),
+    }
+    assert kyverno_refuses(predicate, published) == []
+    external = "buildDefinition.externalParameters"
+    changes = {
+        f"{external}.source.digest.gitCommit": ("0123456789abcdef0123456789abcdef01234567",),
+        "runDetails.builder.id": ("https://ci.example.org/acme/runs/7",),
+        f"{external}.source.uri": ("git+https://git.example.org/someone-else",),
+        f'{external}.labels."org.opencontainers.image.version"': ("5c993da-dirty",),
+        "buildDefinition.resolvedDependencies[1].digest.sha256": ("00" * 32,),
+    }
+    for where, (value,) in changes.items():
+        changed = json.loads(json.dumps(predicate))
+        *path, last = [part.strip('"') for part in re.findall(r'"[^"]+"|[^.]+', where)]
+        holder = changed
+        for part in path:
+            name, _, index = part.partition("[")
+            holder = holder[name][int(index[:-1])] if index else holder[name]
+        holder[last] = value
+        assert kyverno_refuses(changed, published) != [], f"Kyverno's conditions admit {where} = {value}"
 
 
 @pytest.mark.unit
