@@ -380,7 +380,7 @@ LEAVE_OUT_DOCKER = $(if $(BUT_DOCKER),@echo "$(LEFT_OUT)")
 
 test: free-8080 $(VENV)/bin/pytest ## Run every test but test-kubernetes and test-docs: unit, integration against real containers, the emulated platform's image
 	$(LEAVE_OUT_DOCKER)
-	$(VENV)/bin/pytest --numprocesses $(TEST_WORKERS) --dist loadgroup -m "$(strip not kubernetes and not docs $(BUT_DOCKER))"
+	$(VENV)/bin/pytest --numprocesses $(TEST_WORKERS) -m "$(strip not kubernetes and not docs $(BUT_DOCKER))"
 
 # The unit tests, and on Linux those that read and load this machine's own ELF files (a Mac has none).
 UNIT_TESTS := unit$(if $(filter Linux,$(shell uname -s)), or linux)
