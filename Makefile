@@ -106,7 +106,8 @@ PYTHON ?= python3
 VENV ?= .venv
 # How many tests `make test` runs at once, each in a pytest-xdist worker of its own; 0 runs them one
 # by one. Most of them wait (on docker stop, health checks, slow clients) rather than compute, so
-# more workers than CPUs pays: on 2 CPUs, 4 took 10.1 minutes where 3 took 11.3 and one 30.
+# more workers than CPUs pays. On 2 CPUs with the images cached, 4 took 5.0 minutes where one at a
+# time took 12.5 just before, and on a busier machine 4 took 10.1 where 3 took 11.3.
 TEST_WORKERS ?= 4
 
 comma := ,
