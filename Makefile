@@ -112,6 +112,11 @@ CHROMIUM ?=
 # Python that runs the tests, and the virtual environment they run in.
 PYTHON ?= python3
 VENV ?= .venv
+# How many tests `make test` runs at once, each in a pytest-xdist worker of its own; 0 runs them one
+# by one. Most of them wait (on docker stop, health checks, slow clients) rather than compute, so
+# more workers than CPUs pays. On 2 CPUs with the images cached, 4 took 5.0 minutes where one at a
+# time took 12.5 just before, and on a busier machine 4 took 10.1 where 3 took 11.3.
+TEST_WORKERS ?= 4
 
 comma := ,
 # The engine DOCKER runs, docker or podman (also podman-docker's `docker`): Podman is told a few
@@ -421,7 +426,7 @@ LEAVE_OUT_DOCKER = $(if $(BUT_DOCKER),@echo "$(LEFT_OUT)")
 
 test: free-8080 $(VENV)/bin/pytest ## Run every test but test-kubernetes and test-docs: unit, integration against real containers, the emulated platform's image
 	$(LEAVE_OUT_DOCKER)
-	$(VENV)/bin/pytest -m "$(strip not kubernetes and not docs $(BUT_DOCKER))"
+	$(VENV)/bin/pytest --numprocesses $(TEST_WORKERS) -m "$(strip not kubernetes and not docs $(BUT_DOCKER))"
 
 # The unit tests, and on Linux those that read and load this machine's own ELF files (a Mac has none).
 UNIT_TESTS := unit$(if $(filter Linux,$(shell uname -s)), or linux)

@@ -1,5 +1,10 @@
 """Shared set-up: the app as the images serve it, through a test client or on a local port, a Docker
-engine, the images built once, the control built to hold them against, and what the root tests need."""
+engine, the images built once, the control built to hold them against, and what the root tests need.
+
+`make test` runs the tests in parallel with pytest-xdist: the hooks here hand its workers a folder
+they share, and group the tests that must run on one worker; the images and the control are built
+once per run all the same (parallel.py says how).
+"""
 
 import glob
 import os
@@ -10,19 +15,59 @@ import tempfile
 import threading
 from pathlib import Path
 
+import parallel
 import pytest
 from containers import (
     DOCKER,
     ROOT,
     SECURITY_HEADERS,
     VARIANTS,
+    build_control,
+    build_images,
     control_image,
     images_under_test,
+    prebuilt_images,
     probe_folder,
+    remove_unnamed_images_made_since,
+    unnamed_images_make_built,
 )
 from docker_tools import WSGI_APP, CommandFailed, emulated_platform, engine, engine_platform, tool
 from gunicorn.util import import_app
 from werkzeug.serving import make_server
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """pytest-xdist's controller hands each worker it starts the folder the run's workers share."""
+    node.workerinput["run_folder"] = str(parallel.run_folder(node.config))
+
+
+# First, with the test IDs as pytest-xdist's controller knows them.
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items) -> None:
+    """A worker of a parallel run writes down each test's group for the controller."""
+    if workerinput := getattr(config, "workerinput", None):
+        parallel.write_groups(Path(workerinput["run_folder"]), workerinput["workerid"], items)
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """make test's --dist loadgroup, with the groups the workers wrote down."""
+    return parallel.GroupScheduling(config, log) if config.getvalue("dist") == "loadgroup" else None
+
+
+def pytest_sessionfinish(session) -> None:
+    """Once every worker of a parallel run is done, the controller removes what they built for the
+    whole run and the images without a name they left (see docker_engine)."""
+    if folder := session.config.stash.get(parallel.RUN_FOLDER, None):
+        parallel.remove_run(folder)
+
+
+@pytest.fixture(scope="session")
+def run_folder(request) -> Path | None:
+    """The folder the pytest-xdist workers of this run share; None when the tests run in one process."""
+    workerinput = getattr(request.config, "workerinput", None)
+    return Path(workerinput["run_folder"]) if workerinput else None
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +107,7 @@ def local_server(app):
 
 
 @pytest.fixture(scope="session")
-def docker_engine():
+def docker_engine(run_folder):
     """A Docker engine that answers; the tests fail, not skip, when there is none."""
     version = "{{.Version.Version}}" if engine() == "podman" else "{{.ServerVersion}}"
     try:
@@ -76,24 +121,18 @@ def docker_engine():
             f"no Docker engine answers ({result.stderr.strip()}). Start Docker, or run `make engine`, "
             "which installs and starts one on Debian; then run the tests again."
         )
+    # A test that builds a tag again leaves the image before it without a name where the two builds
+    # differ: under Podman they always do, as its history names each stage's image. Those the run
+    # left are removed at its end: by this session, or in a parallel run by the controller, once no
+    # worker is building (the first worker to get here records those there before).
+    if run_folder is not None:
+        with parallel.run_record(run_folder, "engine") as record:
+            record.setdefault("unnamed_images", sorted(unnamed_images_make_built()))
+        yield result.stdout.strip()
+        return
     before = unnamed_images_make_built()
     yield result.stdout.strip()
-    # A test that builds a tag again leaves the image before it without a name where the two builds
-    # differ: under Podman they always do, as its history names each stage's image. Those the
-    # session left are removed, and then those whose last child that removed (a build stage's).
-    left = unnamed_images_make_built() - before
-    while left:
-        subprocess.run([*DOCKER, "image", "rm", *left], capture_output=True, timeout=300)
-        left, removed = unnamed_images_make_built() - before, left
-        if left >= removed:
-            break
-
-
-def unnamed_images_make_built() -> set[str]:
-    """The IDs of images without a name that make built (they carry its OCI source label)."""
-    filters = ["--filter", "dangling=true", "--filter", "label=org.opencontainers.image.source"]
-    listed = subprocess.run([*DOCKER, "images", "--quiet", "--no-trunc", *filters], capture_output=True, text=True)
-    return set(listed.stdout.split())
+    remove_unnamed_images_made_since(before)
 
 
 @pytest.fixture(scope="session")
@@ -106,20 +145,30 @@ def emulated(docker_engine) -> str:
 
 
 @pytest.fixture(scope="session")
-def images(docker_engine):
-    """The images of the Makefile's table, NAME:VARIANT, built once per session or given by FLASK_APP_TEST_IMAGE=NAME
+def images(docker_engine, run_folder):
+    """The images of the Makefile's table, NAME:VARIANT, built once per run or given by FLASK_APP_TEST_IMAGE=NAME
     (see images_under_test)."""
-    with images_under_test(VARIANTS) as tags:
-        yield tags
+    if run_folder is None:
+        with images_under_test(VARIANTS) as tags:
+            yield tags
+        return
+    if prebuilt := prebuilt_images(VARIANTS):
+        yield prebuilt
+    else:
+        yield parallel.built_for_run(run_folder, "images", "test", lambda name: build_images(name, VARIANTS))
 
 
 @pytest.fixture(scope="session")
-def control(docker_engine, tmp_path_factory):
+def control(docker_engine, run_folder, tmp_path_factory):
     """The control the tests hold the images against (naive, or in a copy
     containers.CONTROL_DOCKERFILE): a root image running Flask's development server, without a
-    health check, built once per session."""
-    with control_image(tmp_path_factory.mktemp("control")) as tag:
-        yield tag
+    health check, built once per run."""
+    folder = tmp_path_factory.mktemp("control")
+    if run_folder is None:
+        with control_image(folder) as tag:
+            yield tag
+        return
+    yield parallel.built_for_run(run_folder, "control", "control", lambda name: build_control(name, folder))
 
 
 @pytest.fixture(scope="session")

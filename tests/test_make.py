@@ -493,6 +493,7 @@ def test_a_docker_command_with_arguments_works_for_the_engine_and_a_build(docker
         docker("image", "rm", "--force", f"{image}:production", check=False)
 
 
+# The tests that hold port 8080 run on one worker of a parallel run, with those of test_images.py.
 @contextlib.contextmanager
 def holding_8080(image: str, *labels: str) -> Iterator[str]:
     """A container of image that holds 127.0.0.1:8080 and does nothing else; removed afterwards,
@@ -507,6 +508,7 @@ def holding_8080(image: str, *labels: str) -> Iterator[str]:
 
 
 @pytest.mark.integration
+@pytest.mark.xdist_group("port-8080")
 def test_the_tests_stop_a_container_make_run_left_on_8080(control):
     with holding_8080(control, f"make-run.project={ROOT}") as name:
         result = make("free-8080")
@@ -516,6 +518,7 @@ def test_the_tests_stop_a_container_make_run_left_on_8080(control):
 
 
 @pytest.mark.integration
+@pytest.mark.xdist_group("port-8080")
 def test_the_tests_refuse_to_start_while_something_else_holds_8080(control):
     with holding_8080(control) as name:
         result = make("free-8080")
@@ -525,6 +528,7 @@ def test_the_tests_refuse_to_start_while_something_else_holds_8080(control):
 
 
 @pytest.mark.integration
+@pytest.mark.xdist_group("port-8080")
 def test_make_stop_leaves_a_container_it_did_not_start_alone(control):
     with holding_8080(control) as name:
         result = make("stop", f"CONTAINER={name}")

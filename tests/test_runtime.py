@@ -488,6 +488,10 @@ def slow_clients_on(image: str, *flags: str, timeout: float) -> dict:
         return slow_header_attack(container.port, clients=256, seconds=20, probe_timeout=timeout)
 
 
+# The slow-client tests run one at a time, on one worker of a parallel run: how many of the
+# controls' probes fail depends on how busy the machine is, and 256 slow clients of another test
+# would add to it.
+@pytest.mark.xdist_group("slow-clients")
 @pytest.mark.parametrize("variant", HARDENED)
 def test_slow_header_clients_cannot_starve_the_server(images, variant):
     result = slow_clients_on(images[variant], timeout=health_check_timeout(images[variant]))
@@ -503,6 +507,7 @@ def test_slow_header_clients_cannot_starve_the_server(images, variant):
     assert settings.KEEPALIVE - 0.5 <= slow["median_seconds_held"] < settings.KEEPALIVE + 3, result
 
 
+@pytest.mark.xdist_group("slow-clients")
 def test_a_control_on_the_development_server_stops_answering_under_slow_header_clients(images, control):
     """The control for the test above: the development server gives each connection a thread and
     gives up none; within the process limit, slow clients hold them all and /healthz fails."""
@@ -511,6 +516,7 @@ def test_a_control_on_the_development_server_stops_answering_under_slow_header_c
     assert healthz["failures"] > healthz["requests"] / 2, result
 
 
+@pytest.mark.xdist_group("slow-clients")
 def test_production_on_gunicorns_threaded_worker_stops_answering_under_slow_header_clients(images):
     """The control closest to the test above: the same image, with gunicorn's threaded worker in
     place of gevent's. Its eight threads each wait on one slow client's headers, and /healthz waits
