@@ -197,7 +197,7 @@ def test_image_runs_the_debian_release_and_python_minor_version_of_the_pinned_ba
     """python:3.13.X-slim-trixie pins Debian 13 (trixie) and Python 3.13: the image runs both, on
     the pinned base or on the stand-in built from that Debian release's packages."""
     dockerfile = (ROOT / "Dockerfile").read_text()
-    pinned = re.search(r"^FROM docker\.io/library/python:(\d+\.\d+)\.\d+-slim-(\w+) AS", dockerfile, re.MULTILINE)
+    pinned = re.search(r"^FROM docker\.io/library/python:(\d+\.\d+)\.\d+-slim-(\w+)$", dockerfile, re.MULTILINE)
     python_minor, codename = pinned.groups()
     code = (
         "import platform, sys;"
