@@ -632,12 +632,14 @@ def supply_chain_bytes(repository: str, digests: list[str]) -> int:
 
 def signers(args: argparse.Namespace, published: dict) -> list[tuple[str, list[str]]]:
     """Who may have signed, each with cosign's arguments that check it: each public key, newest
-    first; or the keyless identity, whose certificate must name the published commit as the one its
-    workflow ran at."""
+    first; or the keyless identity, whose certificate must name the published commit, where one is
+    given, as the one its workflow ran at."""
     if args.key:
         return [(f"the key {key}", ["--key", str(key), "--insecure-ignore-tlog=true"]) for key in args.key]
     identity = ["--certificate-identity", args.identity, "--certificate-oidc-issuer", args.issuer]
-    return [(f"{args.identity} ({args.issuer})", [*identity, "--certificate-github-workflow-sha", published["commit"]])]
+    if published.get("commit"):
+        identity += ["--certificate-github-workflow-sha", published["commit"]]
+    return [(f"{args.identity} ({args.issuer})", identity)]
 
 
 def names(accepted: list[tuple[str, list[str]]]) -> str:

@@ -95,9 +95,7 @@ def verified(args: argparse.Namespace, repository: str, digest: str, platforms: 
     signer = argparse.Namespace(key=args.key, identity=args.identity, issuer=args.issuer)
     # The signer alone, the commit not known yet: make verify's check below holds a keyless
     # signature to the commit the provenance names as well.
-    accepted = publish.signers(signer, {"commit": None})
-    if not args.key:
-        accepted = [(name, arguments[:-2]) for name, arguments in accepted]
+    accepted = publish.signers(signer, {})
     # The signature first, so that another signer's image is named as such before its provenance is read.
     publish.verify_signature(
         accepted, "the image" if digest in platforms.values() else "the index", f"{repository}@{digest}"
