@@ -428,9 +428,8 @@ def test_ten_thousand_requests_neither_kill_it_nor_grow_its_memory(images, varia
         samples = []
         deadline = time.monotonic() + 240
         with ThreadPoolExecutor(max_workers=8) as pool:
-            # 10 rounds of 1,000 requests from 8 clients, memory read after each. The worker
-            # restarts only after about a hundred thousand requests, so not here, and every
-            # request must succeed.
+            # 10 rounds of 1,000 requests from 8 clients, memory read after each. The worker is
+            # never restarted for its request count, and every request must succeed.
             for _ in range(10):
                 answered = sum(pool.map(hammer, [125] * 8, [deadline] * 8))
                 assert answered == 1000, f"only {answered} of 1,000 requests answered 200"

@@ -37,9 +37,10 @@ def test_gunicorn_works_on_a_read_only_root(gunicorn_settings):
     assert gunicorn_settings["control_socket_disable"] is True
 
 
-def test_gunicorn_logs_to_stdout_and_recycles_workers(gunicorn_settings):
-    assert gunicorn_settings["accesslog"] == "-"
-    assert gunicorn_settings["max_requests"] > 0 < gunicorn_settings["max_requests_jitter"]
+def test_gunicorn_logs_to_stdout_and_never_restarts_its_one_worker_for_a_request_count(gunicorn_settings):
+    assert gunicorn_settings["accesslog"] == gunicorn_settings["errorlog"] == "-"
+    assert gunicorn_settings["workers"] == 1
+    assert gunicorn_settings["max_requests"] == 0
     assert 0 < gunicorn_settings["graceful_timeout"] <= gunicorn_settings["timeout"]
 
 
