@@ -203,6 +203,33 @@ def test_bench_markdown_shows_what_secure_opens_beside_what_it_holds(report):
     assert "| `/usr/lib/python3.13` | 3.50 |" in text
 
 
+def test_bench_markdown_shows_where_productions_time_goes_against_as_shipped(report):
+    def load(rate: float) -> dict:
+        return {"requests_per_second": rate, "spread": {"requests_per_second": spread(rate, rate - 100, rate + 100)}}
+
+    rows = {row: load(2000.0) for row in bench.COSTS}
+    rows["no access log"] = load(2500.0)
+    rows["a new connection for each request (no keep-alive)"] = load(1000.0)
+    parser = {"calls_per_second": 50000.0, "spread": spread(50000.0, 49000.0, 51000.0)}
+    text = bench.markdown({**report, "costs": {"connections": 16, "rows": rows, "parser": parser}})
+    assert "| production, at 16 connections, wrk in its network namespace unless the row says |" in text
+    assert "| as shipped | 2,000 [1,900-2,100] | 500 |  |" in text
+    # 1e6 / 2,500 = 400 µs, 100 fewer than as shipped; 1e6 / 1,000 = 1,000 µs, 500 more.
+    assert "| no access log | 2,500 [2,400-2,600] | 400 | -100 µs |" in text
+    assert "| a new connection for each request (no keep-alive) | 1,000 [900-1,100] | 1,000 | +500 µs |" in text
+    assert "| gunicorn's HTTP parser alone, in-process, calls/s | 50,000 [49,000-51,000] | 20 | |" in text
+    assert "| the app's own WSGI call, in-process, calls/s: the limit | 5,000 [4,900-5,100] | 200 | |" in text
+    assert "where production's time goes" not in bench.markdown(report)
+
+
+def test_each_way_production_is_changed_is_one_setting_after_the_shipped_ones():
+    """Each row of COSTS changes one thing: gunicorn's arguments, a setting after the shipped file, or wrk's."""
+    assert next(iter(bench.COSTS)) == "as shipped" and bench.COSTS["as shipped"] == ("", "", (), False)
+    for row, (arguments, config, headers, published) in list(bench.COSTS.items())[1:]:
+        assert sum(map(bool, (arguments, config, headers, published))) == 1, row
+        assert not config or config.count("\n") == 1, row
+
+
 def test_parse_in_process_reads_the_calls_and_their_rate():
     output = "a warning on stderr's way\n" + '{"calls": 120000, "seconds": 10.0}\n'
     assert bench.parse_in_process(output) == {"calls": 120000, "seconds": 10.0, "calls_per_second": 12000.0}

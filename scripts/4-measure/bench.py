@@ -113,6 +113,47 @@ print(json.dumps({"calls": calls, "seconds": time.perf_counter() - started}))
 """
 # The image the limit is measured in: the one a copy always has, with the interpreter at hand.
 LIMIT_IMAGE = "production"
+# HTTP parsing alone: gunicorn's parser reading the request wrk sends, in a loop inside the same
+# image under the same limits, printed as IN_PROCESS prints its calls.
+PARSER = """
+import json, sys, time
+from gunicorn.config import Config
+from gunicorn.http.parser import RequestParser
+REQUEST = b"GET / HTTP/1.1\\r\\nHost: 127.0.0.1:8080\\r\\n\\r\\n"
+class Socket:
+    def __init__(self):
+        self.data = REQUEST
+    def recv(self, size):
+        data, self.data = self.data, b""
+        return data
+config = Config()
+def call():
+    request = next(RequestParser(config, Socket(), ("127.0.0.1", 40000)))
+    assert request.path == "/", request.path
+for _ in range(1000):
+    call()
+calls, started, deadline = 0, time.perf_counter(), time.perf_counter() + float(sys.argv[1])
+while time.perf_counter() < deadline:
+    for _ in range(100):
+        call()
+    calls += 100
+print(json.dumps({"calls": calls, "seconds": time.perf_counter() - started}))
+"""
+# Where production's time goes: each row serves as shipped but for one thing, at 16 connections
+# with wrk in the container's network namespace, unless the row says otherwise. A row is
+# (what differs, gunicorn's arguments, a configuration file read after the shipped one, wrk's
+# headers, through the published port). gunicorn reads the last --config it is given, so that
+# file runs the shipped one first and then changes one setting.
+SHIPPED_CONFIG = 'exec(compile(open("/app/gunicorn.conf.py").read(), "/app/gunicorn.conf.py", "exec"))\n'
+COSTS = {
+    "as shipped": ("", "", (), False),
+    "through the published port (Docker's proxy)": ("", "", (), True),
+    "a new connection for each request (no keep-alive)": ("", "", ("Connection: close",), False),
+    "gunicorn's own access logger": ("--logger-class gunicorn.glogging.Logger", "", (), False),
+    "no access log": ("", "accesslog = None\n", (), False),
+    "no turn-taking after each response (post_request)": ("", "del post_request\n", (), False),
+    "gunicorn's sync worker, as the peer (no slow-client defence)": ("--worker-class sync", "", (), False),
+}
 STARTED = time.monotonic()
 
 
@@ -180,11 +221,14 @@ def memory_bytes(container: str) -> int:
     return round(float(number) * scale[unit])
 
 
-def start(tag: str, variant: str, name: str, limits: list[str], extra: tuple[str, ...] = ()) -> int:
-    """Run the image detached on a free port of 127.0.0.1, within the limits; return that port."""
+def start(
+    tag: str, variant: str, name: str, limits: list[str], extra: tuple[str, ...] = (), arguments: tuple[str, ...] = ()
+) -> int:
+    """Run the image detached on a free port of 127.0.0.1, within the limits, with docker run's
+    extra options and the arguments after the image; return that port."""
     flags = [*limits, *HARDENING[variant], *extra]
     inside = CONTAINER_PORT.get(variant, 8080)
-    docker("run", "--detach", "--name", name, "--publish", f"127.0.0.1::{inside}", *flags, tag)
+    docker("run", "--detach", "--name", name, "--publish", f"127.0.0.1::{inside}", *flags, tag, *arguments)
     return int(docker("port", name, f"{inside}/tcp").split()[0].rsplit(":", 1)[1])
 
 
@@ -229,19 +273,23 @@ def spread(values: list[float]) -> dict:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-def wrk(port: int, connections: int, seconds: int, namespace_of: str | None = None) -> dict:
+def wrk(
+    port: int, connections: int, seconds: int, namespace_of: str | None = None, headers: tuple[str, ...] = ()
+) -> dict:
     """wrk on GET / at 127.0.0.1:port; with namespace_of, a container's name, inside that
     container's network namespace (nsenter), where port is the one the server listens on."""
     command = ["wrk", "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{seconds}s"]
+    command += [flag for header in headers for flag in ("--header", header)]
     if namespace_of:
         pid = docker("inspect", "--format", "{{.State.Pid}}", namespace_of).strip()
         command = ["nsenter", "--target", pid, "--net", *command]
     return parse_wrk(run(*command, "--latency", "--timeout", "5s", f"http://127.0.0.1:{port}/", timeout=seconds + 60))
 
 
-def in_process_limit(tag: str, limits: list[str], seconds: int) -> dict:
-    """The app's own WSGI calls a second inside an image under the limits: no socket, no server."""
-    output = docker("run", "--rm", *limits, "--entrypoint", "python3", tag, "-c", IN_PROCESS, str(seconds))
+def in_process_limit(tag: str, limits: list[str], seconds: int, code: str = IN_PROCESS) -> dict:
+    """The app's own WSGI calls a second inside an image under the limits: no socket, no server.
+    With code, another loop that prints as IN_PROCESS does (PARSER)."""
+    output = docker("run", "--rm", *limits, "--entrypoint", "python3", tag, "-c", code, str(seconds))
     return parse_in_process(output)
 
 
@@ -334,6 +382,43 @@ def serving(tags: dict, limits: list[str], seconds: int, repeats: int, slow_seco
     rates = [run["calls_per_second"] for run in limit_runs]
     limit = {"image": LIMIT_IMAGE, "calls_per_second": statistics.median(rates), "spread": spread(rates)}
     return {"variants": results, "limit": {**limit, "runs": limit_runs}}
+
+
+def costs(tag: str, limits: list[str], seconds: int, repeats: int) -> dict:
+    """Production's requests a second with one thing changed at a time (COSTS), the rows taken in
+    turn, run by run, each in a fresh container; and gunicorn's HTTP parser alone, in-process."""
+    runs: dict = {row: [] for row in COSTS}
+    parser_runs = []
+    with tempfile.TemporaryDirectory(prefix=f"{PROJECT_NAME}-bench-configs-") as folder:
+        configs = {}
+        for number, (row, (_, config, _, _)) in enumerate(COSTS.items()):
+            if config:
+                configs[row] = f"/bench/{number}.py"
+                Path(folder, f"{number}.py").write_text(SHIPPED_CONFIG + config)
+        Path(folder).chmod(0o755)
+        for repeat in range(repeats):
+            progress(f"run {repeat + 1} of {repeats}: where production's time goes, {len(COSTS)} ways, and the parser")
+            parser_runs.append(in_process_limit(tag, limits, seconds, PARSER))
+            for row, (arguments, config, headers, published) in COSTS.items():
+                name = f"{PROJECT_NAME}-bench-{uuid.uuid4().hex[:8]}"
+                extra = ("--env", f"GUNICORN_CMD_ARGS={arguments}") if arguments else ()
+                extra += ("--volume", f"{folder}:/bench:ro") if config else ()
+                try:
+                    port = start(tag, "production", name, limits, extra, ("--config", configs[row]) if config else ())
+                    wait_until_serving(port, name, timeout=30)
+                    run("wrk", "-t1", "-c4", "-d2s", f"http://127.0.0.1:{port}/", timeout=30)
+                    if published:
+                        runs[row].append(wrk(port, 16, seconds, headers=headers))
+                    else:
+                        runs[row].append(wrk(8080, 16, seconds, namespace_of=name, headers=headers))
+                finally:
+                    remove(name)
+    rates = [run["calls_per_second"] for run in parser_runs]
+    return {
+        "connections": 16,
+        "rows": {row: summarize_load(row_runs) for row, row_runs in runs.items()},
+        "parser": {"calls_per_second": statistics.median(rates), "spread": spread(rates), "runs": parser_runs},
+    }
 
 
 # The size goal of the secure image, as a multiple of the bytes its server opens while it serves
@@ -486,6 +571,7 @@ def markdown(report: dict) -> str:
         row("slow connections the server closed, median time held", slow_held),
         row("1,000 keep-alive connections: answers / failures", crowd),
     ]
+    lines += costs_table(report)
     opened = report.get("floor")
     if opened:
         files = f"{opened['opened']['files']:,} of {opened['held']['files']:,} files"
@@ -501,6 +587,34 @@ def markdown(report: dict) -> str:
         target, measured = f"{goal['target']:.{decimals}f} {unit}".rstrip(), f"{goal['measured']:.{decimals}f} {unit}"
         lines.append(f"| {goal['goal']} | {target} | {measured.rstrip()} | {met} |")
     return "\n".join(lines) + "\n"
+
+
+def costs_table(report: dict) -> list[str]:
+    """Where production's time goes (costs()): each way's requests a second, the microseconds a
+    request takes, and how many more or fewer than as shipped; then the parser and the limit."""
+    spent, limit = report.get("costs"), report.get("limit")
+    if not spent:
+        return []
+    shipped = 1e6 / spent["rows"]["as shipped"]["requests_per_second"]
+    lines = [
+        "",
+        f"| {LIMIT_IMAGE}, at {spent['connections']} connections, wrk in its network namespace unless the row says"
+        " | requests/s | µs a request | against as shipped |",
+        "|---|---|---|---|",
+    ]
+    for row, measured in spent["rows"].items():
+        each = 1e6 / measured["requests_per_second"]
+        against = "" if row == "as shipped" else f"{each - shipped:+.0f} µs"
+        requests = ranged(measured["spread"]["requests_per_second"], lambda n: f"{n:,.0f}")
+        lines.append(f"| {row} | {requests} | {each:,.0f} | {against} |")
+    parser = spent["parser"]
+    named = [("gunicorn's HTTP parser alone, in-process, calls/s", parser)]
+    named += [("the app's own WSGI call, in-process, calls/s: the limit", limit)] if limit else []
+    for row, calls in named:
+        lines.append(
+            f"| {row} | {ranged(calls['spread'], lambda n: f'{n:,.0f}')} | {1e6 / calls['calls_per_second']:.0f} | |"
+        )
+    return lines
 
 
 def machine() -> dict:
@@ -568,6 +682,7 @@ def main(argv: list[str] | None = None) -> int:
             served = serving(tags, limits, args.seconds, args.load_runs, args.slow_seconds)
             for variant, measured in served["variants"].items():
                 variants[variant].update(measured)
+            spent = costs(tags[LIMIT_IMAGE], limits, args.seconds, args.load_runs)
             progress("secure: the files its server opens, from start-up to its health check")
             opened = floor.serve_and_trace(tags["secure"], limits, HARDENING["secure"])
         finally:
@@ -589,6 +704,7 @@ def main(argv: list[str] | None = None) -> int:
         "fixed_rate": FIXED_RATE,
         "slow_seconds": args.slow_seconds,
         "limit": served["limit"],
+        "costs": spent,
         "floor": opened,
         "variants": variants,
     }
