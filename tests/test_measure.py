@@ -219,7 +219,10 @@ def test_bench_markdown_shows_where_productions_time_goes_against_as_shipped(rep
     assert "| a new connection for each request (no keep-alive) | 1,000 [900-1,100] | 1,000 | +500 µs |" in text
     assert "| gunicorn's HTTP parser alone, in-process, calls/s | 50,000 [49,000-51,000] | 20 | |" in text
     assert "| the app's own WSGI call, in-process, calls/s: the limit | 5,000 [4,900-5,100] | 200 | |" in text
-    assert "where production's time goes" not in bench.markdown(report)
+    assert "| production, at 16" not in bench.markdown(report)
+    # Its own table, after the images' last row and before what secure never opens.
+    assert text.index("| files its server opens,") < text.index("| production, at 16") < text.index("| held by secure,")
+    assert "\n\n| production, at 16" in text
 
 
 def test_each_way_production_is_changed_is_one_setting_after_the_shipped_ones():
