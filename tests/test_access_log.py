@@ -56,7 +56,10 @@ def both(settings: dict, capsys, extra: dict, status: str, sent) -> tuple[str, s
     """gunicorn's line and AccessLogger's, written within the same second (tried again across one)."""
     for _ in range(3):
         second = int(time.time())
-        lines = (line(Logger, settings, capsys, extra, status, sent), line(AccessLogger, settings, capsys, extra, status, sent))
+        lines = (
+            line(Logger, settings, capsys, extra, status, sent),
+            line(AccessLogger, settings, capsys, extra, status, sent),
+        )
         if int(time.time()) == second:
             return lines
     raise AssertionError("the clock crossed a second in each of three tries")

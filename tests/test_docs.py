@@ -291,8 +291,8 @@ def test_each_lesson_page_shows_a_command_names_its_test_and_leads_to_the_next(p
 
 # The pages `make bench`, `make compare` and `make lessons` write: the measured figures.
 MEASURED = DOCS / "reference"
-# The pages that quote them: the lesson, and the reference pages that carry their tables.
-QUOTING = (*lesson_pages(), DOCS / "reference" / "images.md", DOCS / "reference" / "measured.md")
+# The pages that quote them: the front page, the lesson, and the reference pages that carry their tables.
+QUOTING = (README, *lesson_pages(), DOCS / "reference" / "images.md", DOCS / "reference" / "measured.md")
 # A figure in prose: a decimal (not part of a version such as 26.1.5 or python:3.13), a number with
 # thousands separators, a whole number of MB, kB or ms, of layers, answers, requests or setuid
 # programs, or the first of "N of M".
@@ -314,6 +314,15 @@ QUOTES = (
         "What undoing it changes",
         1,
     ),
+    ("README.md", "Secure is", "bench", "size", "secure", 0),
+    ("README.md", "that image's", "bench", "size", "peer", 0),
+    ("README.md", "production serves", "bench", "requests/s at 64 (wrk)", "production", 0),
+    ("README.md", "connections against its", "bench", "requests/s at 64 (wrk)", "peer", 0),
+    ("README.md", "health check failed", "bench", "/healthz under 256 slow-header clients (20 s)", "peer", 0),
+    ("README.md", "times and production's", "bench", "/healthz under 256 slow-header clients (20 s)", "production", 0),
+    ("README.md", "fails each of", "bench", "1,000 keep-alive connections: answers / failures", "peer", 1),
+    ("README.md", "less memory,", "bench", "idle memory", "peer", 0),
+    ("README.md", "MB against", "bench", "idle memory", "production", 0),
     ("lesson/0-basics.md", "s instead of", "lessons", "Exec form for ENTRYPOINT and CMD", "What undoing it changes", 0),
     ("lesson/1-naive.md", "`make compare` found it", "compare", "flask-app:naive", "size", 0),
     ("lesson/1-naive.md", "MB,", "compare", "flask-app:naive", "compressed", 0),
@@ -408,6 +417,42 @@ QUOTES = (
     ),
     ("lesson/2-production.md", "answered all", "bench", "1,000 keep-alive connections: answers / failures", "", 0),
     ("lesson/2-production.md", "It costs memory:", "bench", "idle memory", "production", 0),
+    ("lesson/2-production.md", "published port, the peer served", "bench", "requests/s at 64 (wrk)", "peer", 0),
+    ("lesson/2-production.md", "its p99 was", "bench", "p99 at 64", "peer", 0),
+    (
+        "lesson/2-production.md",
+        "under the same slow clients,",
+        "bench",
+        "/healthz under 256 slow-header clients (20 s)",
+        "peer",
+        0,
+    ),
+    ("lesson/2-production.md", "and of the", "bench", "1,000 keep-alive connections: answers / failures", "", 0),
+    (
+        "lesson/2-production.md",
+        "after the first answer, failing",
+        "bench",
+        "1,000 keep-alive connections: answers / failures",
+        "peer",
+        1,
+    ),
+    (
+        "lesson/2-production.md",
+        "no proxy between, it served",
+        "bench",
+        "requests/s at 16, wrk in the container's network namespace",
+        "peer",
+        0,
+    ),
+    (
+        "lesson/2-production.md",
+        "at 16 connections against production's",
+        "bench",
+        "requests/s at 16, wrk in the container's network namespace",
+        "production",
+        0,
+    ),
+    ("lesson/2-production.md", "it idles in", "bench", "idle memory", "peer", 0),
     ("lesson/2-production.md", "idle against naive's", "bench", "idle memory", "naive", 0),
     (
         "lesson/2-production.md",
@@ -440,6 +485,12 @@ QUOTES = (
     ("lesson/4-secure.md", "a code change takes", "bench", "warm rebuild after a code change", "secure", 0),
     ("lesson/4-secure.md", "the first build,", "bench", "cold build", "secure", 0),
     ("lesson/4-secure.md", "s against production's", "bench", "cold build", "production", 0),
+    ("lesson/4-secure.md", "writes for this app weighs", "bench", "size", "peer", 0),
+    ("lesson/4-secure.md", "its server opens", "bench", "files its server opens, of those it holds", "secure", 0),
+    ("lesson/4-secure.md", "379 of", "bench", "files its server opens, of those it holds", "secure", 1),
+    ("lesson/4-secure.md", "regular files,", "bench", "files its server opens, of those it holds", "secure", 2),
+    ("lesson/4-secure.md", "MB of the", "bench", "files its server opens, of those it holds", "secure", 3),
+    ("lesson/4-secure.md", "standard library,", "bench", "/usr/lib/python3.13", "MB", 0),
     ("reference/measured.md", "clients, and with", "bench", "1,000 keep-alive connections: answers / failures", "", 0),
     ("reference/measured.md", "it, and", "bench", "requests/s at 64 (wrk)", "production", 3),
     ("reference/measured.md", "at a fixed", "bench", "p50 at 100/s, open loop", "", 1),
@@ -452,6 +503,69 @@ QUOTES = (
         0,
     ),
     ("reference/measured.md", "fails all of the", "bench", "1,000 keep-alive connections: answers / failures", "", 0),
+    ("reference/measured.md", "a container, production served", "bench", "requests/s at 64 (wrk)", "production", 0),
+    ("reference/measured.md", "where the peer served", "bench", "requests/s at 64 (wrk)", "peer", 0),
+    ("reference/measured.md", "with a p99 of", "bench", "p99 at 64", "production", 0),
+    ("reference/measured.md", "ms against", "bench", "p99 at 64", "peer", 0),
+    ("reference/measured.md", "the peer failed", "bench", "/healthz under 256 slow-header clients (20 s)", "peer", 0),
+    (
+        "reference/measured.md",
+        "closed it, failing",
+        "bench",
+        "1,000 keep-alive connections: answers / failures",
+        "peer",
+        1,
+    ),
+    ("reference/measured.md", "connections.** Of", "bench", "1,000 keep-alive connections: answers / failures", "", 0),
+    ("reference/measured.md", "Secure is", "bench", "size", "secure", 0),
+    ("reference/measured.md", "production, weighs", "bench", "size", "peer", 0),
+    (
+        "reference/measured.md",
+        "at 16 connections the peer served",
+        "bench",
+        "requests/s at 16, wrk in the container's network namespace",
+        "peer",
+        0,
+    ),
+    (
+        "reference/measured.md",
+        "against production's",
+        "bench",
+        "requests/s at 16, wrk in the container's network namespace",
+        "production",
+        0,
+    ),
+    (
+        "reference/measured.md",
+        "at 64 connections",
+        "bench",
+        "requests/s at 64, wrk in the container's network namespace",
+        "peer",
+        0,
+    ),
+    (
+        "reference/measured.md",
+        "5,595 against",
+        "bench",
+        "requests/s at 64, wrk in the container's network namespace",
+        "production",
+        0,
+    ),
+    ("reference/measured.md", "The peer idles in", "bench", "idle memory", "peer", 0),
+    ("reference/measured.md", "worker take", "bench", "idle memory", "production", 0),
+    ("reference/measured.md", "takes the peer", "bench", "warm rebuild after a code change", "peer", 0),
+    ("reference/measured.md", "0.30 s, production", "bench", "warm rebuild after a code change", "production", 0),
+    ("reference/measured.md", "the peer's first build took", "bench", "cold build", "peer", 0),
+    ("reference/measured.md", "s, production's", "bench", "cold build", "production", 0),
+    ("reference/measured.md", "any module:", "bench", "/usr/lib/python3.13", "MB", 0),
+    (
+        "reference/measured.md",
+        "at once, and served",
+        "bench",
+        "requests/s at 16, wrk in the container's network namespace",
+        "production",
+        0,
+    ),
 )
 
 
@@ -483,6 +597,15 @@ def measured_value(source: str, row: str, column: str, index: int) -> str:
     return numbers[index]
 
 
+def page_named(name: str) -> Path:
+    """A quoting page by the name QUOTES gives it: README.md, or a path under docs/."""
+    return README if name == README.name else DOCS / name
+
+
+def name_of(page: Path) -> str:
+    return README.name if page == README else page.relative_to(DOCS).as_posix()
+
+
 def figures_of(page: Path) -> list[tuple[int, str]]:
     """Each figure of a page's prose (its lines joined), with where it starts."""
     return [(match.start(), match.group(1)) for match in FIGURE.finditer(" ".join(prose(page.read_text()).split()))]
@@ -490,7 +613,7 @@ def figures_of(page: Path) -> list[tuple[int, str]]:
 
 def quoted(page: str, before: str) -> list[tuple[int, str]]:
     """Where the words before appear on a page, each with the figure that follows them."""
-    text = " ".join(prose((DOCS / page).read_text()).split())
+    text = " ".join(prose(page_named(page).read_text()).split())
     return [
         (match.end(1), match.group(2)) for match in re.finditer(rf"({re.escape(before)} ?)({FIGURE.pattern})", text)
     ]
@@ -498,7 +621,7 @@ def quoted(page: str, before: str) -> list[tuple[int, str]]:
 
 def test_every_figure_of_the_quoting_pages_is_tied_to_where_it_was_measured():
     tied = {(page, at) for page, before, *_ in QUOTES for at, _ in quoted(page, before)}
-    found = {(page.relative_to(DOCS).as_posix(), at, figure) for page in QUOTING for at, figure in figures_of(page)}
+    found = {(name_of(page), at, figure) for page in QUOTING for at, figure in figures_of(page)}
     assert len(found) >= 40, len(found)
     untied = sorted(f"{page}: {figure}" for page, at, figure in found if (page, at) not in tied)
     assert not untied, "these figures are tied to no row and column of a measured page (QUOTES):\n" + "\n".join(untied)

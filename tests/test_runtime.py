@@ -449,6 +449,8 @@ def test_logs_show_neither_the_development_server_nor_debug_mode(images, variant
         container.get("/healthz")
         logs = container.logs()
     assert "Starting gunicorn" in logs
+    # The access line of that request, as gunicorn's combined format writes it (src/access_log.py).
+    assert re.search(r'^\S+ - - \[[^]]+\] "GET /healthz HTTP/1\.1" 200 \d+ "-" "[^"]*"$', logs, re.MULTILINE), logs
     assert not re.search(r"development server|Debugger is active|Debug mode: on", logs, re.IGNORECASE), logs
 
 
