@@ -155,7 +155,25 @@ COSTS = {
     "no access log": ("", "accesslog = None\n", (), False),
     "no turn-taking after each response (post_request)": ("", 'globals().pop("post_request", None)\n', (), False),
     "gunicorn's sync worker, as the peer (no slow-client defence)": ("--worker-class sync", "", (), False),
+    "gunicorn's gthread worker, 4 threads (no slow-client defence)": (
+        "--worker-class gthread --threads 4",
+        "",
+        (),
+        False,
+    ),
+    "a bare WSGI app in the app's place: the server alone": (
+        "",
+        'wsgi_app = "bare:app"\npythonpath = "/bench"\n',
+        (),
+        False,
+    ),
 }
+# The bare app of the last row: the same answer to every request, with no framework.
+BARE_APP = """def app(environ, start_response):
+    body = b'{"message":"Hello, World!"}\\n'
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
 STARTED = time.monotonic()
 
 
@@ -397,6 +415,7 @@ def costs(tag: str, limits: list[str], seconds: int, repeats: int) -> dict:
             if config:
                 configs[row] = f"/bench/{number}.py"
                 Path(folder, f"{number}.py").write_text(SHIPPED_CONFIG + config)
+        Path(folder, "bare.py").write_text(BARE_APP)
         Path(folder).chmod(0o755)
         for repeat in range(repeats):
             progress(f"run {repeat + 1} of {repeats}: where production's time goes, {len(COSTS)} ways, and the parser")
