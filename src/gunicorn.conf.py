@@ -28,7 +28,8 @@ control_socket_disable = True
 # A worker is never restarted after a number of requests (gunicorn's max_requests): with one worker,
 # nothing answers while its successor starts. At 100,000 requests `make bench` saw it under load:
 # errors, and 1 s for the slowest requests at 64 connections. The tests hold memory flat over 10,000
-# requests; should a leak come, the memory limit stops the container and its restart policy starts it.
+# requests; should a leak come, the memory limit stops the container, and Compose or Kubernetes
+# restarts it.
 max_requests = 0
 
 # Logs go to stdout and stderr, where `docker logs` and every log collector look.
