@@ -19,13 +19,11 @@ def secure(docker_engine):
 def test_the_secure_servers_opened_files_are_its_app_interpreter_and_loader_and_fewer_than_it_holds(secure, root_user):
     limits = ["--memory", "256m", "--cpus", "1", "--pids-limit", "128"]
     report = floor.serve_and_trace(secure, limits, variants()["secure"]["hardening"])
-    assert report["answers"] == {
-        "GET /": 200,
-        "POST /echo": 200,
-        "GET /healthz": 200,
-        "GET /missing": 404,
-        "health check": 0,
-    }
+    # The sample answers GET / and POST /echo with 200; a copy's app may have neither route, and
+    # answers them as any app does, without a server error.
+    answers = report["answers"]
+    assert (answers["GET /healthz"], answers["GET /missing"], answers["health check"]) == (200, 404, 0), answers
+    assert answers["GET /"] < 500 and answers["POST /echo"] < 500, answers
     opened = report["opened_files"]
     # The app's bytecode, the interpreter nsenter executed, and the dynamic loader the kernel opened for it.
     assert any(path.startswith("/app/") and path.endswith(".pyc") for path in opened), opened

@@ -28,6 +28,7 @@ import publish
 import pytest
 import scan
 import yaml
+from bench import app_module
 from containers import LOCKDOWN, PROJECT_NAME, ROOT, docker, inspect, make, must, platform_tag, request
 from docker_tools import WSGI_APP, Response, engine_platform, free_port, podman_run_flags, tool
 
@@ -483,7 +484,7 @@ def push_refused(snapshot: Snapshot, name: str, registry: str, keys: Path, folde
 @pytest.mark.integration
 @pytest.mark.docker
 def test_push_refuses_an_image_built_from_uncommitted_changes(snapshot, registry, keys, tmp_path):
-    changed = snapshot.folder / "src" / "app.py"
+    changed = app_module(snapshot.folder)
     original = changed.read_text()
     name = f"{snapshot.image}-dirty"
     try:
@@ -1005,10 +1006,10 @@ def test_verify_rebuild_builds_nothing_for_an_image_another_key_signed(single, s
 @pytest.mark.integration
 @pytest.mark.docker
 def test_verify_rebuild_fails_on_a_signed_image_its_commit_does_not_build(snapshot, registry, keys, tmp_path):
-    """An image built from a changed src/app.py and labelled as the clean commit: make push
+    """An image built from a changed app module and labelled as the clean commit: make push
     publishes it, signed, with a provenance of the commit, and make verify passes it. The rebuild
     of the commit differs in the layer of /app, and says so."""
-    changed = snapshot.folder / "src" / "app.py"
+    changed = app_module(snapshot.folder)
     original = changed.read_text()
     name = f"{snapshot.image}-tampered"
     clean = git(snapshot.folder, "describe", "--tags", "--always")
