@@ -83,10 +83,21 @@ THREADED = ["--env", "GUNICORN_CMD_ARGS=--worker-class gthread --workers 2 --thr
 # Requests a second of the fixed-rate runs: well below what naive serves, so it measures service
 # time and not a queue.
 FIXED_RATE = 100
-# The limit: the app's own WSGI call for GET /, in a loop, inside an image (python -c, the WSGI_APP
-# the image names), for the seconds given as its argument after a warm-up. It prints the calls made
-# and the seconds they took, as JSON.
-IN_PROCESS = """
+# The loop that times a snippet's call(), inside an image (python -c): for the seconds given as its
+# argument, after a warm-up. It prints the calls made and the seconds they took, as JSON.
+TIMED = """
+for _ in range(1000):
+    call()
+calls, started, deadline = 0, time.perf_counter(), time.perf_counter() + float(sys.argv[1])
+while time.perf_counter() < deadline:
+    for _ in range(100):
+        call()
+    calls += 100
+print(json.dumps({"calls": calls, "seconds": time.perf_counter() - started}))
+"""
+# The limit: the app's own WSGI call for GET /, the WSGI_APP the image names, timed in a loop.
+IN_PROCESS = (
+    """
 import importlib, io, json, os, sys, time
 module, _, name = os.environ["WSGI_APP"].partition(":")
 app = getattr(importlib.import_module(module), name.removesuffix("()"))
@@ -104,20 +115,15 @@ def call():
     body = app.wsgi_app({**environ, "wsgi.input": io.BytesIO()}, start_response)
     b"".join(body)
     getattr(body, "close", lambda: None)()
-for _ in range(1000):
-    call()
-calls, started, deadline = 0, time.perf_counter(), time.perf_counter() + float(sys.argv[1])
-while time.perf_counter() < deadline:
-    for _ in range(100):
-        call()
-    calls += 100
-print(json.dumps({"calls": calls, "seconds": time.perf_counter() - started}))
 """
+    + TIMED
+)
 # The image the limit is measured in: the one a copy always has, with the interpreter at hand.
 LIMIT_IMAGE = "production"
-# HTTP parsing alone: gunicorn's parser reading the request wrk sends, in a loop inside the same
-# image under the same limits, printed as IN_PROCESS prints its calls.
-PARSER = """
+# HTTP parsing alone: gunicorn's parser reading the request wrk sends, timed in a loop inside the
+# same image under the same limits.
+PARSER = (
+    """
 import json, sys, time
 from gunicorn.config import Config
 from gunicorn.http.parser import RequestParser
@@ -132,15 +138,9 @@ config = Config()
 def call():
     request = next(RequestParser(config, Socket(), ("127.0.0.1", 40000)))
     assert request.path == "/", request.path
-for _ in range(1000):
-    call()
-calls, started, deadline = 0, time.perf_counter(), time.perf_counter() + float(sys.argv[1])
-while time.perf_counter() < deadline:
-    for _ in range(100):
-        call()
-    calls += 100
-print(json.dumps({"calls": calls, "seconds": time.perf_counter() - started}))
 """
+    + TIMED
+)
 # Where production's time goes: each row serves as shipped but for one thing, at 16 connections
 # with wrk in the container's network namespace, unless the row says otherwise. A row is
 # (what differs, gunicorn's arguments, a configuration file read after the shipped one, wrk's
